@@ -1,0 +1,260 @@
+"""The seam between the protocol and the network.
+
+Everything above this module sees a :class:`MessageStream`: whole text or binary
+messages in and out, and a close with a code. Everything below is trio-websocket
+on a trio byte stream. Two decisions live here:
+
+* **Opening is bounded as a whole.** trio-websocket's own ``connect_timeout`` can
+  hang when a server accepts TCP and never answers the upgrade, so
+  :func:`open_websocket` puts one deadline around TCP, TLS and the handshake.
+* **Exceptions are translated at this boundary**, once: a closed socket is
+  :class:`~telcoflow_trio.exceptions.WSSConnectionClosed`, a refused upgrade with
+  401/403 or a TLS failure is :class:`~telcoflow_trio.exceptions.WSSAuthenticationError`,
+  anything else that stops a connection from opening is
+  :class:`~telcoflow_trio.exceptions.WSSConnectionError`. The exception of the
+  code inside ``async with open_websocket(...)`` passes through unchanged.
+
+The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
+simulator can hand over one end of a ``trio.testing.memory_stream_pair()`` and run
+the very same WebSocket code with no sockets and under ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol, TypeAlias, cast, final
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+
+__all__ = [
+    "MessageStream",
+    "StreamOpener",
+    "WebSocket",
+    "open_tcp",
+    "open_websocket",
+    "redact_url",
+]
+
+#: Opens the byte stream under a WebSocket: ``(host, port, ssl_context) -> stream``.
+StreamOpener: TypeAlias = Callable[[str, int, ssl.SSLContext | None], Awaitable[trio.abc.Stream]]
+
+
+class MessageStream(Protocol):
+    """Whole WebSocket messages in and out; what every I/O module talks to."""
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one text (``str``) or binary (``bytes``) message.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+
+    async def get_message(self) -> str | bytes:
+        """The next message.
+
+        Raises:
+            WSSConnectionClosed: the connection closed (after every message that
+                arrived before the close was delivered).
+        """
+        ...
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close with ``code`` and ``reason``; bounded in time, idempotent."""
+
+
+async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked."""
+    tcp = await trio.open_tcp_stream(host, port)
+    if ssl_context is None:
+        return tcp
+    stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return stream
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its query string and user info, fit for logs and errors."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _closed(exc: ConnectionClosed) -> WSSConnectionClosed:
+    reason = exc.reason
+    return (
+        WSSConnectionClosed(1006)
+        if reason is None
+        else WSSConnectionClosed(reason.code, reason.reason)
+    )
+
+
+@final
+class WebSocket:
+    """A :class:`MessageStream` over a trio-websocket connection."""
+
+    __slots__ = ("_conn", "close_timeout")
+
+    def __init__(
+        self, conn: trio_websocket.WebSocketConnection, close_timeout: float = 2.0
+    ) -> None:
+        self._conn = conn
+        self.close_timeout = close_timeout
+
+    @property
+    def closed(self) -> tuple[int, str | None] | None:
+        """``(code, reason)`` once closed, else ``None``."""
+        reason = self._conn.closed
+        return None if reason is None else (reason.code, reason.reason)
+
+    @property
+    def path(self) -> str:
+        """The request path (with query string) the connection was opened for."""
+        return self._conn.path or ""
+
+    async def send_message(self, message: str | bytes) -> None:
+        try:
+            await self._conn.send_message(message)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def get_message(self) -> str | bytes:
+        try:
+            return await self._conn.get_message()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping and wait for its pong. Never returns if the peer dies: bound it.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+        try:
+            await self._conn.ping(payload)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close with ``code``; waits at most ``close_timeout``, even when cancelled."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout):
+            await self._conn.aclose(code, reason)
+
+
+def _translate_open_error(exc: BaseException, url: str, timeout: float) -> WSSError | None:
+    """The library error an exception raised while opening stands for."""
+    where = redact_url(url)
+    if isinstance(exc, ConnectionRejected):
+        status = exc.status_code
+        body = (exc.body or b"").decode("utf-8", "replace").strip()[:200]
+        detail = f"{where} refused the WebSocket upgrade with HTTP {status}" + (
+            f": {body}" if body else ""
+        )
+        if status in (401, 403):
+            return WSSAuthenticationError(detail)
+        return WSSConnectionError(detail)
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return WSSAuthenticationError(f"TLS handshake with {where} failed: {exc.__cause__ or exc}")
+    if isinstance(exc, trio.TooSlowError):
+        return WSSConnectionError(f"opening {where} took longer than {timeout:g} s")
+    if isinstance(exc, HandshakeError | OSError | trio.BrokenResourceError | ConnectionClosed):
+        return WSSConnectionError(f"could not open {where}: {type(exc).__name__}: {exc}")
+    return None
+
+
+@asynccontextmanager
+async def open_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    open_stream: StreamOpener = open_tcp,
+    connect_timeout: float = 10.0,
+    close_timeout: float = 2.0,
+    max_message_size: int = 1 << 20,
+    message_queue_size: int = 1,
+) -> AsyncIterator[WebSocket]:
+    """Open a client WebSocket to ``url`` for the duration of the block.
+
+    ``connect_timeout`` bounds the whole opening. On leaving the block the
+    connection is closed with 1000, bounded by ``close_timeout``.
+
+    Raises:
+        WSSAuthenticationError: HTTP 401/403 on the upgrade, or TLS failed.
+        WSSConnectionError: anything else that kept the connection from opening,
+            or the connection's reader failing (``__cause__`` has the group).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {redact_url(url)!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    if secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    extra = [(k.encode(), v.encode()) for k, v in headers]
+
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            stream: trio.abc.Stream | None = None
+            try:
+                with trio.fail_after(connect_timeout):
+                    stream = await open_stream(
+                        parts.hostname, port, ssl_context if secure else None
+                    )
+                    conn = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        cast(trio.SocketStream, stream),
+                        host_header,
+                        resource,
+                        subprotocols=list(subprotocols) or None,
+                        extra_headers=extra,
+                        message_queue_size=message_queue_size,
+                        max_message_size=max_message_size,
+                    )
+            except BaseException as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                translated = _translate_open_error(exc, url, connect_timeout)
+                if translated is None:
+                    raise
+                raise translated from None
+            ws = WebSocket(conn, close_timeout)
+            try:
+                yield ws
+            except BaseException as exc:
+                # The caller's own exception: keep it out of the nursery's group.
+                body_error = exc
+            finally:
+                await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # What lands here: our own translated opening error, or whatever the
+        # trio-websocket reader task raised (a refused upgrade, an internal bug).
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, WSSError):
+            raise leaf from None
+        translated = _translate_open_error(leaf, url, connect_timeout)
+        raise translated or WSSConnectionError(
+            f"connection to {redact_url(url)} failed"
+        ) from group
+    if body_error is not None:
+        raise body_error

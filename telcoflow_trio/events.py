@@ -1,0 +1,65 @@
+"""Event names for ``client.on(...)`` and ``call.on(...)``, as in SDK 0.24.
+
+The module-level constants and the :class:`ClientEvent` / :class:`CallEvent` enums
+are interchangeable (the enums are ``str`` subclasses)::
+
+    @client.on(events.INCOMING_CALL)
+    async def on_call(call): ...
+
+    @call.on(CallEvent.CALL_TERMINATED)
+    def ended(): ...
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .proto._states import CallState
+
+__all__ = [
+    "CALL_ANSWERED",
+    "CALL_ANSWER_FAILED",
+    "CALL_CONNECTED",
+    "CALL_CONNECT_FAILED",
+    "CALL_ERROR",
+    "CALL_TERMINATED",
+    "INCOMING_CALL",
+    "CallEvent",
+    "CallState",
+    "ClientEvent",
+]
+
+
+class ClientEvent(enum.StrEnum):
+    """Events of the client as a whole."""
+
+    #: A call arrived; the handler gets the :class:`~telcoflow_trio.ActiveCall`
+    #: with its media connection already open.
+    INCOMING_CALL = "call.incoming"
+
+
+class CallEvent(enum.StrEnum):
+    """Events of one call. Handlers take no arguments, except ``CALL_ERROR``'s
+    and the ``*_FAILED`` ones, which may take the error as their one argument."""
+
+    #: The call ended, for whatever reason (exactly once per call).
+    CALL_TERMINATED = "call.terminated"
+    #: ``answer()`` succeeded.
+    CALL_ANSWERED = "call.answered"
+    #: ``connect()`` succeeded.
+    CALL_CONNECTED = "call.connected"
+    #: ``answer()`` failed; the call stays PENDING.
+    CALL_ANSWER_FAILED = "call.answer_failed"
+    #: ``connect()`` failed (for example ``CALL_UNANSWERED``); the state is unchanged.
+    CALL_CONNECT_FAILED = "call.connect_failed"
+    #: The server reported an error on the call (``call.error``).
+    CALL_ERROR = "call.error"
+
+
+INCOMING_CALL = ClientEvent.INCOMING_CALL
+CALL_TERMINATED = CallEvent.CALL_TERMINATED
+CALL_ANSWERED = CallEvent.CALL_ANSWERED
+CALL_CONNECTED = CallEvent.CALL_CONNECTED
+CALL_ANSWER_FAILED = CallEvent.CALL_ANSWER_FAILED
+CALL_CONNECT_FAILED = CallEvent.CALL_CONNECT_FAILED
+CALL_ERROR = CallEvent.CALL_ERROR

@@ -1,0 +1,128 @@
+"""The exception tree of telcoflow_trio.
+
+The Telcoflow SDK 0.24 names are kept so code written for it catches the same
+classes; the additions (marked ``+``) make protocol and state errors precise::
+
+    WSSError
+    ├── WSSConnectionError          control or media connection failed
+    │   └── WSSConnectionClosed +   the peer closed the WebSocket (code, reason)
+    ├── WSSAuthenticationError      API key or mTLS rejected; never retried
+    ├── WSSMediaError               media connection failed or dropped mid-call
+    ├── BufferFullError             the outgoing audio buffer has no room
+    ├── BufferClosedError           audio written after the call ended
+    ├── WSSCallError                base of call errors
+    │   ├── WSSCallClosedError          the call has already ended
+    │   ├── WSSCallStateError +         command illegal in the call's state
+    │   ├── WSSCallCommandError         the server refused a command
+    │   └── WSSCallCommandTimeoutError  no response to a command in time
+    ├── ProtocolError +             a frame that breaks the wire protocol
+    │   ├── LocalProtocolError +        we were about to send an invalid frame
+    │   └── RemoteProtocolError +       the peer sent an invalid frame
+    └── StreamBridgeError +         a stream bridge ended with an error
+
+Messages never contain API keys, tokens or key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BufferClosedError",
+    "BufferFullError",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "StreamBridgeError",
+    "WSSAuthenticationError",
+    "WSSCallClosedError",
+    "WSSCallCommandError",
+    "WSSCallCommandTimeoutError",
+    "WSSCallError",
+    "WSSCallStateError",
+    "WSSConnectionClosed",
+    "WSSConnectionError",
+    "WSSError",
+    "WSSMediaError",
+]
+
+
+class WSSError(Exception):
+    """Base class of every error raised by telcoflow_trio."""
+
+
+class WSSConnectionError(WSSError):
+    """The control or media connection could not be opened or broke."""
+
+
+class WSSConnectionClosed(WSSConnectionError):
+    """The peer closed the WebSocket; ``code`` and ``reason`` say how."""
+
+    def __init__(self, code: int, reason: str | None = None) -> None:
+        super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
+
+
+class WSSAuthenticationError(WSSError):
+    """The platform rejected our credentials (HTTP 401/403 or a TLS failure).
+
+    Retrying cannot help, so the client stops instead of reconnecting.
+    """
+
+
+class WSSMediaError(WSSError):
+    """A call's media connection could not be opened or dropped unexpectedly."""
+
+
+class BufferFullError(WSSError):
+    """``send_audio`` was given more audio than the outgoing buffer has room for."""
+
+
+class BufferClosedError(WSSError):
+    """Audio was written after the call's outgoing buffer was closed."""
+
+
+class WSSCallError(WSSError):
+    """Base class of errors about one call."""
+
+
+class WSSCallClosedError(WSSCallError):
+    """The operation needs a live call, but the call has ended."""
+
+
+class WSSCallStateError(WSSCallError):
+    """The command is not allowed in the call's current state; nothing was sent."""
+
+
+class WSSCallCommandError(WSSCallError):
+    """The server refused a call command.
+
+    ``error_code`` is the server's code (for example ``CALL_UNANSWERED`` after
+    a ``connect()`` nobody answered; the call then stays active).
+    """
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, error_message: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class WSSCallCommandTimeoutError(WSSCallError):
+    """No response to a call command arrived before its deadline."""
+
+
+class ProtocolError(WSSError):
+    """A frame breaks the Telcoflow wire protocol. Do not raise this class directly."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to build or send a frame that the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent a frame we cannot accept (malformed, wrong types, too large)."""
+
+
+class StreamBridgeError(WSSError):
+    """A stream bridge ended because of an error; ``__cause__`` holds the details."""
