@@ -635,18 +635,15 @@ def _decode_json(message: str, table: dict[str, _Decoder], max_size: int) -> Any
         obj = _loads(message)
     except ValueError as exc:
         raise RemoteProtocolError(f"text frame is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RemoteProtocolError("text frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"text frame must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("text frame has no string field 'type'")
     decoder = table.get(kind)
-    if decoder is None:
-        return UnknownFrame(kind, obj)
-    try:
-        return decoder(obj)
-    except RecursionError:  # pragma: no cover - json limits nesting first
-        raise RemoteProtocolError(f"{kind!r} frame is nested too deeply") from None
+    return UnknownFrame(kind, obj) if decoder is None else decoder(obj)
 
 
 def decode_control(message: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> ControlFrame:
