@@ -222,7 +222,7 @@ def test_hostile_input_only_yields_frames_or_protocol_errors(message: str | byte
             frame = decode(message)
         except RemoteProtocolError as exc:
             error = str(exc)
-            assert error, "a protocol error must say what was wrong"  # noqa: PT017
+            assert error, "a protocol error must say what was wrong"
         else:
             # Whatever decodes must encode again without error.
             frame.encode()
