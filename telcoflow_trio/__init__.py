@@ -1,4 +1,31 @@
 """telcoflow_trio: trio-native voice agents on the Telcoflow telephony platform."""
 
+from . import events as events, exceptions as exceptions
+from ._call import (
+    ActiveCall as ActiveCall,
+    CallErrorInfo as CallErrorInfo,
+    CallStatistics as CallStatistics,
+    TerminationInfo as TerminationInfo,
+    TerminationReason as TerminationReason,
+)
+from ._client import ClientStatistics as ClientStatistics, TelcoflowClient as TelcoflowClient
 from ._version import __version__ as __version__
 from .config import TelcoflowClientConfig as TelcoflowClientConfig
+from .events import CallEvent as CallEvent, CallState as CallState, ClientEvent as ClientEvent
+
+__all__ = [
+    "ActiveCall",
+    "CallErrorInfo",
+    "CallEvent",
+    "CallState",
+    "CallStatistics",
+    "ClientEvent",
+    "ClientStatistics",
+    "TelcoflowClient",
+    "TelcoflowClientConfig",
+    "TerminationInfo",
+    "TerminationReason",
+    "__version__",
+    "events",
+    "exceptions",
+]

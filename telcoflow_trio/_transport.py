@@ -244,7 +244,15 @@ async def open_websocket(
             finally:
                 await ws.aclose()
                 nursery.cancel_scope.cancel()
+                # trio-websocket leaves the stream open when the peer closed first.
+                await trio.aclose_forcefully(stream)
     except BaseExceptionGroup as group:
+        if group.split(trio.Cancelled)[1] is None:
+            # Cancelled from outside: the reader task's Cancelled belongs to that
+            # scope, so let it (or the body's own exception) through untranslated.
+            if body_error is not None:
+                raise body_error  # noqa: B904
+            raise
         # What lands here: our own translated opening error, or whatever the
         # trio-websocket reader task raised (a refused upgrade, an internal bug).
         leaf: BaseException = group

@@ -1,0 +1,658 @@
+"""The public :class:`ActiveCall`: one call, its commands, audio and events.
+
+An ``ActiveCall`` is created by :class:`~telcoflow_trio.TelcoflowClient` when a
+call arrives and lives in its own task: the media connection is opened first,
+then the ``INCOMING_CALL`` handler runs, and when the handler returns or raises
+the call is closed (``call.close``). Whatever ends a call (the server, the
+caller hanging up before the answer, the media connection breaking, a local
+``close()``/``disconnect()``, the handler ending, the client shutting down), it
+terminates **exactly once**, with a :class:`TerminationInfo` saying why; then
+pending commands fail with :class:`~telcoflow_trio.exceptions.WSSCallClosedError`,
+``audio_stream()`` ends and ``send_audio`` raises
+:class:`~telcoflow_trio.exceptions.BufferClosedError`.
+
+Call event handlers (``call.on(...)``) never run inside the media reader: a
+dispatcher task of the call runs them in order, so a handler may await a command.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import inspect
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, Literal, TypeAlias, TypeVar, final
+
+import attrs
+import trio
+
+from . import proto
+from ._media import MediaConnection
+from ._transport import StreamOpener
+from .config import TelcoflowClientConfig
+from .events import CallEvent, CallState
+from .exceptions import (
+    WSSCallClosedError,
+    WSSCallCommandError,
+    WSSCallCommandTimeoutError,
+    WSSCallError,
+    WSSError,
+)
+
+__all__ = ["ActiveCall", "CallErrorInfo", "CallStatistics", "TerminationInfo", "TerminationReason"]
+
+logger = logging.getLogger(__name__)
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+ErrorHook: TypeAlias = Callable[["ActiveCall", BaseException], object]
+
+#: Call events queued for handlers beyond this are dropped (``CALL_TERMINATED`` never is).
+_MAX_QUEUED_EVENTS: Final = 256
+#: Command latencies kept for :meth:`ActiveCall.statistics`.
+_LATENCIES_KEPT: Final = 32
+_MIN_RING, _MAX_RING = 1, 120
+
+
+class TerminationReason(enum.StrEnum):
+    """Why a call ended."""
+
+    #: The server sent ``call.terminated`` (a party hung up, or the platform ended it).
+    SERVER = "server"
+    #: The caller hung up before the call was answered (``session.closed``).
+    CALLER_HANGUP = "caller_hangup"
+    #: The platform closed the call's session for another reason.
+    SESSION_CLOSED = "session_closed"
+    #: The media connection broke without a ``call.terminated``.
+    MEDIA_LOST = "media_lost"
+    #: ``call.close()`` succeeded.
+    CLOSED = "closed"
+    #: ``call.disconnect()`` succeeded.
+    DISCONNECTED = "disconnected"
+    #: The ``INCOMING_CALL`` handler returned; the call was closed.
+    HANDLER_RETURNED = "handler_returned"
+    #: The ``INCOMING_CALL`` handler raised; the call was closed.
+    HANDLER_FAILED = "handler_failed"
+    #: The client shut down while the call was in progress.
+    CLIENT_SHUTDOWN = "client_shutdown"
+
+
+Who: TypeAlias = Literal["caller", "agent", "server", "network", "client"]
+
+
+@attrs.frozen
+class TerminationInfo:
+    """How a call ended.
+
+    Attributes:
+        reason: why.
+        who: which side ended it: ``"caller"``, ``"agent"`` (this program's
+            commands or handler), ``"server"``, ``"network"`` or ``"client"``
+            (the client shutting down).
+        when: ``trio.current_time()`` at the end.
+        detail: extra text from the server or the error, if any.
+    """
+
+    reason: TerminationReason
+    who: Who
+    when: float
+    detail: str | None = None
+
+
+@attrs.frozen
+class CallErrorInfo:
+    """The payload of ``CALL_ERROR``: a ``call.error`` event from the server."""
+
+    error_code: str | None
+    error_message: str | None
+    fields: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class CallStatistics:
+    """A snapshot of one call's counters.
+
+    Attributes:
+        underruns: ``buffer_request``\\ s that arrived while earlier credit was
+            unused and nothing was queued: the server wanted agent audio we did
+            not have (deliberate silences count too).
+        inbound_dropped_chunks: caller-audio chunks dropped because
+            ``audio_stream()`` readers were too slow (oldest first).
+        command_latencies: ``(command, seconds)`` of the latest answered commands.
+    """
+
+    call_id: str
+    state: CallState
+    frames_sent: int
+    bytes_sent: int
+    frames_received: int
+    bytes_received: int
+    send_buffer_bytes: int
+    inbound_dropped_chunks: int
+    inbound_dropped_bytes: int
+    underruns: int
+    buffer_requests: int
+    malformed_frames: int
+    commands_sent: int
+    command_latencies: tuple[tuple[str, float], ...]
+
+
+def _cancelled() -> bool:
+    """Whether the current task is being cancelled (outside any shield)."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+def _takes_argument(handler: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
+    return any(p.kind in positional for p in parameters)
+
+
+@final
+class ActiveCall:
+    """One call, handed to your ``INCOMING_CALL`` handler with its media connected.
+
+    Created only by :class:`~telcoflow_trio.TelcoflowClient`. Commands raise
+    :class:`~telcoflow_trio.exceptions.WSSCallStateError` (nothing sent) when
+    the call's state does not allow them,
+    :class:`~telcoflow_trio.exceptions.WSSCallCommandError` when the server
+    refuses, :class:`~telcoflow_trio.exceptions.WSSCallCommandTimeoutError`
+    when no answer comes in time and
+    :class:`~telcoflow_trio.exceptions.WSSCallClosedError` once the call ended.
+    """
+
+    def __init__(
+        self,
+        call_in: proto.CallIn,
+        config: TelcoflowClientConfig,
+        *,
+        open_stream: StreamOpener,
+        on_handler_error: ErrorHook | None = None,
+        on_terminated: Callable[[ActiveCall], None] | None = None,
+    ) -> None:
+        self._call_in = call_in
+        self._config = config
+        self._on_handler_error = on_handler_error
+        self._on_terminated = on_terminated
+        self._state = CallState.PENDING
+        self._termination: TerminationInfo | None = None
+        self._terminated = trio.Event()
+        self._handlers: dict[CallEvent, list[tuple[Callable[..., Any], bool]]] = {}
+        self._events: collections.deque[tuple[CallEvent, object]] = collections.deque()
+        self._events_lot = trio.lowlevel.ParkingLot()
+        self._latencies: collections.deque[tuple[str, float]] = collections.deque(
+            maxlen=_LATENCIES_KEPT
+        )
+        self._ending: tuple[TerminationReason, Who] | None = None  # a close/disconnect in flight
+        self._handler_scope = trio.CancelScope()
+        self._shutting_down = False
+        self.handler_errors = 0
+        self._media = MediaConnection(
+            call_in,
+            config,
+            open_stream=open_stream,
+            on_event=self._on_media_event,
+            on_lost=self._on_media_lost,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ActiveCall {self.call_id} {self._state}>"
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        """The platform's id of the call."""
+        return self._call_in.call_id
+
+    @property
+    def id(self) -> str:
+        """Same as :attr:`call_id` (the 1.0.0 name)."""
+        return self._call_in.call_id
+
+    @property
+    def caller_number(self) -> str:
+        """Who is calling (``from``)."""
+        return self._call_in.caller
+
+    @property
+    def callee_number(self) -> str:
+        """The number that was called (``to``); ``connect()`` rings it."""
+        return self._call_in.callee
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of the call's PCM16 mono audio, both ways."""
+        return self._config.sample_rate
+
+    @property
+    def state(self) -> CallState:
+        """PENDING, ANSWERED, CONNECTED or DISCONNECTED."""
+        return self._state
+
+    @property
+    def terminated(self) -> bool:
+        """Whether the call has ended."""
+        return self._termination is not None
+
+    @property
+    def termination(self) -> TerminationInfo | None:
+        """How the call ended, or ``None`` while it is live."""
+        return self._termination
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Answer the call (PENDING -> ANSWERED); audio then flows with the caller."""
+        await self._command(
+            proto.CallCommand.ANSWER,
+            success_event=CallEvent.CALL_ANSWERED,
+            failure_event=CallEvent.CALL_ANSWER_FAILED,
+        )
+
+    async def connect(self, ring_time_seconds: int = 60) -> None:
+        """Ring the original callee and join caller, callee and agent (-> CONNECTED).
+
+        Args:
+            ring_time_seconds: how long to ring, 1 to 120.
+
+        Raises:
+            ValueError: ``ring_time_seconds`` out of range.
+            WSSCallCommandError: e.g. ``error_code == "CALL_UNANSWERED"``; the
+                call stays in its state, so you may retry, branch or end it.
+            WSSCallCommandTimeoutError: no response within the ring time plus
+                the grace period.
+        """
+        ring = ring_time_seconds
+        if (
+            isinstance(ring, bool)
+            or not isinstance(ring, int)
+            or not _MIN_RING <= ring <= _MAX_RING
+        ):
+            raise ValueError(
+                f"ring_time_seconds must be an integer from {_MIN_RING} to {_MAX_RING}; "
+                f"got {ring_time_seconds!r}"
+            )
+        await self._command(
+            proto.CallCommand.CONNECT,
+            server_timeout=float(ring),
+            data={"ringTimeSeconds": ring},
+            success_event=CallEvent.CALL_CONNECTED,
+            failure_event=CallEvent.CALL_CONNECT_FAILED,
+        )
+
+    async def whisper(self) -> None:
+        """Only the callee hears the agent (CONNECTED)."""
+        await self._command(proto.CallCommand.WHISPER)
+
+    async def barge(self) -> None:
+        """Caller and callee both hear the agent (CONNECTED; the default after connect)."""
+        await self._command(proto.CallCommand.BARGE)
+
+    async def spy(self) -> None:
+        """Listen only (CONNECTED)."""
+        await self._command(proto.CallCommand.SPY)
+
+    async def disconnect(self) -> None:
+        """End the call for everyone. Does nothing if the call already ended."""
+        if self._termination is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._command(
+            proto.CallCommand.DISCONNECT, ending=(TerminationReason.DISCONNECTED, "agent")
+        )
+
+    async def close(self) -> None:
+        """Leave the call and release it. Does nothing if the call already ended.
+
+        After ``connect()`` caller and callee stay connected; after only
+        ``answer()`` (or before it) the caller is disconnected too.
+        """
+        if self._termination is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._command(proto.CallCommand.CLOSE, ending=(TerminationReason.CLOSED, "agent"))
+
+    async def _command(
+        self,
+        command: proto.CallCommand,
+        *,
+        server_timeout: float | None = None,
+        data: dict[str, Any] | None = None,
+        success_event: CallEvent | None = None,
+        failure_event: CallEvent | None = None,
+        ending: tuple[TerminationReason, Who] | None = None,
+    ) -> Any:
+        proto.check_command(self._state, command)
+        timeout = self._config.command_timeout if server_timeout is None else server_timeout
+        if ending is not None:
+            self._ending = ending
+        started = trio.current_time()
+        try:
+            response = await self._media.round_trip(command, timeout, data)
+        except WSSCallClosedError:
+            if ending is not None and self._termination is not None:
+                return None  # the call is over, which is what was asked for
+            raise
+        except WSSCallCommandTimeoutError as exc:
+            if failure_event is not None:
+                self._queue_event(failure_event, exc)
+            raise
+        finally:
+            if ending is not None and self._ending == ending:
+                self._ending = None
+        self._latencies.append((str(command), trio.current_time() - started))
+        error = proto.response_error(response)
+        if isinstance(error, WSSCallCommandError) and error.error_code == "CALL_TERMINATED":
+            # The platform failed the command because the call ended under it.
+            if ending is not None:
+                self._terminate(*ending)
+                return None
+            self._platform_ended(error.error_code)
+            raise WSSCallClosedError(f"{command} failed: call {self.call_id} ended") from error
+        if self._termination is None:
+            self._state = proto.next_state(self._state, command, success=error is None)
+        if error is not None:
+            logger.info("call %s: %s failed: %s", self.call_id, command, error)
+            if failure_event is not None:
+                self._queue_event(failure_event, error)
+            raise error
+        if success_event is not None:
+            self._queue_event(success_event, None)
+        if self._state is CallState.DISCONNECTED and ending is not None:
+            self._terminate(*ending)
+        return response.result
+
+    # -- audio -----------------------------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Queue PCM16LE mono audio to play to the call; never blocks.
+
+        Audio goes out as the server asks for it (pull-based). Audio queued
+        before ``answer()`` plays once the server starts pulling.
+
+        Raises:
+            BufferFullError: ``data`` does not fit in the free space; nothing was
+                queued (see :meth:`write_audio` to wait for room instead).
+            BufferClosedError: the call has ended.
+            ValueError: ``data`` is not whole 2-byte samples.
+        """
+        self._media.write_nowait(data)
+
+    async def write_audio(self, data: bytes) -> None:
+        """Queue audio of any size, waiting for room in the buffer when needed.
+
+        Raises:
+            BufferClosedError: the call ended before all of ``data`` was queued.
+            ValueError: ``data`` is not whole 2-byte samples.
+        """
+        await self._media.write(data)
+
+    async def wait_audio_sent(self) -> None:
+        """Wait until all queued audio has been sent to the server.
+
+        This is sent, not played: the server may still be playing its last frames.
+
+        Raises:
+            WSSCallClosedError: the call ended with audio still queued.
+        """
+        await self._media.wait_sent()
+
+    async def clear_send_audio_buffer(self) -> int:
+        """Drop all queued audio and tell the server to stop playing (``agent.interrupt``).
+
+        Before the call is answered only the local buffer is cleared.
+
+        Returns:
+            How many bytes were dropped locally.
+
+        Raises:
+            WSSCallClosedError: the call has ended.
+            WSSCallCommandError, WSSCallCommandTimeoutError: the interrupt failed
+                (the local buffer was cleared anyway).
+        """
+        dropped = self._media.clear()
+        if self._state is CallState.PENDING:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._command(proto.CallCommand.INTERRUPT)
+        return dropped
+
+    def get_send_audio_buffer_size(self) -> int:
+        """Bytes of agent audio queued and not yet sent."""
+        return len(self._media.outgoing)
+
+    def audio_stream(self) -> AsyncIterator[bytes]:
+        """The caller's audio (channel 0) as PCM16LE chunks, until the call ends.
+
+        Each call of this method gives an independent reader that sees every chunk
+        from then on (the first one also gets what arrived before it). A reader
+        keeps at most ``config.inbound_queue_chunks`` chunks; when it falls
+        further behind, the oldest chunks are dropped and counted in
+        :meth:`statistics`. The connection itself never waits for a slow reader.
+        """
+        return self._media.inbound.open_stream()
+
+    # -- events ----------------------------------------------------------------------
+
+    def on(self, event: CallEvent | str) -> Callable[[_Handler], _Handler]:
+        """Decorator: run ``handler`` on ``event``; sync or async.
+
+        A handler that takes one positional argument gets the event's payload:
+        the :class:`TerminationInfo` for ``CALL_TERMINATED``, the exception for
+        ``CALL_ANSWER_FAILED``/``CALL_CONNECT_FAILED``, a :class:`CallErrorInfo`
+        for ``CALL_ERROR`` and ``None`` otherwise. Handlers run one at a time in
+        the call's own task, never in the media reader.
+
+        Raises:
+            ValueError: ``event`` is not a call event.
+        """
+        try:
+            key = CallEvent(event)
+        except ValueError:
+            allowed = ", ".join(e.value for e in CallEvent)
+            raise ValueError(f"{event!r} is not a call event (one of {allowed})") from None
+
+        def register(handler: _Handler) -> _Handler:
+            self._handlers.setdefault(key, []).append((handler, _takes_argument(handler)))
+            return handler
+
+        return register
+
+    async def wait_terminated(self) -> TerminationInfo:
+        """Wait until the call ends; return how it ended."""
+        await self._terminated.wait()
+        assert self._termination is not None
+        return self._termination
+
+    def statistics(self) -> CallStatistics:
+        """A snapshot of the call's counters."""
+        media = self._media
+        c = media.counters
+        return CallStatistics(
+            call_id=self.call_id,
+            state=self._state,
+            frames_sent=c.frames_sent,
+            bytes_sent=c.bytes_sent,
+            frames_received=c.frames_received,
+            bytes_received=c.bytes_received,
+            send_buffer_bytes=len(media.outgoing),
+            inbound_dropped_chunks=media.inbound.dropped_chunks,
+            inbound_dropped_bytes=media.inbound.dropped_bytes,
+            underruns=c.underruns,
+            buffer_requests=c.buffer_requests,
+            malformed_frames=c.malformed_frames,
+            commands_sent=c.commands_sent,
+            command_latencies=tuple(self._latencies),
+        )
+
+    # -- internals: termination ----------------------------------------------------------
+
+    def _terminate(self, reason: TerminationReason, who: Who, detail: str | None = None) -> None:
+        if self._termination is not None:
+            return
+        self._state = CallState.DISCONNECTED
+        info = self._termination = TerminationInfo(reason, who, trio.current_time(), detail)
+        logger.info(
+            "call %s ended: %s (by %s)%s",
+            self.call_id,
+            reason,
+            who,
+            f": {detail}" if detail else "",
+        )
+        self._media.close_down()
+        self._queue_event(CallEvent.CALL_TERMINATED, info)
+        self._events_lot.unpark_all()
+        self._terminated.set()
+        if self._on_terminated is not None:
+            self._on_terminated(self)
+
+    def _on_media_event(self, frame: proto.CallEventFrame) -> None:
+        if frame.event == CallEvent.CALL_TERMINATED:
+            reason = frame.fields.get("reason")
+            self._platform_ended(reason if isinstance(reason, str) else None)
+        elif frame.event == CallEvent.CALL_ERROR:
+            code, message = frame.fields.get("error_code"), frame.fields.get("error_message")
+            info = CallErrorInfo(
+                code if isinstance(code, str) else None,
+                message if isinstance(message, str) else None,
+                dict(frame.fields),
+            )
+            logger.warning("call %s: server reported error %s", self.call_id, info.error_code)
+            self._queue_event(CallEvent.CALL_ERROR, info)
+        else:
+            logger.debug("call %s: ignoring call event %r", self.call_id, frame.event)
+
+    def _platform_ended(self, reason: str | None) -> None:
+        """The platform says the call is over (``call.terminated`` or ``session.closed``)."""
+        if self._ending is not None:
+            self._terminate(*self._ending)  # our close/disconnect did it
+        elif reason in (None, "CALL_TERMINATED"):
+            if self._state is CallState.PENDING:
+                self._terminate(TerminationReason.CALLER_HANGUP, "caller", reason)
+            else:
+                self._terminate(TerminationReason.SERVER, "server", reason)
+        else:
+            self._terminate(TerminationReason.SESSION_CLOSED, "server", reason)
+
+    def _on_media_lost(self, exc: BaseException) -> None:
+        if self._ending is not None:
+            self._terminate(*self._ending)
+        else:
+            self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
+
+    # -- internals: events ------------------------------------------------------------
+
+    def _queue_event(self, event: CallEvent, payload: object) -> None:
+        if event not in self._handlers:
+            return
+        if len(self._events) >= _MAX_QUEUED_EVENTS and event is not CallEvent.CALL_TERMINATED:
+            logger.warning("call %s: event queue full; dropping %s", self.call_id, event)
+            return
+        self._events.append((event, payload))
+        self._events_lot.unpark_all()
+
+    async def _dispatch_events(self) -> None:
+        """Run queued event handlers in order until the call has ended."""
+        while True:
+            await self._run_queued_events()
+            if self._termination is not None and not self._events:
+                return
+            await self._events_lot.park()
+
+    async def _run_queued_events(self) -> None:
+        while self._events:
+            event, payload = self._events.popleft()
+            for handler, takes_argument in list(self._handlers.get(event, ())):
+                try:
+                    result = handler(payload) if takes_argument else handler()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    logger.exception("call %s: %s handler raised", self.call_id, event)
+                    await self._report(exc)
+
+    async def _report(self, exc: BaseException) -> None:
+        self.handler_errors += 1
+        hook = self._on_handler_error
+        if hook is None:
+            return
+        try:
+            result = hook(self, exc)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("call %s: the on_handler_error hook raised", self.call_id)
+
+    # -- internals: the call's task ------------------------------------------------------
+
+    async def _serve(self, handler: Callable[[ActiveCall], object]) -> bool:
+        """The whole life of the call: media, handler, close. False if media failed."""
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(self._media.run)
+            except WSSError as exc:
+                if self._termination is None:
+                    logger.error("call %s not handled: %s", self.call_id, exc)
+                    self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
+                return False
+            logger.info("call %s from %s: media connected", self.call_id, self.caller_number)
+            nursery.start_soon(self._dispatch_events)
+            await self._run_handler(handler)
+        return True
+
+    async def _run_handler(self, handler: Callable[[ActiveCall], object]) -> None:
+        reason = TerminationReason.HANDLER_RETURNED
+        try:
+            with self._handler_scope:
+                try:
+                    result = handler(self)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    reason = TerminationReason.HANDLER_FAILED
+                    logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
+                    await self._report(exc)
+            if self._handler_scope.cancelled_caught:
+                reason = TerminationReason.CLIENT_SHUTDOWN
+        finally:
+            await self._finish(reason)
+
+    async def _finish(self, reason: TerminationReason) -> None:
+        """Close the call after its handler (close semantics), bounded in time."""
+        config = self._config
+        who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
+        try:
+            if self._termination is None and not _cancelled():
+                limit = config.close_timeout if self._shutting_down else math.inf
+                with trio.move_on_after(limit):
+                    try:
+                        await self._command(proto.CallCommand.CLOSE, ending=(reason, who))
+                    except WSSCallError as exc:
+                        logger.warning(
+                            "call %s: close after the handler failed: %s", self.call_id, exc
+                        )
+                self._terminate(reason, who)
+        finally:
+            if _cancelled():
+                # Cancelled from outside: the media reader is gone, so say goodbye
+                # without waiting for an answer, then run what is left of the events.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + config.close_timeout
+                    if self._termination is None:
+                        await self._media.post(proto.CallCommand.CLOSE, config.close_timeout)
+                        self._terminate(TerminationReason.CLIENT_SHUTDOWN, "client")
+                    await self._run_queued_events()
+
+    def _shutdown(self) -> None:
+        """The client is shutting down: cancel the handler; the task then closes the call."""
+        self._shutting_down = True
+        self._handler_scope.cancel()

@@ -1,0 +1,434 @@
+"""The control connection: connect, set up, read, heartbeat, reconnect, claim calls.
+
+:meth:`ControlConnection.run` is the supervisor. Each connection goes:
+
+1. open the WebSocket to ``{base_url}/v1/agent/session-manager`` with the auth
+   headers (or the mTLS context), the whole opening bounded by
+   ``connect_timeout``;
+2. send ``setup`` and wait for ``setup.done`` (``setup_timeout``); only then is
+   the backoff reset;
+3. run the reader and the heartbeat (a ping with a unique payload every
+   ``heartbeat_interval``, dead after ``heartbeat_timeout`` without its pong).
+
+When a connection fails, requests in flight fail at once, and the supervisor
+waits as the backoff policy says and reconnects. Authentication rejected ends
+the supervisor with :class:`~telcoflow_trio.exceptions.WSSAuthenticationError`,
+never retried; so does a first connection that fails, and a backoff policy that
+gives up (:class:`~telcoflow_trio.exceptions.WSSConnectionError`).
+
+Incoming calls are claimed with ``session.open`` and ``session.ready``; a
+``SESSION_BUSY`` answer means another worker took the call and is skipped
+quietly. Calls live on their own media connections and are not touched by a
+control reconnect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import attrs
+import trio
+
+from . import proto
+from ._transport import StreamOpener, WebSocket, open_websocket, redact_url
+from .config import TelcoflowClientConfig
+from .exceptions import (
+    RemoteProtocolError,
+    WSSAuthenticationError,
+    WSSConnectionClosed,
+    WSSConnectionError,
+    WSSError,
+)
+
+__all__ = ["ControlConnection", "ControlCounters"]
+
+logger = logging.getLogger(__name__)
+
+#: Control error codes meaning "this session is not ours to take" (quiet skip).
+_NOT_OURS: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})
+
+
+@attrs.define
+class ControlCounters:
+    """Running totals of the control plane (mutable; copied into statistics)."""
+
+    connects: int = 0
+    reconnects: int = 0
+    notifications: int = 0
+    sessions_claimed: int = 0
+    sessions_busy: int = 0
+    pings: int = 0
+    malformed_frames: int = 0
+
+
+class _Slot:
+    __slots__ = ("error", "event", "response")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.response: proto.Response | None = None
+        self.error: WSSError | None = None
+
+
+class ControlConnection:
+    """The client's connection to the session manager, kept alive by :meth:`run`.
+
+    Args:
+        config: the client's settings.
+        open_stream: how to open the byte stream under the WebSocket.
+        random_source: floats in ``[0, 1)`` for the backoff jitter.
+        counters: where to count what happens.
+        should_claim: whether to claim the call of a ``session.notify``.
+        on_call_in: a claimed session's call arrived.
+        on_session_closed: the server closed a session.
+    """
+
+    def __init__(
+        self,
+        config: TelcoflowClientConfig,
+        *,
+        open_stream: StreamOpener,
+        random_source: Callable[[], float],
+        counters: ControlCounters,
+        should_claim: Callable[[proto.SessionNotify], bool],
+        on_call_in: Callable[[proto.CallIn], None],
+        on_session_closed: Callable[[proto.SessionClosed], None],
+    ) -> None:
+        self._config = config
+        self._open_stream = open_stream
+        self._backoff = proto.Backoff(config.reconnect, random_source)
+        self.counters = counters
+        self._should_claim = should_claim
+        self._on_call_in = on_call_in
+        self._on_session_closed = on_session_closed
+        self._ws: WebSocket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._requests: dict[str, _Slot] = {}
+        self._claims: dict[str, trio.Event] = {}
+        self._ping_ids = itertools.count(1)
+        self._state_lot = trio.lowlevel.ParkingLot()
+        self._run_scope = trio.CancelScope()
+        self._stopping = False
+        #: Whether a connection is set up (``setup.done`` received) right now.
+        self.connected = False
+        #: Whether :meth:`run` has reported ready (the first setup succeeded).
+        self.started = False
+        #: Set when :meth:`run` has ended; ``failure`` says why, if it failed.
+        self.stopped = False
+        self.failure: WSSError | None = None
+        #: The ``smWsId`` of the current connection.
+        self.sm_ws_id: str | None = None
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is set up.
+
+        Raises:
+            WSSError: the supervisor failed for good (its ``failure``), or
+                :class:`~telcoflow_trio.exceptions.WSSConnectionError` if it was
+                stopped.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self.connected:
+            if self.stopped:
+                raise self.failure or WSSConnectionError("the control connection was closed")
+            await self._state_lot.park()
+
+    # -- supervisor ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, report ready after the first ``setup.done``, then stay connected.
+
+        Runs until cancelled.
+
+        Raises:
+            WSSAuthenticationError: credentials rejected (first or later connection).
+            WSSConnectionError: the first connection failed, or the backoff policy
+                gave up reconnecting.
+        """
+
+        def ready() -> None:
+            if self.started:
+                self.counters.reconnects += 1
+            else:
+                self.started = True
+                task_status.started()
+
+        try:
+            with self._run_scope:
+                await self._supervise(ready)
+            if not self.started:
+                raise WSSConnectionError("the control connection was stopped while opening")
+        except WSSError as exc:
+            self.failure = exc
+            raise
+        finally:
+            self.stopped = True
+            self._state_lot.unpark_all()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return, closing the connection with a proper handshake."""
+        self._stopping = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        else:
+            self._run_scope.cancel()
+
+    async def _supervise(self, ready: Callable[[], None]) -> None:
+        url = redact_url(self._config.control_url)
+        while True:
+            try:
+                await self._serve_one(ready)
+                return  # stopped
+            except WSSAuthenticationError as exc:
+                logger.error("control connection to %s: authentication rejected: %s", url, exc)
+                raise
+            except WSSError as exc:
+                if not self.started:
+                    logger.error("control connection to %s failed: %s", url, exc)
+                    raise
+                error = exc
+            delay = self._backoff.next_delay(trio.current_time())
+            if delay is None:
+                logger.error("control connection to %s: giving up reconnecting", url)
+                raise WSSConnectionError(
+                    f"could not reconnect to {url} after {self._backoff.attempt} attempts: {error}"
+                ) from error
+            logger.warning(
+                "control connection to %s lost (%s); reconnecting in %.2f s (attempt %d)",
+                url,
+                error,
+                delay,
+                self._backoff.attempt,
+            )
+            await trio.sleep(delay)
+
+    async def _serve_one(self, ready: Callable[[], None]) -> None:
+        """One connection, from opening to failure (raises) or :meth:`stop` (returns)."""
+        config = self._config
+        try:
+            ssl_context = config.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise WSSAuthenticationError(
+                f"could not load the client certificate or CA file: {type(exc).__name__}"
+            ) from exc
+        async with open_websocket(
+            config.control_url,
+            headers=config.auth_headers(),
+            ssl_context=ssl_context,
+            open_stream=self._open_stream,
+            connect_timeout=config.connect_timeout,
+            close_timeout=config.close_timeout,
+            max_message_size=config.max_message_size,
+        ) as ws:
+            try:
+                await ws.send_message(
+                    proto.Setup(config.sample_rate, str(config.audio_mode)).encode()
+                )
+                done: proto.SetupDone | None = None
+                with trio.move_on_after(config.setup_timeout):
+                    done = await self._wait_setup_done(ws)
+                if done is None:
+                    raise WSSConnectionError(f"no setup.done within {config.setup_timeout:g} s")
+                self._backoff.reset()
+                self.sm_ws_id = done.sm_ws_id
+                self.counters.connects += 1
+                self._ws = ws
+                self.connected = True
+                self._state_lot.unpark_all()
+                logger.info(
+                    "control connection to %s set up (smWsId %s)",
+                    redact_url(config.control_url),
+                    done.sm_ws_id,
+                )
+                ready()
+                failure: list[WSSError] = []
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._watch, self._read, ws, failure, nursery.cancel_scope)
+                    nursery.start_soon(
+                        self._watch, self._heartbeat, ws, failure, nursery.cancel_scope
+                    )
+                if self._stopping:
+                    return
+                raise failure[0] if failure else WSSConnectionError("control connection ended")
+            finally:
+                self._lost()
+
+    def _lost(self) -> None:
+        self._ws = None
+        self._nursery = None
+        self.connected = False
+        error = WSSConnectionError("the control connection was lost")
+        for slot in self._requests.values():
+            slot.error = error
+            slot.event.set()
+        self._requests.clear()
+
+    @staticmethod
+    async def _watch(
+        fn: Callable[[WebSocket], Awaitable[None]],
+        ws: WebSocket,
+        failure: list[WSSError],
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            await fn(ws)
+        except WSSError as exc:
+            failure.append(exc)
+        scope.cancel()
+
+    async def _wait_setup_done(self, ws: WebSocket) -> proto.SetupDone:
+        while True:
+            frame = self._decode(await ws.get_message())
+            if isinstance(frame, proto.SetupDone):
+                return frame
+            if frame is not None:
+                logger.debug("control: ignoring %s before setup.done", type(frame).__name__)
+
+    def _decode(self, message: str | bytes) -> proto.ControlFrame | None:
+        try:
+            return proto.decode_control(message, max_size=self._config.max_message_size)
+        except RemoteProtocolError as exc:
+            self.counters.malformed_frames += 1
+            logger.error("control: ignoring a malformed frame: %s", exc)
+            return None
+
+    # -- reader and heartbeat -------------------------------------------------------------
+
+    async def _read(self, ws: WebSocket) -> None:
+        while True:
+            frame = self._decode(await ws.get_message())
+            if frame is None:
+                continue
+            if isinstance(frame, proto.Response):
+                slot = self._requests.pop(frame.req_id, None)
+                if slot is None:
+                    logger.debug("control: response to unknown request %s", frame.req_id)
+                else:
+                    slot.response = frame
+                    slot.event.set()
+            elif isinstance(frame, proto.SessionNotify):
+                self._notified(frame)
+            elif isinstance(frame, proto.CallIn):
+                logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
+                claim = self._claims.pop(frame.session_id, None)
+                if claim is not None:
+                    claim.set()
+                self._on_call_in(frame)
+            elif isinstance(frame, proto.SessionClosed):
+                logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
+                claim = self._claims.pop(frame.session_id, None)
+                if claim is not None:
+                    claim.set()
+                self._on_session_closed(frame)
+            else:
+                logger.debug("control: ignoring %s", type(frame).__name__)
+
+    async def _heartbeat(self, ws: WebSocket) -> None:
+        interval = self._config.heartbeat_interval
+        timeout = self._config.heartbeat_timeout
+        while True:
+            await trio.sleep(interval)
+            self.counters.pings += 1
+            # Unique payloads: a ping abandoned on timeout stays registered
+            # in trio-websocket until some later pong, so never reuse one.
+            payload = b"hb-%d" % next(self._ping_ids)
+            with trio.move_on_after(timeout) as scope:
+                await ws.ping(payload)
+            if scope.cancelled_caught:
+                raise WSSConnectionError(f"no pong within {timeout:g} s; the connection is dead")
+
+    # -- requests and claims ------------------------------------------------------------
+
+    async def request(self, build: Callable[[str], proto.ControlFrame]) -> proto.Response:
+        """Send the frame ``build(req_id)`` and wait for its ``response``.
+
+        Raises:
+            WSSConnectionError: not connected, the connection dropped while
+                waiting (at once, not after the timeout), or no response within
+                ``request_timeout``.
+        """
+        ws = self._ws
+        if ws is None:
+            raise WSSConnectionError("the control connection is not open")
+        req_id = str(uuid.uuid4())
+        frame = build(req_id)
+        slot = self._requests[req_id] = _Slot()
+        try:
+            logger.debug("control: sending %s", type(frame).__name__)
+            try:
+                await ws.send_message(frame.encode())
+            except WSSConnectionClosed as exc:
+                raise WSSConnectionError(f"could not send {type(frame).__name__}: {exc}") from exc
+            timeout = self._config.request_timeout
+            with trio.move_on_after(timeout):
+                await slot.event.wait()
+            if slot.error is not None:
+                raise slot.error
+            if slot.response is None:
+                raise WSSConnectionError(
+                    f"no response to {type(frame).__name__} within {timeout:g} s"
+                )
+            return slot.response
+        finally:
+            self._requests.pop(req_id, None)
+
+    def _notified(self, frame: proto.SessionNotify) -> None:
+        self.counters.notifications += 1
+        self.notified(frame)
+
+    def notified(self, frame: proto.SessionNotify) -> None:
+        """Claim the session of ``frame`` if ``should_claim`` says so (no-op if offline)."""
+        session_id = frame.session_id
+        if frame.channel != "TELCO":
+            logger.debug("control: ignoring %s session %s", frame.channel, session_id)
+            return
+        if session_id in self._claims or not self._should_claim(frame):
+            logger.debug("control: not claiming session %s", session_id)
+            return
+        if self._nursery is None:
+            return
+        self._claims[session_id] = trio.Event()
+        self._nursery.start_soon(self._claim, session_id)
+
+    async def _claim(self, session_id: str) -> None:
+        try:
+            try:
+                response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+            except WSSConnectionError as exc:
+                logger.warning("session %s: could not claim it: %s", session_id, exc)
+                return
+            if not response.ok:
+                code = response.error_code
+                if code == "SESSION_BUSY":
+                    self.counters.sessions_busy += 1
+                if code in _NOT_OURS:
+                    logger.debug("session %s: not ours (%s); skipping", session_id, code)
+                else:
+                    logger.warning("session %s: session.open refused: %s", session_id, code)
+                return
+            ws = self._ws
+            if ws is None:
+                return
+            try:
+                await ws.send_message(proto.SessionReady(session_id).encode())
+            except WSSConnectionClosed:
+                return
+            self.counters.sessions_claimed += 1
+            arrived = self._claims.get(session_id)
+            if arrived is None:
+                return
+            timeout = self._config.request_timeout
+            with trio.move_on_after(timeout):
+                await arrived.wait()
+            if not arrived.is_set():
+                logger.warning(
+                    "session %s: no call.in within %g s of session.ready", session_id, timeout
+                )
+        finally:
+            self._claims.pop(session_id, None)
