@@ -19,6 +19,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The demo: simulator, example agent and callers; ``nox -s demo -- --calls 8``."""
+    session.install("-e", ".[demo]")
+    session.run("telcoflow-trio", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def interop(session: nox.Session) -> None:
     """The official telcoflow 1.0.0 SDK against our simulator."""
     session.install("-e", ".[test]", "telcoflow==1.0.0")

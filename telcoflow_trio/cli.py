@@ -1,0 +1,87 @@
+"""The ``telcoflow-trio`` command: ``demo``, ``simulate`` and ``call``.
+
+User mistakes (bad arguments, an unreachable server, an unreadable file) end with a
+one-line message and a non-zero status, never a traceback; Ctrl+C stops cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from ._version import __version__
+
+__all__ = ["main"]
+
+EPILOG = {
+    "demo": "example: telcoflow-trio demo --calls 8 --sample-rate 16000 --output /tmp/demo",
+    "simulate": "example: telcoflow-trio simulate --port 8080   (then type 'help')",
+    "call": "example: telcoflow-trio call --server ws://127.0.0.1:8080 --wav hi.wav "
+    "--record reply.wav --hangup-after 10",
+}
+
+
+def _demo_main(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    if args.calls < 1:
+        sys.stderr.write("telcoflow-trio demo: --calls must be at least 1\n")
+        return 2
+    try:
+        return trio.run(
+            partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
+        )
+    except KeyboardInterrupt:
+        sys.stderr.write("telcoflow-trio demo: interrupted\n")
+        return 130
+    except OSError as exc:
+        sys.stderr.write(f"telcoflow-trio demo: {exc}\n")
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-parser per command."""
+    from ._demo import add_demo_arguments
+    from .simulator._cli import (
+        add_call_arguments,
+        add_simulate_arguments,
+        call_main,
+        simulate_main,
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="telcoflow-trio",
+        description="Voice agents on the Telcoflow platform, with trio.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary, add_arguments, run in (
+        ("demo", "run the simulator, an example agent and a few callers; "
+         "show the calls live and record them as WAV", add_demo_arguments, _demo_main),
+        ("simulate", "run the Telcoflow simulator as a local server for your own agent",
+         add_simulate_arguments, simulate_main),
+        ("call", "place a call into a running simulator as the caller (a softphone)",
+         add_call_arguments, call_main),
+    ):  # fmt: skip
+        sub = commands.add_parser(
+            name, help=summary, description=summary, epilog=EPILOG[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args.run(args)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

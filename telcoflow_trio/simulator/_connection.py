@@ -1,0 +1,174 @@
+"""One accepted WebSocket of the simulator, the byte-stream wrapper under it, the frame log."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import IO, TYPE_CHECKING, Protocol, final
+
+import attrs
+import trio
+
+from .._transport import WebSocket
+from ..exceptions import WSSConnectionClosed
+
+if TYPE_CHECKING:
+    from ._faults import SimulatorFaults
+
+__all__ = ["Connection", "FaultStream", "FrameLog", "JsonLinesFrameLog", "salvage_field"]
+
+logger = logging.getLogger(__name__)
+
+#: First byte of an unfragmented, unmasked WebSocket pong frame (FIN + opcode 0xA).
+#: Server frames are never masked and trio-websocket writes each frame with
+#: one ``send_all``, so a pong is recognisable from its first byte.
+_PONG = 0x8A
+
+
+def salvage_field(message: str, key: str, *, nested: bool) -> str | None:
+    """The string ``key`` (inside ``data`` when ``nested``) of a frame that failed to decode.
+
+    Lets the simulator answer a malformed request instead of dropping the
+    connection; only called on that error path.
+    """
+    try:
+        obj = json.loads(message)
+    except ValueError:
+        return None
+    if nested and isinstance(obj, dict):
+        obj = obj.get("data")
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+class FrameLog(Protocol):
+    """Receives every frame the simulator sends or receives (``direction`` is ``in``/``out``)."""
+
+    def __call__(self, connection: str, direction: str, frame: str | bytes) -> None: ...
+
+
+def _redacted(frame: str) -> str:
+    """``frame`` with the value of a top-level ``token`` field masked."""
+    try:
+        obj = json.loads(frame)
+    except ValueError:
+        return frame
+    if isinstance(obj, dict) and "token" in obj:
+        obj["token"] = "***"
+        return json.dumps(obj, separators=(",", ":"))
+    return frame
+
+
+@final
+class JsonLinesFrameLog:
+    """A :class:`FrameLog` writing one JSON object per line to a text file.
+
+    Text frames are logged whole (bearer tokens masked); audio frames as their
+    channel and length.
+    Writes go to the file object's buffer; the owner flushes and closes it.
+    """
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+
+    def __call__(self, connection: str, direction: str, frame: str | bytes) -> None:
+        record: dict[str, object] = {
+            "t": round(trio.current_time(), 6),
+            "conn": connection,
+            "dir": direction,
+        }
+        if isinstance(frame, bytes):
+            record["channel"] = frame[0] if frame else None
+            record["bytes"] = max(len(frame) - 1, 0)
+        elif '"token"' in frame:
+            record["text"] = _redacted(frame)
+        else:
+            record["text"] = frame
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+@final
+class FaultStream(trio.abc.Stream):
+    """A byte stream that can swallow outgoing pongs (the ``stall_pings`` fault).
+
+    Everything else passes straight through.
+    """
+
+    __slots__ = ("_faults", "control", "transport")
+
+    def __init__(self, transport: trio.abc.Stream, faults: SimulatorFaults) -> None:
+        self.transport = transport
+        self._faults = faults
+        #: Set once the connection turns out to be a control connection.
+        self.control = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.control and self._faults.pings_stalled and data and data[0] == _PONG:
+            await trio.lowlevel.checkpoint()
+            return
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.transport.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+@attrs.define(eq=False)
+class Connection:
+    """An accepted WebSocket: what the handlers, faults and shutdown act on."""
+
+    ws: WebSocket
+    stream: FaultStream
+    name: str
+    log: FrameLog | None
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: Close without a handshake (a dropped connection) when the handler ends.
+    abrupt: bool = False
+    close_code: int = 1000
+    close_reason: str | None = None
+    #: The peer closed (or the socket broke): nothing more can be sent.
+    peer_closed: bool = False
+
+    async def receive(self) -> str | bytes:
+        """The next message.
+
+        Raises:
+            WSSConnectionClosed: the connection closed (``peer_closed`` is then set).
+        """
+        try:
+            message = await self.ws.get_message()
+        except WSSConnectionClosed:
+            self.peer_closed = True
+            raise
+        if self.log is not None:
+            self.log(self.name, "in", message)
+        return message
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one message.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+        if self.log is not None:
+            self.log(self.name, "out", message)
+        await self.ws.send_message(message)
+
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake."""
+        self.abrupt = True
+        self.scope.cancel()
+
+    def close(self, code: int, reason: str | None = None) -> None:
+        """Stop the handler and close with ``code`` (bounded by the close timeout)."""
+        self.close_code = code
+        # A close reason must fit in 123 bytes of UTF-8.
+        self.close_reason = (
+            None if reason is None else reason.encode()[:120].decode(errors="ignore")
+        )
+        self.scope.cancel()

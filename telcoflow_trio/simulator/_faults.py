@@ -1,0 +1,131 @@
+"""Fault injection: what a test or an operator can make the platform do wrong."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from ..proto import CallEventFrame
+
+if TYPE_CHECKING:
+    from ._call import SimulatedCall
+    from ._server import Simulator
+
+__all__ = ["SimulatorFaults"]
+
+logger = logging.getLogger(__name__)
+
+
+@final
+class SimulatorFaults:
+    """The faults of one simulator (``sim.faults``). Switches stay on until turned off."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self._sim = sim
+        #: Control connections do not answer WebSocket pings.
+        self.pings_stalled = False
+        #: Seconds every media command response is held back.
+        self.response_delay = 0.0
+        #: Media command responses are never sent (the commands still take effect).
+        self.responses_dropped = False
+        #: Every WebSocket upgrade is answered with HTTP 401.
+        self.auth_rejected = False
+        #: Agent audio frames played (and pulled) per real-time frame; below 1 is slow.
+        self.pull_rate = 1.0
+
+    def _call(self, call_id: str) -> SimulatedCall:
+        call = self._sim.get_call(call_id)
+        if call is None:
+            raise LookupError(f"no active call {call_id!r}")
+        return call
+
+    def drop_control(self) -> int:
+        """Drop every control connection abruptly (no close handshake).
+
+        Returns:
+            How many connections were dropped.
+        """
+        connections = self._sim._control_connections()
+        for control in connections:
+            control.connection.abort()
+        logger.info("fault: dropped %d control connection(s)", len(connections))
+        return len(connections)
+
+    def stall_pings(self, stalled: bool = True) -> None:
+        """Stop (or resume) answering WebSocket pings on control connections."""
+        self.pings_stalled = stalled
+        logger.info("fault: control pings %s", "stalled" if stalled else "answered")
+
+    def drop_media(self, call_id: str) -> None:
+        """Drop a call's media connection abruptly; the call ends as ``media_lost``.
+
+        Raises:
+            LookupError: no such active call, or it has no media connection.
+        """
+        self._call(call_id)._drop_media()
+        logger.info("fault: dropped the media connection of call %s", call_id)
+
+    def delay_responses(self, seconds: float) -> None:
+        """Hold back every media command response by ``seconds`` (0 turns it off)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must not be negative, got {seconds!r}")
+        self.response_delay = seconds
+
+    def drop_responses(self, dropped: bool = True) -> None:
+        """Stop (or resume) sending media command responses."""
+        self.responses_dropped = dropped
+
+    def reject_auth(self, rejected: bool = True) -> None:
+        """Answer (or stop answering) every WebSocket upgrade with HTTP 401."""
+        self.auth_rejected = rejected
+
+    def slow_buffer_requests(self, factor: float) -> None:
+        """Pull and play agent audio ``factor`` times slower than real time (1 is normal).
+
+        Raises:
+            ValueError: ``factor`` is below 1.
+        """
+        if factor < 1:
+            raise ValueError(f"factor must be at least 1, got {factor!r}")
+        self.pull_rate = 1.0 / factor
+
+    async def send_control(self, raw: str | bytes) -> int:
+        """Send ``raw`` as-is to every control connection (malformed, oversized, unknown...).
+
+        Returns:
+            How many connections it was queued for.
+        """
+        connections = self._sim._control_connections()
+        for control in connections:
+            control.send_nowait(raw)
+        await trio.lowlevel.checkpoint()
+        return len(connections)
+
+    async def send_media(self, call_id: str, raw: str | bytes) -> None:
+        """Send ``raw`` as-is on one call's media connection.
+
+        Raises:
+            LookupError: no such active call, or it has no media connection.
+            WSSConnectionClosed: the media connection closed meanwhile.
+        """
+        await self._call(call_id)._media_connection().send(raw)
+
+    async def call_error(
+        self,
+        call_id: str,
+        error_code: str = "TTS_SESSION_ERROR",
+        error_message: str | None = None,
+    ) -> None:
+        """Send a ``call_event`` ``call.error`` on a call's media connection.
+
+        Raises:
+            LookupError: no such active call, or it has no media connection.
+            WSSConnectionClosed: the media connection closed meanwhile.
+        """
+        fields: dict[str, object] = {"error_code": error_code}
+        if error_message is not None:
+            fields["error_message"] = error_message
+        frame = CallEventFrame("call.error", fields).encode()
+        await self._call(call_id)._media_connection().send(frame)

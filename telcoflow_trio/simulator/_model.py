@@ -1,0 +1,287 @@
+"""The simulator's values: its configuration, caller scripts and call results."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ..proto import CallState
+from ._audio import AudioSource, Silence
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_CONNECTOR_UUID",
+    "CallResult",
+    "CallerScript",
+    "CommandRecord",
+    "SimulatorConfig",
+    "SimulatorStatistics",
+]
+
+#: Credentials the simulator accepts unless configured otherwise (local use only).
+DEFAULT_API_KEY = "sim-api-key"
+DEFAULT_CONNECTOR_UUID = "sim-connector"
+
+_SAMPLE_RATES = (8000, 16000, 24000)
+
+
+def _redact(value: object) -> str:
+    return "None" if value is None else "'***'"
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative number or None; got {value!r}")
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number; got {value!r}")
+
+
+def _audio_source(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, AudioSource):
+        raise TypeError(
+            f"{attribute.name} must be an audio source (tone(), silence(), noise(), "
+            f"wav_source()); got {type(value).__name__}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SimulatorConfig:
+    """How the simulator behaves. Times are in seconds.
+
+    Authentication: without TLS files, control connections must present
+    ``x-api-key`` and ``x-connector-uuid`` equal to :attr:`api_key` and
+    :attr:`connector_uuid`. With :attr:`tls_cert`/:attr:`tls_key` the simulator
+    speaks ``wss://``; adding :attr:`tls_client_ca` requires a client certificate
+    signed by that CA (mTLS), which then replaces the API key check.
+    """
+
+    api_key: str = attrs.field(default=DEFAULT_API_KEY, repr=_redact)
+    connector_uuid: str = DEFAULT_CONNECTOR_UUID
+    tls_cert: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    tls_key: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path), repr=_redact
+    )
+    tls_client_ca: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+    #: Accept only this ``setup`` sample rate (``None``: any of 8000/16000/24000).
+    sample_rate: int | None = None
+    #: Duration of one audio frame both ways; pull requests prefer this size.
+    frame_ms: int = attrs.field(default=20, validator=_positive)
+    #: Agent audio the simulator keeps pulled ahead of playout, in frames.
+    playout_target_frames: int = attrs.field(default=3, validator=_positive)
+    #: Most agent audio held for playout (beyond it, received audio is dropped), in seconds.
+    max_playout_seconds: float = attrs.field(default=10.0, validator=_positive)
+    #: A playout gap at most this long, followed by more agent audio, is an underrun.
+    underrun_max_gap: float = attrs.field(default=0.2, validator=_positive)
+    #: How long the platform takes to carry out each command.
+    command_latency: float = attrs.field(default=0.0, validator=_non_negative)
+    #: Media bearer tokens expire this long after ``call.in``.
+    token_ttl: float = attrs.field(default=60.0, validator=_positive)
+    #: A caller hangs up after ringing this long unanswered.
+    unanswered_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: A control connection must send ``setup`` within this time.
+    setup_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Bound on a WebSocket opening handshake (including TLS).
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Bound on every close handshake.
+    close_timeout: float = attrs.field(default=2.0, validator=_positive)
+    max_message_size: int = attrs.field(default=1 << 20, validator=_positive)
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    max_active_calls: int = attrs.field(default=10_000, validator=_positive)
+    #: Frames queued for one control connection before it counts as dead.
+    control_outbox_frames: int = attrs.field(default=256, validator=_positive)
+    max_commands_in_flight: int = attrs.field(default=16, validator=_positive)
+    #: Command records kept per call (the oldest go first).
+    max_command_records: int = attrs.field(default=256, validator=_positive)
+    #: Agent audio kept per call in :attr:`CallResult.agent_audio`, in seconds.
+    keep_agent_audio_seconds: float = attrs.field(default=60.0, validator=_non_negative)
+    #: Longest recording written per call and direction, in seconds.
+    max_record_seconds: float = attrs.field(default=600.0, validator=_positive)
+    #: Results of ended calls kept for :meth:`Simulator.results`.
+    max_finished_calls: int = attrs.field(default=1000, validator=_positive)
+    #: Largest caller upload accepted from a softphone, in bytes.
+    max_upload_bytes: int = attrs.field(default=32 << 20, validator=_positive)
+    org_uuid: str = "sim-org"
+
+    def __attrs_post_init__(self) -> None:
+        if self.sample_rate is not None and self.sample_rate not in _SAMPLE_RATES:
+            raise ValueError(f"sample_rate must be one of {_SAMPLE_RATES} or None")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        if not self.api_key or not self.connector_uuid:
+            raise ValueError("api_key and connector_uuid must be non-empty")
+
+    @property
+    def accepted_sample_rates(self) -> tuple[int, ...]:
+        return _SAMPLE_RATES if self.sample_rate is None else (self.sample_rate,)
+
+    @property
+    def mtls(self) -> bool:
+        """Whether clients authenticate with certificates instead of API keys."""
+        return self.tls_client_ca is not None
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The server TLS context, or ``None`` without TLS.
+
+        Raises:
+            OSError, ssl.SSLError: a certificate, key or CA file cannot be loaded.
+        """
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_client_ca is not None:
+            context.load_verify_locations(cafile=self.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+@attrs.frozen
+class CallerScript:
+    """What a simulated caller (and the callee of ``call.connect``) does. Times in seconds.
+
+    Caller audio starts when the call is answered (or connected) and is sent as
+    one frame per ``frame_ms``; after ``talk_for`` or the end of ``audio`` the
+    caller sends silence. The hang-up options combine: whichever comes first.
+    """
+
+    audio: AudioSource = attrs.field(factory=Silence, validator=_audio_source)
+    #: Seconds of caller audio (``None``: until the call ends or the source does).
+    talk_for: float | None = attrs.field(default=None, validator=_non_negative)
+    #: Hang up this long after the answer (``None``: never).
+    hangup_after: float | None = attrs.field(default=None, validator=_non_negative)
+    #: Hang up while still ringing, this long after the call was placed.
+    hangup_before_answer_after: float | None = attrs.field(default=None, validator=_non_negative)
+    #: Hang up once no agent audio has played for this long (counted from the answer).
+    hangup_after_agent_silent: float | None = attrs.field(default=None, validator=_non_negative)
+    #: The callee of ``call.connect`` answers after ringing this long
+    #: (``None``: never, so the command fails with ``CALL_UNANSWERED``).
+    callee_answers_after: float | None = attrs.field(default=1.0, validator=_non_negative)
+    #: What the callee says once connected.
+    callee_audio: AudioSource = attrs.field(factory=Silence, validator=_audio_source)
+    #: Write ``caller.wav`` and ``agent.wav`` (time-aligned from the answer) here.
+    record_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+
+
+@attrs.frozen
+class CommandRecord:
+    """One media command as the simulator saw it (times are ``trio.current_time()``)."""
+
+    name: str
+    data: dict[str, Any] | None
+    received_at: float
+    #: ``None`` when the response was never sent (dropped, or the call ended first).
+    responded_at: float | None
+    success: bool | None
+    error_code: str | None
+    command_id: str = ""
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from receipt to response."""
+        return None if self.responded_at is None else self.responded_at - self.received_at
+
+
+@attrs.frozen
+class CallResult:
+    """How a simulated call went, from the platform's side.
+
+    ``ended_by`` is one of ``caller_hangup``, ``agent_close`` (``call.close``),
+    ``agent_disconnect`` (``call.disconnect``), ``media_lost`` (the media socket
+    went away without a command), ``unanswered_timeout`` or ``server``
+    (simulator shutdown). ``termination_reason`` is the ``session.closed``
+    reason (``CALL_TERMINATED``, ``SDK_REQUEST``, ``FORCE_CLOSE``).
+    """
+
+    call_id: str
+    session_id: str
+    caller: str
+    callee: str
+    sample_rate: int | None
+    states: tuple[tuple[float, CallState], ...]
+    commands: tuple[CommandRecord, ...]
+    placed_at: float
+    answered_at: float | None
+    ended_at: float
+    ended_by: str
+    termination_reason: str
+    caller_audio_seconds: float
+    agent_audio_seconds: float
+    #: Agent audio as received (PCM16LE), up to ``keep_agent_audio_seconds``.
+    agent_audio: bytes = attrs.field(repr=lambda audio: f"<{len(audio)} bytes>")
+    #: Playout gaps while agent audio was playing (see ``underrun_max_gap``).
+    underruns: int
+    first_agent_audio_after_answer: float | None
+    #: Agent audio dropped by ``agent.interrupt`` before it was played, in bytes.
+    interrupted_bytes: int = 0
+    #: Agent audio dropped because the playout buffer was full, in bytes.
+    overflow_bytes: int = 0
+    #: Agent audio that arrived without a ``buffer_request`` asking for it, in bytes.
+    unrequested_bytes: int = 0
+    #: Close code of the media socket when the agent side closed it (``None`` otherwise).
+    media_close_code: int | None = None
+    recordings: tuple[Path, ...] = ()
+
+    @property
+    def final_state(self) -> CallState:
+        return self.states[-1][1]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready dict of the result, without the audio bytes."""
+        return {
+            "callId": self.call_id,
+            "sessionId": self.session_id,
+            "caller": self.caller,
+            "callee": self.callee,
+            "sampleRate": self.sample_rate,
+            "states": [[t, str(s)] for t, s in self.states],
+            "commands": [
+                {
+                    "name": c.name,
+                    "success": c.success,
+                    "errorCode": c.error_code,
+                    "latency": c.latency,
+                }
+                for c in self.commands
+            ],
+            "answeredAfter": None
+            if self.answered_at is None
+            else self.answered_at - self.placed_at,
+            "duration": self.ended_at - self.placed_at,
+            "endedBy": self.ended_by,
+            "terminationReason": self.termination_reason,
+            "callerAudioSeconds": self.caller_audio_seconds,
+            "agentAudioSeconds": self.agent_audio_seconds,
+            "underruns": self.underruns,
+            "firstAgentAudioAfterAnswer": self.first_agent_audio_after_answer,
+            "interruptedBytes": self.interrupted_bytes,
+            "recordings": [str(p) for p in self.recordings],
+        }
+
+
+@attrs.frozen
+class SimulatorStatistics:
+    """Counters of a running simulator (``*_total`` count since start)."""
+
+    control_connections: int
+    control_connections_total: int
+    media_connections: int
+    media_connections_total: int
+    connections: int
+    calls_placed: int
+    calls_active: int
+    calls_ended: int
+    auth_rejections: int
+    malformed_frames: int
+    handler_errors: int

@@ -1,0 +1,749 @@
+"""The simulator: a Telcoflow platform in a box, on trio-websocket.
+
+One nursery owns everything: the listener (if any), one handler task per
+accepted connection, one task per call. Connections arrive as trio byte
+streams, from TCP (optionally TLS) or from :meth:`Simulator.open_stream`'s
+in-memory pairs, and go through the same handler, so tests under ``MockClock``
+exercise exactly the code a real client meets.
+
+Hardening. trio-websocket's server stops entirely when a handler raises, so
+:meth:`Simulator._handle_stream` catches everything per connection. Every
+close is bounded by ``close_timeout``; every per-connection queue is bounded
+(a control connection that stops reading is dropped when its outbox fills).
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, final
+
+import attrs
+import trio
+import trio.testing
+import trio_websocket
+
+from .._transport import WebSocket
+from ..exceptions import RemoteProtocolError, WSSConnectionClosed
+from ..proto import (
+    CallFlowSetup,
+    CallIn,
+    CallState,
+    Response,
+    SessionClosed,
+    SessionCreate,
+    SessionNotify,
+    SessionOpen,
+    SessionReady,
+    Setup,
+    SetupDone,
+    UnknownFrame,
+    WaMsgOut,
+    decode_control,
+)
+from ._call import SimulatedCall
+from ._connection import Connection, FaultStream, FrameLog, salvage_field
+from ._faults import SimulatorFaults
+from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
+from ._softphone import serve_softphone
+
+__all__ = [
+    "CONTROL_PATH",
+    "MEDIA_PATH_PREFIX",
+    "SOFTPHONE_PATH",
+    "ControlConnection",
+    "Simulator",
+    "open_simulator",
+    "serve_simulator",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTROL_PATH = "/v1/agent/session-manager"
+MEDIA_PATH_PREFIX = "/v1/media/"
+#: The simulator's own caller-side endpoint (the ``telcoflow-trio call`` softphone).
+SOFTPHONE_PATH = "/v1/simulator/call"
+#: Host of :attr:`Simulator.base_url` when the simulator is not listening.
+MEMORY_HOST = "simulator.invalid"
+
+#: Called as ``observer(call, event)`` for ``placed``, ``claimed``, ``media``, each
+#: new state name and ``ended``.
+CallObserver = Callable[[SimulatedCall, str], None]
+
+
+@attrs.define(eq=False)
+class ControlConnection:
+    """A control (session-manager) connection that completed ``setup``."""
+
+    connection: Connection
+    sm_ws_id: str
+    sample_rate: int
+    audio_mode: str
+    outbox: trio.MemorySendChannel[str | bytes]
+    #: ``call_flow.setup`` with ``inboundCall: "NO"`` turns notifications off.
+    wants_calls: bool = True
+    alive: bool = True
+
+    def send_nowait(self, message: str | bytes) -> None:
+        """Queue a frame; a connection whose outbox is full is not reading: drop it."""
+        if not self.alive:
+            return
+        try:
+            self.outbox.send_nowait(message)
+        except trio.WouldBlock:
+            logger.warning("control connection %s stopped reading; dropping it", self.sm_ws_id)
+            self.alive = False
+            self.connection.abort()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.alive = False
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with ``code``."""
+        self.connection.close_code = code
+        self.connection.close_reason = reason
+        self.outbox.close()  # the writer drains it, then ends the connection
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return b""
+
+
+def _same(expected: str, presented: bytes) -> bool:
+    return hmac.compare_digest(expected.encode(), presented)
+
+
+@final
+class Simulator:
+    """A running simulator. Get one from :func:`open_simulator` or :func:`serve_simulator`."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        nursery: trio.Nursery,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        frame_log: FrameLog | None = None,
+    ) -> None:
+        self.config = config
+        self.faults = SimulatorFaults(self)
+        self._nursery = nursery
+        self._ssl_context = ssl_context
+        self._frame_log = frame_log
+        scheme = "wss" if ssl_context is not None else "ws"
+        #: Where clients connect: ``ws://127.0.0.1:<port>`` when listening, else a placeholder
+        #: that only :meth:`open_stream` understands.
+        self.base_url = f"{scheme}://{MEMORY_HOST}"
+        self.port: int | None = None
+        self._epoch0 = time.time() - trio.current_time()  # wire timestamps only
+        self._closing = False
+        self._drained = trio.Event()
+        self._observers: list[CallObserver] = []
+
+        self._controls: dict[str, ControlConnection] = {}
+        self._calls: dict[str, SimulatedCall] = {}
+        self._sessions: dict[str, SimulatedCall] = {}
+        self._closed_sessions: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._results: collections.deque[CallResult] = collections.deque(
+            maxlen=config.max_finished_calls
+        )
+        self._live: set[Connection] = set()
+
+        self._connections_total = 0
+        self._streams = 0  # connections open, handshake or not
+        self._control_total = 0
+        self._media_now = 0
+        self._media_total = 0
+        self._calls_placed = 0
+        self._calls_ended = 0
+        self._auth_rejections = 0
+        self._malformed_frames = 0
+        self._handler_errors = 0
+
+    def __repr__(self) -> str:
+        return f"<Simulator {self.base_url} calls={len(self._calls)}>"
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """The API key control connections must present."""
+        return self.config.api_key
+
+    @property
+    def connector_uuid(self) -> str:
+        return self.config.connector_uuid
+
+    @property
+    def control_url(self) -> str:
+        return self.base_url + CONTROL_PATH
+
+    async def open_stream(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> trio.abc.Stream:
+        """A :data:`~telcoflow_trio._transport.StreamOpener` connected to this simulator in memory.
+
+        ``host`` and ``port`` are ignored (any URL reaches the simulator). With
+        ``ssl_context``, TLS runs over the in-memory pair, handshake included.
+
+        Raises:
+            OSError: the simulator is shutting down (like a refused connection).
+            trio.BrokenResourceError: the TLS handshake failed.
+        """
+        if self._closing:
+            raise ConnectionRefusedError("the simulator is shut down")
+        client, server = trio.testing.memory_stream_pair()
+        server_side: trio.abc.Stream = server
+        if self._ssl_context is not None:
+            server_side = trio.SSLStream(server, self._ssl_context, server_side=True)
+        self._nursery.start_soon(self._handle_stream, server_side)
+        if ssl_context is None:
+            await trio.lowlevel.checkpoint()
+            return client
+        tls = trio.SSLStream(client, ssl_context, server_hostname=host)
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(client)
+            raise
+        return tls
+
+    async def place_call(
+        self,
+        script: CallerScript | None = None,
+        *,
+        caller: str = "+15550100",
+        callee: str = "+15550199",
+    ) -> SimulatedCall:
+        """A new inbound call: notify every control connection and let the caller ring.
+
+        Raises:
+            RuntimeError: the simulator is shut down, or ``max_active_calls`` are active.
+        """
+        if self._closing:
+            raise RuntimeError("the simulator is shut down")
+        if len(self._calls) >= self.config.max_active_calls:
+            raise RuntimeError(
+                f"{len(self._calls)} calls are active, the most this simulator allows"
+            )
+        call = SimulatedCall(
+            self,
+            script if script is not None else CallerScript(),
+            call_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            caller=caller,
+            callee=callee,
+        )
+        self._calls[call.call_id] = call
+        self._sessions[call.session_id] = call
+        self._calls_placed += 1
+        self._spawn(call._run)
+        self._observe(call, "placed")
+        self._broadcast(self._notify_frame(call, "NEW_INCOMING_CALL"))
+        await trio.lowlevel.checkpoint()
+        return call
+
+    def get_call(self, call_id: str) -> SimulatedCall | None:
+        """The active call with ``call_id``, if any."""
+        return self._calls.get(call_id)
+
+    def active_calls(self) -> list[SimulatedCall]:
+        return list(self._calls.values())
+
+    def results(self) -> list[CallResult]:
+        """Results of the most recently ended calls (at most ``max_finished_calls``).
+
+        Their ``agent_audio`` is empty; :meth:`SimulatedCall.wait_result` has it.
+        """
+        return list(self._results)
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Call ``observer(call, event)`` on every call event (synchronously; keep it quick)."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: CallObserver) -> None:
+        self._observers.remove(observer)
+
+    def statistics(self) -> SimulatorStatistics:
+        return SimulatorStatistics(
+            control_connections=len(self._controls),
+            control_connections_total=self._control_total,
+            media_connections=self._media_now,
+            media_connections_total=self._media_total,
+            connections=self._streams,
+            calls_placed=self._calls_placed,
+            calls_active=len(self._calls),
+            calls_ended=self._calls_ended,
+            auth_rejections=self._auth_rejections,
+            malformed_frames=self._malformed_frames,
+            handler_errors=self._handler_errors,
+        )
+
+    async def aclose(self) -> None:
+        """Shut down gracefully, within ``2 * close_timeout``.
+
+        Every call ends (``server``; agents get ``call.terminated`` and
+        ``session.closed`` with ``FORCE_CLOSE``), control connections close with
+        1001. Leaving :func:`open_simulator`'s block does this; cancelling it
+        instead stops everything at once.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        for call in list(self._calls.values()):
+            call._finish("server", "FORCE_CLOSE")
+        for control in list(self._controls.values()):
+            control.close(1001, "simulator shutting down")
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + 2 * self.config.close_timeout
+            if self._live:
+                await self._drained.wait()
+
+    # -- internals used by calls and faults ----------------------------------------------
+
+    def _spawn(self, fn: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``fn`` in the simulator's nursery, its failure contained; ``False`` if closed."""
+        try:
+            self._nursery.start_soon(self._guarded, fn)
+        except RuntimeError:
+            return False
+        return True
+
+    async def _guarded(self, fn: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await fn()
+        except* Exception as group:
+            self._handler_errors += 1
+            logger.error("simulator task %r failed", fn, exc_info=group)
+
+    def _observe(self, call: SimulatedCall, event: str) -> None:
+        for observer in self._observers:
+            try:
+                observer(call, event)
+            except Exception:
+                logger.exception("simulator observer %r failed", observer)
+
+    def _record_result(self, call: SimulatedCall, result: CallResult) -> None:
+        # Kept without the audio: a thousand results must not hold an hour of PCM.
+        self._results.append(attrs.evolve(result, agent_audio=b""))
+        self._observe(call, "ended")
+
+    def _control_connections(self) -> list[ControlConnection]:
+        return list(self._controls.values())
+
+    def _epoch(self) -> int:
+        return int(self._epoch0 + trio.current_time())
+
+    def _notify_frame(self, call: SimulatedCall, activity: str) -> str:
+        return SessionNotify(
+            call.session_id, "TELCO", call.caller, call.callee, activity, self._epoch()
+        ).encode()
+
+    def _broadcast(self, frame: str) -> None:
+        for control in list(self._controls.values()):
+            if control.wants_calls:
+                control.send_nowait(frame)
+
+    def _call_ended(self, call: SimulatedCall) -> None:
+        self._calls.pop(call.call_id, None)
+        self._sessions.pop(call.session_id, None)
+        self._closed_sessions[call.session_id] = None
+        while len(self._closed_sessions) > self.config.max_finished_calls:
+            self._closed_sessions.popitem(last=False)
+        self._calls_ended += 1
+        bound = call._bound
+        if bound is not None:
+            bound.send_nowait(SessionClosed(call.session_id, call._termination_reason).encode())
+        call._token = None
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _listen(self, listeners: list[trio.SocketListener], host: str) -> None:
+        wrapped: list[trio.abc.Listener[Any]] = list(listeners)
+        if self._ssl_context is not None:
+            wrapped = [
+                trio.SSLListener(listener, self._ssl_context, https_compatible=True)
+                for listener in listeners
+            ]
+        await self._nursery.start(trio.serve_listeners, self._handle_stream, wrapped)
+        self.port = listeners[0].socket.getsockname()[1]
+        advertised = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        if ":" in advertised:
+            advertised = f"[{advertised}]"
+        scheme = "wss" if self._ssl_context is not None else "ws"
+        self.base_url = f"{scheme}://{advertised}:{self.port}"
+
+    async def _handle_stream(self, transport: trio.abc.Stream) -> None:
+        """Serve one connection. Nothing escapes: see the module docstring."""
+        stream = FaultStream(transport, self.faults)
+        self._connections_total += 1
+        number = self._connections_total
+        if self._streams >= self.config.max_connections:
+            logger.warning("connection %d refused: %d connections open", number, self._streams)
+            await trio.aclose_forcefully(stream)
+            return
+        self._streams += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(self.config.connect_timeout):
+                    if isinstance(transport, trio.SSLStream):
+                        await transport.do_handshake()
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery, stream, max_message_size=self.config.max_message_size
+                    )
+                if request is not None:
+                    await self._route(request, stream, number)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as group:
+            logger.info("connection %d failed: %r", number, group.exceptions[0])
+        except* Exception as group:
+            self._handler_errors += 1
+            logger.error("connection %d: handler failed", number, exc_info=group)
+        finally:
+            self._streams -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _reject(
+        self, request: trio_websocket.WebSocketRequest, status: int, body: bytes, why: str
+    ) -> None:
+        if status in (401, 403):
+            self._auth_rejections += 1
+        logger.info("rejected %s with HTTP %d: %s", request.path.split("?")[0], status, why)
+        with trio.move_on_after(self.config.close_timeout):
+            await request.reject(status, body=body)
+
+    def _api_key_ok(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.config.mtls:
+            return True  # the TLS layer already verified the client certificate
+        key_ok = _same(self.config.api_key, _header(headers, b"x-api-key"))
+        uuid_ok = _same(self.config.connector_uuid, _header(headers, b"x-connector-uuid"))
+        return key_ok and uuid_ok
+
+    async def _route(
+        self, request: trio_websocket.WebSocketRequest, stream: FaultStream, number: int
+    ) -> None:
+        path = request.path.split("?", 1)[0]
+        headers = request.headers
+        if self.faults.auth_rejected:
+            await self._reject(request, 401, b"unauthorized", "auth rejection fault")
+            return
+        if path == CONTROL_PATH:
+            if not self._api_key_ok(headers):
+                body = b"unauthorized: invalid API key or connector UUID"
+                await self._reject(request, 401, body, "bad API key or connector UUID")
+                return
+            stream.control = True
+            await self._serve(request, stream, f"control-{number}", self._serve_control)
+        elif path.startswith(MEDIA_PATH_PREFIX):
+            call = self._calls.get(path[len(MEDIA_PATH_PREFIX) :])
+            auth = _header(headers, b"authorization")
+            token = auth[7:].decode("latin-1") if auth[:7].lower() == b"bearer " else ""
+            if call is None or not call._take_token(token, trio.current_time()):
+                body = b"unauthorized: invalid, used or expired media token"
+                await self._reject(request, 401, body, "bad media token")
+                return
+            await self._serve(request, stream, f"media-{call.call_id}", self._media_handler(call))
+        elif path == SOFTPHONE_PATH:
+            if not self._api_key_ok(headers):
+                await self._reject(request, 401, b"unauthorized", "bad softphone credentials")
+                return
+            handler = partial(serve_softphone, self)
+            await self._serve(request, stream, f"softphone-{number}", handler)
+        else:
+            await self._reject(request, 404, b"not found", "unknown path")
+
+    def _media_handler(self, call: SimulatedCall) -> Callable[[Connection], Awaitable[None]]:
+        async def handler(conn: Connection) -> None:
+            self._media_now += 1
+            self._media_total += 1
+            try:
+                await call._serve_media(conn)
+            finally:
+                self._media_now -= 1
+
+        return handler
+
+    async def _serve(
+        self,
+        request: trio_websocket.WebSocketRequest,
+        stream: FaultStream,
+        name: str,
+        handler: Callable[[Connection], Awaitable[None]],
+    ) -> None:
+        """Accept ``request``, run ``handler``, then close gracefully unless dropped."""
+        ws: WebSocket | None = None
+        with trio.move_on_after(self.config.close_timeout):
+            ws = WebSocket(await request.accept(), self.config.close_timeout)
+        if ws is None:
+            return
+        conn = Connection(ws, stream, name, self._frame_log)
+        self._live.add(conn)
+        try:
+            with conn.scope:
+                await handler(conn)
+        finally:
+            self._live.discard(conn)
+            if not conn.abrupt:
+                await ws.aclose(conn.close_code, conn.close_reason)
+            if self._closing and not self._live:
+                self._drained.set()
+
+    # -- control plane ---------------------------------------------------------------------------
+
+    async def _serve_control(self, conn: Connection) -> None:
+        config = self.config
+        setup: object = None
+        with trio.move_on_after(config.setup_timeout):
+            try:
+                message = await conn.receive()
+            except WSSConnectionClosed:
+                return
+            try:
+                setup = decode_control(message, max_size=config.max_message_size)
+            except RemoteProtocolError as exc:
+                self._malformed_frames += 1
+                conn.close(1008, f"bad setup frame: {exc}")
+                return
+        if setup is None:
+            conn.close(1008, f"no setup frame within {config.setup_timeout:g} s")
+            return
+        if not isinstance(setup, Setup):
+            conn.close(1008, "the first frame must be setup")
+            return
+        if setup.sample_rate not in config.accepted_sample_rates:
+            rates = "/".join(map(str, config.accepted_sample_rates))
+            conn.close(1008, f"unsupported sampleRate {setup.sample_rate} (use {rates})")
+            return
+        if setup.audio_mode not in ("mixed", "isolated"):
+            conn.close(1008, f"unsupported audioMode {setup.audio_mode!r}")
+            return
+        send, receive = trio.open_memory_channel[str | bytes](config.control_outbox_frames)
+        control = ControlConnection(
+            conn, str(uuid.uuid4()), setup.sample_rate, setup.audio_mode, send
+        )
+        conn.name = f"control-{control.sm_ws_id}"
+        self._controls[control.sm_ws_id] = control
+        self._control_total += 1
+        logger.info(
+            "control connection %s set up (%d Hz, %s)",
+            control.sm_ws_id,
+            setup.sample_rate,
+            setup.audio_mode,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._control_writer, control, receive)
+                control.send_nowait(SetupDone(control.sm_ws_id).encode())
+                self._renotify(control)
+                await self._control_reader(control)
+                nursery.cancel_scope.cancel()
+        finally:
+            control.alive = False
+            send.close()
+            self._control_gone(control)
+
+    async def _control_writer(
+        self, control: ControlConnection, receive: trio.MemoryReceiveChannel[str | bytes]
+    ) -> None:
+        conn = control.connection
+        try:
+            async for message in receive:
+                await conn.send(message)
+        except WSSConnectionClosed:
+            conn.peer_closed = True
+        conn.scope.cancel()  # the outbox was closed (graceful close) or the socket was
+
+    async def _control_reader(self, control: ControlConnection) -> None:
+        conn = control.connection
+        max_size = self.config.max_message_size
+        while True:
+            try:
+                message = await conn.receive()
+            except WSSConnectionClosed:
+                return
+            try:
+                frame = decode_control(message, max_size=max_size)
+            except RemoteProtocolError as exc:
+                self._malformed_frames += 1
+                req_id = (
+                    salvage_field(message, "reqId", nested=False)
+                    if isinstance(message, str)
+                    else None
+                )
+                if req_id is None:
+                    logger.warning(
+                        "control %s: closing after a bad frame: %s", control.sm_ws_id, exc
+                    )
+                    conn.close(1003 if isinstance(message, bytes) else 1008, f"bad frame: {exc}")
+                    return
+                error = {"message": str(exc)}
+                control.send_nowait(
+                    Response(req_id, False, None, "INVALID_REQUEST", error).encode()
+                )
+                continue
+            self._on_control_frame(control, frame)
+
+    def _on_control_frame(self, control: ControlConnection, frame: object) -> None:
+        if isinstance(frame, SessionOpen):
+            control.send_nowait(self._open_session(control, frame).encode())
+        elif isinstance(frame, SessionReady):
+            self._session_ready(control, frame)
+        elif isinstance(frame, CallFlowSetup):
+            control.wants_calls = frame.inbound_call != "NO"
+            control.send_nowait(Response(frame.req_id, True).encode())
+        elif isinstance(frame, SessionCreate | WaMsgOut):
+            error = {"message": "the simulator only places inbound calls"}
+            response = Response(frame.req_id, False, None, "CHANNEL_NOT_CONFIGURED", error)
+            control.send_nowait(response.encode())
+        elif isinstance(frame, UnknownFrame) and isinstance(frame.body.get("reqId"), str):
+            error = {"message": f"unknown frame type {frame.type!r}"}
+            response = Response(frame.body["reqId"], False, None, "INVALID_REQUEST", error)
+            control.send_nowait(response.encode())
+        else:
+            logger.debug("control %s: ignoring %r", control.sm_ws_id, type(frame).__name__)
+
+    def _open_session(self, control: ControlConnection, frame: SessionOpen) -> Response:
+        call = self._sessions.get(frame.session_id)
+        if call is None:
+            code = (
+                "SESSION_CLOSED"
+                if frame.session_id in self._closed_sessions
+                else "SESSION_NOT_FOUND"
+            )
+            error = {"message": f"session {frame.session_id} is not open"}
+            return Response(frame.req_id, False, None, code, error)
+        bound = call._bound
+        if bound is not None and bound is not control and bound.alive:
+            return Response(
+                frame.req_id, False, None, "SESSION_BUSY", {"boundSmWsId": bound.sm_ws_id}
+            )
+        if bound is not control:
+            call._bound = control
+            call._ever_bound = True
+            if call._media is None and not call._media_used:
+                call.sample_rate = control.sample_rate
+                call.audio_mode = control.audio_mode
+            self._observe(call, "claimed")
+        session = {
+            "id": call.session_id,
+            "channel": "TELCO",
+            "remoteAddress": call.caller,
+            "localAddress": call.callee,
+            "openedAt": self._epoch(),
+        }
+        return Response(frame.req_id, True, {"session": session})
+
+    def _session_ready(self, control: ControlConnection, frame: SessionReady) -> None:
+        call = self._sessions.get(frame.session_id)
+        if call is None or call._bound is not control:
+            logger.debug(
+                "control %s: session.ready for a session it has not opened", control.sm_ws_id
+            )
+            return
+        if call._call_in_sent:
+            return
+        token = uuid.uuid4().hex + uuid.uuid4().hex
+        call._issue_token(token, trio.current_time() + self.config.token_ttl)
+        url = f"{self.base_url}{MEDIA_PATH_PREFIX}{call.call_id}"
+        call_in = CallIn(
+            call.session_id,
+            call.call_id,
+            call.caller,
+            call.callee,
+            url,
+            token,
+            self.config.org_uuid,
+        )
+        control.send_nowait(call_in.encode())
+
+    def _renotify(self, control: ControlConnection) -> None:
+        """Tell a new connection about every call still waiting for an agent."""
+        for call in list(self._calls.values()):
+            if call.state is CallState.PENDING and call._bound is None and not call._media_used:
+                activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
+                control.send_nowait(self._notify_frame(call, activity))
+
+    def _control_gone(self, control: ControlConnection) -> None:
+        self._controls.pop(control.sm_ws_id, None)
+        logger.info("control connection %s closed", control.sm_ws_id)
+        orphans = [
+            call
+            for call in self._calls.values()
+            if call._bound is control and not call._media_used and call.state is CallState.PENDING
+        ]
+        for call in orphans:
+            call._unbind()
+            self._broadcast(self._notify_frame(call, "RESUME"))
+
+
+@asynccontextmanager
+async def open_simulator(
+    config: SimulatorConfig | None = None,
+    *,
+    listen: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    frame_log: FrameLog | None = None,
+) -> AsyncIterator[Simulator]:
+    """Run a simulator for the duration of the block.
+
+    With ``listen`` it also serves TCP on ``host:port`` (0: a free port); either
+    way :meth:`Simulator.open_stream` connects in memory. On leaving the block
+    every call ends (``server``) and every connection closes, within a bound.
+
+    Raises:
+        OSError: the port cannot be bound; TLS files cannot be read.
+        ssl.SSLError: the TLS files are not valid.
+    """
+    config = config if config is not None else SimulatorConfig()
+    ssl_context = config.server_ssl_context()
+    listeners = await trio.open_tcp_listeners(port, host=host) if listen else []
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            sim = Simulator(config, nursery, ssl_context=ssl_context, frame_log=frame_log)
+            try:
+                if listeners:
+                    await sim._listen(listeners, host)
+                yield sim
+            except BaseException as exc:
+                body_error = exc  # the caller's own exception: keep it out of the group
+            finally:
+                await sim.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+    if body_error is not None:
+        raise body_error
+
+
+async def serve_simulator(
+    config: SimulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    listen: bool = True,
+    frame_log: FrameLog | None = None,
+    task_status: trio.TaskStatus[Simulator] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a simulator until cancelled: ``sim = await nursery.start(serve_simulator, config)``.
+
+    Raises:
+        OSError: the port cannot be bound; TLS files cannot be read.
+    """
+    async with open_simulator(
+        config, listen=listen, host=host, port=port, frame_log=frame_log
+    ) as sim:
+        task_status.started(sim)
+        await trio.sleep_forever()

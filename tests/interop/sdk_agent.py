@@ -1,0 +1,110 @@
+"""An agent written with the official ``telcoflow`` 1.0.0 SDK (asyncio), run as a subprocess.
+
+Usage: ``python sdk_agent.py SCENARIO BASE_URL API_KEY CONNECTOR_UUID``. Prints
+``READY`` once its handlers are registered, then one JSON line with what it saw.
+
+Scenarios: ``echo`` (answer, echo one second of caller audio, close),
+``unanswered`` (answer, connect to a callee who never answers, close),
+``hangup`` (answer and wait for the caller to hang up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from telcoflow import SessionManager, SessionManagerConfig
+from telcoflow.audio_config import CallAudioConfig
+
+ECHO_BYTES = 32000  # one second at 16 kHz
+
+
+async def handle(
+    scenario: str, call: Any, report: dict[str, Any], session_closed: asyncio.Event
+) -> None:
+    report["answer"] = bool(await call.answer())
+    if scenario == "echo":
+        echoed = 0
+        async for chunk in call.audio_stream():
+            chunk = chunk[: ECHO_BYTES - echoed]
+            await call.send_audio(chunk)
+            echoed += len(chunk)
+            if echoed >= ECHO_BYTES:
+                break
+        report["echoed"] = echoed
+        # The 1.0.0 SDK has no drain signal: poll until the server has pulled it all.
+        while await call.get_send_audio_buffer_size():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        report["close"] = bool(await call.close())
+    elif scenario == "unanswered":
+        started = time.monotonic()
+        result = await call.connect(ring_time_seconds=2)
+        report["connect"] = {
+            "success": result.success,
+            "error_code": result.error_code,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        report["close"] = bool(await call.close())
+    elif scenario == "hangup":
+        terminated = asyncio.Event()
+        call.on_terminated(terminated.set)
+        received = 0
+        async for chunk in call.audio_stream():
+            received += len(chunk)
+            if terminated.is_set():
+                break
+        await asyncio.wait_for(terminated.wait(), 5)
+        report["terminated"] = True
+        report["state"] = str(call.state)
+        report["received"] = received
+        await asyncio.wait_for(session_closed.wait(), 5)
+
+
+async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) -> None:
+    config = SessionManagerConfig.create(
+        api_key=api_key,
+        connector_uuid=connector_uuid,
+        base_url=base_url,
+        call_audio=CallAudioConfig(sample_rate=16000),
+    )
+    report: dict[str, Any] = {}
+    done = asyncio.Event()
+    async with SessionManager(config) as sm:
+        report["smWsId"] = sm.id
+
+        @sm.on_session_notification
+        async def on_notification(notification: Any) -> None:
+            session = await sm.open_session(notification.session_id)
+            report["notified"] = notification.session_id
+            closed = asyncio.Event()
+
+            @session.on_closed
+            def on_closed(reason: Any) -> None:
+                report["session_closed"] = str(reason)
+                closed.set()
+
+            @session.on_incoming_call
+            async def on_call(call: Any) -> None:
+                report["call_id"] = call.id
+                report["caller"] = call.caller_number
+                try:
+                    await handle(scenario, call, report, closed)
+                except Exception as exc:
+                    report["error"] = repr(exc)
+                finally:
+                    done.set()
+
+            await session.ready()
+
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+        await asyncio.wait_for(done.wait(), 10)
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:5]))

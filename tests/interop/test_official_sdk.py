@@ -1,0 +1,116 @@
+"""The official ``telcoflow`` 1.0.0 SDK (asyncio, in a subprocess) against our simulator.
+
+Real clock and real loopback sockets: the two sides are separate processes.
+Run with ``nox -s interop`` (``pytest --run-interop -m interop``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from telcoflow_trio.proto import CallState
+from telcoflow_trio.simulator import (
+    CallerScript,
+    CallResult,
+    Simulator,
+    open_simulator,
+    tone,
+)
+
+pytestmark = pytest.mark.interop
+
+AGENT = Path(__file__).with_name("sdk_agent.py")
+
+
+async def run_scenario(
+    scenario: str, script: CallerScript
+) -> tuple[dict[str, Any], CallResult, Simulator]:
+    """Start the SDK agent, place one call once it is ready, return both sides' views."""
+    async with open_simulator(listen=True) as sim, trio.open_nursery() as nursery:
+        command = [sys.executable, str(AGENT), scenario, sim.base_url]
+        command += [sim.api_key, sim.connector_uuid]
+        with trio.fail_after(15):
+            agent: trio.Process = await nursery.start(
+                partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
+            )
+            assert agent.stdout is not None
+            output = b""
+            while b"READY\n" not in output:
+                chunk = await agent.stdout.receive_some()
+                assert chunk, f"the SDK agent exited early: {output!r}"
+                output += chunk
+            # Placed once the SDK's handler is registered: a notification sent
+            # earlier would be dropped by the SDK's event bus.
+            call = await sim.place_call(script, caller="+15550123")
+            result = await call.wait_result()
+            while chunk := await agent.stdout.receive_some():
+                output += chunk
+            assert await agent.wait() == 0, output
+    report = json.loads(output.decode().splitlines()[-1])
+    assert report["call_id"] == call.call_id
+    assert report["caller"] == "+15550123"
+    assert report["notified"] == call.session_id
+    assert report["answer"] is True
+    assert "error" not in report, report["error"]
+    return report, result, sim
+
+
+async def test_sdk_answers_and_echoes() -> None:
+    report, result, sim = await run_scenario("echo", CallerScript(tone(440)))
+    assert report["echoed"] == 32000
+    assert report["close"] is True
+    assert result.ended_by == "agent_close"
+    assert [s for _, s in result.states] == [
+        CallState.PENDING,
+        CallState.ANSWERED,
+        CallState.DISCONNECTED,
+    ]
+    # What the agent sent back is exactly what the caller said, from the start.
+    caller = b"".join(itertools.islice(tone(440).frames(16000, 640), 60))
+    assert result.agent_audio == caller[: len(result.agent_audio)]
+    assert len(result.agent_audio) == 32000
+    assert result.underruns == 0
+    assert [(c.name, c.success) for c in result.commands] == [
+        ("call.answer", True),
+        ("call.close", True),
+    ]
+    stats = sim.statistics()
+    assert (stats.handler_errors, stats.malformed_frames, stats.auth_rejections) == (0, 0, 0)
+
+
+async def test_sdk_connect_gets_call_unanswered() -> None:
+    report, result, _ = await run_scenario(
+        "unanswered", CallerScript(tone(440), callee_answers_after=None)
+    )
+    assert report["connect"]["success"] is False
+    assert report["connect"]["error_code"] == "CALL_UNANSWERED"
+    assert report["connect"]["seconds"] == pytest.approx(2.0, abs=0.5)
+    assert report["close"] is True
+    connect = next(c for c in result.commands if c.name == "call.connect")
+    assert (connect.data, connect.error_code) == ({"ringTimeSeconds": 2}, "CALL_UNANSWERED")
+    assert connect.latency == pytest.approx(2.0, abs=0.1)
+    assert [s for _, s in result.states] == [
+        CallState.PENDING,
+        CallState.ANSWERED,
+        CallState.DISCONNECTED,
+    ]
+    assert result.ended_by == "agent_close"
+
+
+async def test_sdk_sees_the_caller_hang_up() -> None:
+    report, result, _ = await run_scenario("hangup", CallerScript(tone(440), hangup_after=1.0))
+    assert report["terminated"] is True
+    assert report["state"] == "TERMINATED"
+    assert report["session_closed"] == "CALL_TERMINATED"
+    assert report["received"] == pytest.approx(32000, abs=2 * 640)
+    assert result.ended_by == "caller_hangup"
+    assert result.caller_audio_seconds == pytest.approx(1.0, abs=0.05)
