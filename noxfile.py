@@ -8,31 +8,28 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHON = False  # the interpreter running nox: whatever 3.11+ the machine has
-
-
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (unit, integration and the bounded reliability runs)."""
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def demo(session: nox.Session) -> None:
     """The demo: simulator, example agent and callers; ``nox -s demo -- --calls 8``."""
     session.install("-e", ".[demo]")
     session.run("telcoflow-trio", "demo", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def interop(session: nox.Session) -> None:
     """The official telcoflow 1.0.0 SDK against our simulator."""
     session.install("-e", ".[test]", "telcoflow==1.0.0")
     session.run("pytest", "-q", "-m", "interop", "--run-interop", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint rules and formatting."""
     session.install("ruff>=0.6")
@@ -40,14 +37,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy>=1.11")
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site with warnings as errors."""
     session.install("-e", ".[docs]")
