@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The demo: simulator, example agent and callers; ``nox -s demo -- --calls 8``."""
-    session.install("-e", ".[demo]")
+    session.install("-e", ".")
     session.run("telcoflow-trio", "demo", *session.posargs)
 
 
