@@ -25,6 +25,11 @@ Messages never contain API keys, tokens or key material.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .streams import BridgeResult
+
 __all__ = [
     "BufferClosedError",
     "BufferFullError",
@@ -125,4 +130,12 @@ class RemoteProtocolError(ProtocolError):
 
 
 class StreamBridgeError(WSSError):
-    """A stream bridge ended because of an error; ``__cause__`` holds the details."""
+    """A stream bridge ended because of an error; ``__cause__`` holds the details.
+
+    ``result`` tells how the bridge ended (close codes of both sides, traffic),
+    when the bridge got as far as producing one.
+    """
+
+    def __init__(self, message: str, *, result: BridgeResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result

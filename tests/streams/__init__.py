@@ -1,0 +1,1 @@
+"""Tests of the stream bridge (telcoflow_trio.streams)."""
