@@ -179,3 +179,20 @@ async def test_invalid_url() -> None:
     with pytest.raises(ValueError, match="not a ws:// or wss:// URL"):
         async with open_websocket("http://h/"):
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ([("authorization", "Bearer ")], "invalid value for HTTP header 'authorization'"),
+        ([("x-api-key", "k\r\nx: y")], "invalid value for HTTP header 'x-api-key'"),
+        ([("bad name", "v")], "invalid HTTP header name 'bad name'"),
+    ],
+)
+async def test_invalid_headers_are_refused_without_showing_the_value(
+    headers: list[tuple[str, str]], fragment: str
+) -> None:
+    with pytest.raises(ValueError, match=fragment) as info:
+        async with open_websocket("ws://h.invalid/", headers=headers):
+            pass  # pragma: no cover
+    assert "Bearer" not in str(info.value)

@@ -1,0 +1,166 @@
+"""Every program in examples/ runs against the simulator and does what it says."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import sys
+from collections.abc import Callable, Iterator
+from functools import partial
+from types import ModuleType
+from typing import Any
+
+import hypercorn
+import hypercorn.trio
+import pytest
+import trio
+
+from telcoflow_trio import TelcoflowClientConfig
+from telcoflow_trio._transport import MessageStream
+from telcoflow_trio.simulator import SimulatorConfig, open_simulator
+from telcoflow_trio.streams import bridge_call
+from telcoflow_trio.testing import (
+    CallerScript,
+    audio_seconds,
+    contains_tone,
+    open_agent_test,
+    open_memory_server,
+    tone,
+)
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    loaded: list[str] = []
+
+    def load(name: str) -> ModuleType:
+        loaded.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in [*loaded, "_run", "echo_agent"]:
+        sys.modules.pop(name, None)
+
+
+async def test_echo_agent(example: Callable[[str], ModuleType], autojump_clock: Any) -> None:
+    echo = example("echo_agent")
+    async with open_agent_test(echo.on_call) as harness:
+        report = await harness.place_call(CallerScript(tone(440), talk_for=2.0, hangup_after=3.0))
+    report.assert_ended_by("caller_hangup")
+    report.assert_no_handler_errors()
+    report.assert_agent_audio(min_seconds=2.9, max_seconds=3.1, tone=440, min_share=0.5)
+
+
+@pytest.mark.parametrize(
+    ("answers_after", "ended_by"), [(2.0, "agent_close"), (None, "agent_disconnect")]
+)
+async def test_connect_and_leave(
+    example: Callable[[str], ModuleType],
+    autojump_clock: Any,
+    answers_after: float | None,
+    ended_by: str,
+) -> None:
+    module = example("connect_and_leave")
+    async with open_agent_test(module.on_call) as harness:
+        report = await harness.place_call(
+            CallerScript(callee_answers_after=answers_after, hangup_after=5.0)
+        )
+    report.assert_ended_by(ended_by)
+    report.assert_no_handler_errors()
+    if answers_after is None:
+        report.assert_commands("call.connect", "call.answer", "call.disconnect")
+        report.assert_agent_audio(min_seconds=0.95, max_seconds=1.05, tone=330)
+    else:
+        report.assert_commands("call.connect", "call.close")
+
+
+async def test_voicemail(example: Callable[[str], ModuleType], autojump_clock: Any) -> None:
+    module = example("voicemail")
+    saved: list[tuple[str, int, bytes]] = []
+
+    async def save(call_id: str, sample_rate: int, pcm: bytes) -> None:
+        saved.append((call_id, sample_rate, pcm))
+
+    async with open_agent_test(partial(module.on_call, save=save)) as harness:
+        report = await harness.place_call(CallerScript(tone(300), hangup_after=4.0))
+    report.assert_ended_by("caller_hangup")
+    report.assert_no_handler_errors()
+    report.assert_agent_audio(min_seconds=0.45, max_seconds=0.55)  # the beep
+    [(call_id, rate, pcm)] = saved
+    assert call_id == report.call_id
+    assert 3.0 < audio_seconds(pcm, rate) <= 4.0  # the message after the beep
+    assert contains_tone(pcm, 300, rate)
+
+
+async def test_bridge_to_voice_ai(
+    example: Callable[[str], ModuleType], autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote echoes 50 frames, interrupts, then hangs up: the call ends cleanly."""
+    module = example("bridge_to_voice_ai")
+    frames = 0
+
+    async def voice_ai(ws: MessageStream) -> None:
+        nonlocal frames
+        while frames < 50:
+            await ws.send_message(await ws.get_message())
+            frames += 1
+        await ws.send_message(json.dumps({"type": "interrupt"}))
+        await ws.send_message(json.dumps({"type": "hangup"}))
+        await trio.sleep_forever()
+
+    async with open_memory_server(voice_ai) as server:
+        monkeypatch.setattr(module, "VOICE_AI_URL", server.url)
+        monkeypatch.setattr(
+            module, "bridge_call", partial(bridge_call, open_stream=server.open_stream)
+        )
+        async with open_agent_test(module.on_call) as harness:
+            report = await harness.place_call(CallerScript(tone(440)))
+    assert frames == 50
+    report.assert_ended_by("agent_close")
+    report.assert_no_handler_errors()
+    report.assert_agent_audio(min_seconds=0.02)
+
+
+async def test_fastapi_agent_on_hypercorn(example: Callable[[str], ModuleType]) -> None:
+    """Real sockets, real clock: the lifespan-owned client takes a call, /status shows it."""
+    module = example("fastapi_agent")
+    with trio.fail_after(30):
+        async with open_simulator(SimulatorConfig(), listen=True) as sim:
+            config = TelcoflowClientConfig.sandbox(
+                sim.api_key, sim.connector_uuid, base_url=sim.base_url
+            )
+            app = module.create_app(config)
+            hconfig = hypercorn.Config()
+            hconfig.bind = ["127.0.0.1:0"]
+            hconfig.graceful_timeout = 1
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                urls = await nursery.start(
+                    partial(hypercorn.trio.serve, app, hconfig, shutdown_trigger=stop.wait)
+                )
+                call = await sim.place_call(CallerScript(tone(440), hangup_after=0.5))
+                result = await call.wait_result()
+                status = await http_get_json(urls[0], "/status")
+                stop.set()
+    assert result.ended_by == "caller_hangup"
+    assert status["calls_total"] == 1
+    assert status["connected"] is True
+
+
+async def http_get_json(base: str, path: str) -> Any:
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return json.loads(body)
