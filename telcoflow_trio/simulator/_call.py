@@ -219,18 +219,15 @@ class SimulatedCall:
         if self._wrapping_up:
             return
         self._wrapping_up = True
-        recording = self._caller_track is not None and self.script.record_dir is not None
-        if not (recording and self._sim._spawn(self._complete)):
-            self._complete_now(())
-
-    async def _complete(self) -> None:
         paths: tuple[Path, ...] = ()
-        try:
-            paths = await trio.to_thread.run_sync(self._write_recordings)
-        except OSError as exc:
-            logger.warning("could not write the recordings of call %s: %s", self.call_id, exc)
-        finally:
-            self._complete_now(paths)
+        if self._caller_track is not None and self.script.record_dir is not None:
+            # Written here, synchronously: the tracks are bounded, and a worker
+            # thread would let a MockClock's virtual time run ahead meanwhile.
+            try:
+                paths = self._write_recordings()
+            except OSError as exc:
+                logger.warning("could not write the recordings of call %s: %s", self.call_id, exc)
+        self._complete_now(paths)
 
     def _write_recordings(self) -> tuple[Path, ...]:
         directory = self.script.record_dir
