@@ -30,7 +30,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from .._transport import WebSocket
+from .._transport import WebSocket, start_tls
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..proto import (
     CallFlowSetup,
@@ -209,13 +209,7 @@ class Simulator:
         if ssl_context is None:
             await trio.lowlevel.checkpoint()
             return client
-        tls = trio.SSLStream(client, ssl_context, server_hostname=host)
-        try:
-            await tls.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(client)
-            raise
-        return tls
+        return await start_tls(client, ssl_context, host)
 
     async def place_call(
         self,
