@@ -8,6 +8,7 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (unit, integration and the bounded reliability runs)."""
@@ -49,3 +50,20 @@ def docs(session: nox.Session) -> None:
     """Build the Sphinx site with warnings as errors."""
     session.install("-e", ".[docs]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the peers (never part of the tests): ``nox -s bench -- --quick``."""
+    session.install(
+        "-e",
+        ".[test]",
+        "teler==1.0.0",
+        "telcoflow==1.0.0",
+        "uvicorn",
+        "uvloop",
+        "websockets",
+        "picows",
+        "py-spy",
+    )
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from . import proto
-from ._transport import StreamOpener, WebSocket, open_websocket, redact_url
+from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
     RemoteProtocolError,
@@ -48,6 +48,9 @@ from .exceptions import (
 __all__ = ["ControlConnection", "ControlCounters"]
 
 logger = logging.getLogger(__name__)
+
+#: Claims in flight at once; past this, notifications are left to other workers.
+MAX_CLAIMS_IN_FLIGHT: Final = 64
 
 #: Control error codes meaning "this session is not ours to take" (quiet skip).
 _NOT_OURS: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})
@@ -106,7 +109,7 @@ class ControlConnection:
         self._should_claim = should_claim
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
-        self._ws: WebSocket | None = None
+        self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._requests: dict[str, _Slot] = {}
         self._claims: dict[str, trio.Event] = {}
@@ -224,6 +227,7 @@ class ControlConnection:
             connect_timeout=config.connect_timeout,
             close_timeout=config.close_timeout,
             max_message_size=config.max_message_size,
+            transport=config.transport,
         ) as ws:
             try:
                 await ws.send_message(
@@ -271,8 +275,8 @@ class ControlConnection:
 
     @staticmethod
     async def _watch(
-        fn: Callable[[WebSocket], Awaitable[None]],
-        ws: WebSocket,
+        fn: Callable[[ClientWebSocket], Awaitable[None]],
+        ws: ClientWebSocket,
         failure: list[WSSError],
         scope: trio.CancelScope,
     ) -> None:
@@ -282,7 +286,7 @@ class ControlConnection:
             failure.append(exc)
         scope.cancel()
 
-    async def _wait_setup_done(self, ws: WebSocket) -> proto.SetupDone:
+    async def _wait_setup_done(self, ws: ClientWebSocket) -> proto.SetupDone:
         while True:
             frame = self._decode(await ws.get_message())
             if isinstance(frame, proto.SetupDone):
@@ -300,7 +304,7 @@ class ControlConnection:
 
     # -- reader and heartbeat -------------------------------------------------------------
 
-    async def _read(self, ws: WebSocket) -> None:
+    async def _read(self, ws: ClientWebSocket) -> None:
         while True:
             frame = self._decode(await ws.get_message())
             if frame is None:
@@ -329,7 +333,7 @@ class ControlConnection:
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
 
-    async def _heartbeat(self, ws: WebSocket) -> None:
+    async def _heartbeat(self, ws: ClientWebSocket) -> None:
         interval = self._config.heartbeat_interval
         timeout = self._config.heartbeat_timeout
         while True:
@@ -392,6 +396,13 @@ class ControlConnection:
             logger.debug("control: not claiming session %s", session_id)
             return
         if self._nursery is None:
+            return
+        if len(self._claims) >= MAX_CLAIMS_IN_FLIGHT:
+            logger.warning(
+                "control: %d claims in flight; leaving session %s to other workers",
+                len(self._claims),
+                session_id,
+            )
             return
         self._claims[session_id] = trio.Event()
         self._nursery.start_soon(self._claim, session_id)

@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from . import proto
-from ._transport import StreamOpener, WebSocket, open_websocket, redact_url
+from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
     BufferClosedError,
@@ -234,7 +234,7 @@ class MediaConnection:
         self.counters = MediaCounters()
         self.closed = False
         self._waiters: dict[str, _Waiter] = {}
-        self._ws: WebSocket | None = None
+        self._ws: ClientWebSocket | None = None
         self._opening = trio.CancelScope()  # around the opening only
         self._serving = trio.CancelScope()  # inside the open connection
         self._sender_lot = trio.lowlevel.ParkingLot()  # the sender waits for audio or credit
@@ -267,6 +267,7 @@ class MediaConnection:
                     connect_timeout=config.connect_timeout,
                     close_timeout=config.close_timeout,
                     max_message_size=config.max_message_size,
+                    transport=config.transport,
                 ) as ws:
                     self._ws = ws
                     task_status.started()
@@ -318,7 +319,7 @@ class MediaConnection:
 
     # -- reader --------------------------------------------------------------------
 
-    async def _read(self, ws: WebSocket) -> None:
+    async def _read(self, ws: ClientWebSocket) -> None:
         counters = self.counters
         max_size = self._config.max_message_size
         call_id = self._call_in.call_id
@@ -345,8 +346,7 @@ class MediaConnection:
                     if self.credit.available and not self.outgoing and not self._sending:
                         counters.underruns += 1
                     self.credit.grant(frame.requested_bytes, frame.prefer_audio_frame_bytes)
-                    if self._sender_lot:
-                        self._sender_lot.unpark_all()
+                    self._wake_sender()
             elif type(frame) is proto.CommandResponse:
                 self._resolve(frame)
             elif type(frame) is proto.CallEventFrame:
@@ -370,7 +370,14 @@ class MediaConnection:
 
     # -- sender --------------------------------------------------------------------
 
-    async def _send(self, ws: WebSocket) -> None:
+    def _wake_sender(self) -> None:
+        # Only when it can send now: a wake-up per buffer_request with nothing
+        # queued (the usual case for an echoing agent) would be a task switch
+        # per frame for nothing.
+        if self._sender_lot and self.credit.next_frame(len(self.outgoing)):
+            self._sender_lot.unpark_all()
+
+    async def _send(self, ws: ClientWebSocket) -> None:
         out, credit, counters = self.outgoing, self.credit, self.counters
         while True:
             n = credit.next_frame(len(out))
@@ -407,8 +414,7 @@ class MediaConnection:
         if len(data) % proto.SAMPLE_WIDTH:
             raise ValueError(f"PCM16 audio must be whole 2-byte samples; got {len(data)} bytes")
         self.outgoing.write(data)
-        if self._sender_lot:
-            self._sender_lot.unpark_all()
+        self._wake_sender()
 
     async def write(self, data: bytes) -> None:
         """Queue all of ``data``, waiting for room as often as needed (any size).
@@ -432,11 +438,9 @@ class MediaConnection:
             if room:
                 out.write(bytes(view[:room]))
                 view = view[room:]
-            if self._sender_lot:
-                self._sender_lot.unpark_all()
+            self._wake_sender()
             await self._space_lot.park()
-        if self._sender_lot:
-            self._sender_lot.unpark_all()
+        self._wake_sender()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_sent(self) -> None:

@@ -14,6 +14,11 @@ on a trio byte stream. Two decisions live here:
   :class:`~telcoflow_trio.exceptions.WSSConnectionError`. The exception of the
   code inside ``async with open_websocket(...)`` passes through unchanged.
 
+Two WebSocket implementations sit behind the seam, chosen with ``transport=``:
+``"trio-websocket"`` (the default) and ``"lean"``
+(:mod:`telcoflow_trio._lean_ws`: a frame codec run in the caller's task, no
+reader task, about half the CPU per message; see docs/performance.rst).
+
 The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
 simulator can hand over one end of a ``trio.testing.memory_stream_pair()`` and run
 the very same WebSocket code with no sockets and under ``MockClock``.
@@ -21,25 +26,31 @@ the very same WebSocket code with no sockets and under ``MockClock``.
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol, TypeAlias, cast, final
+from typing import Literal, Protocol, TypeAlias, cast, final
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
+from ._lean_ws import lean_client_handshake
 from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
 
 __all__ = [
+    "TRANSPORTS",
+    "ClientWebSocket",
     "MessageStream",
     "StreamOpener",
+    "Transport",
     "WebSocket",
     "open_tcp",
     "open_websocket",
     "redact_url",
+    "start_tls",
 ]
 
 #: Opens the byte stream under a WebSocket: ``(host, port, ssl_context) -> stream``.
@@ -69,18 +80,75 @@ class MessageStream(Protocol):
         """Close with ``code`` and ``reason``; bounded in time, idempotent."""
 
 
+class ClientWebSocket(MessageStream, Protocol):
+    """What :func:`open_websocket` yields, whichever transport is under it."""
+
+    close_timeout: float
+
+    @property
+    def closed(self) -> tuple[int, str | None] | None:
+        """``(code, reason)`` once closed, else ``None``."""
+
+    @property
+    def path(self) -> str:
+        """The request path (with query string) the connection was opened for."""
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping and wait for its pong; bound it in time.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+
+
+#: The WebSocket implementation under :func:`open_websocket`.
+Transport: TypeAlias = Literal["trio-websocket", "lean"]
+TRANSPORTS: tuple[Transport, ...] = ("trio-websocket", "lean")
+
+
 async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
     """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked."""
     tcp = await trio.open_tcp_stream(host, port)
-    if ssl_context is None:
-        return tcp
-    stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    return tcp if ssl_context is None else await start_tls(tcp, ssl_context, host)
+
+
+async def start_tls(
+    stream: trio.abc.Stream, ssl_context: ssl.SSLContext, host: str
+) -> trio.SSLStream[trio.abc.Stream]:
+    """Run the client side of a TLS handshake over ``stream``; close it on failure.
+
+    Raises:
+        trio.BrokenResourceError: the handshake failed (``__cause__`` is the
+            ``ssl.SSLError``).
+    """
+    tls = trio.SSLStream(stream, ssl_context, server_hostname=host)
     try:
-        await stream.do_handshake()
+        await tls.do_handshake()
     except BaseException:
-        await trio.aclose_forcefully(tcp)
+        await trio.aclose_forcefully(stream)
         raise
-    return stream
+    return tls
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def _check_headers(headers: Sequence[tuple[str, str]]) -> None:
+    """Refuse headers the handshake would reject, without echoing values (often secrets).
+
+    Raises:
+        ValueError: a name is not an HTTP token, or a value has control characters
+            or leading/trailing white space.
+    """
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if not _VALUE.fullmatch(value) or value != value.strip():
+            raise ValueError(
+                f"invalid value for HTTP header {name!r}: control characters or "
+                "leading/trailing white space (value not shown)"
+            )
 
 
 def redact_url(url: str) -> str:
@@ -173,6 +241,65 @@ def _translate_open_error(exc: BaseException, url: str, timeout: float) -> WSSEr
     return None
 
 
+@final
+class _WatchedStream(trio.abc.Stream):
+    """The byte stream under a new trio-websocket connection, watched while it opens.
+
+    trio-websocket's reader gives up without a word when its stream fails or
+    ends before the upgrade response (a TLS alert after a TLS 1.3 handshake, a
+    server hanging up), and the opening would wait for its deadline. This
+    cancels :attr:`opening` at once instead and keeps the cause for the error.
+    """
+
+    __slots__ = ("_opening_over", "cause", "opening", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.opening = trio.CancelScope()
+        self.cause: BaseException | None = None
+        self._opening_over = False
+
+    def broke_while_opening(self) -> bool:
+        """End the watch; whether the stream broke or ended while it lasted."""
+        self._opening_over = True
+        return self.opening.cancel_called
+
+    def _broke(self, cause: BaseException | None) -> None:
+        if not self._opening_over:
+            self.cause = cause
+            self.opening.cancel()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broke(exc)
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._broke(exc)
+            raise
+        if not data:
+            self._broke(None)
+        return data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def _broken_while_opening(cause: BaseException | None, url: str, timeout: float) -> WSSError:
+    translated = None if cause is None else _translate_open_error(cause, url, timeout)
+    return translated or WSSConnectionError(
+        f"{redact_url(url)} closed the connection during the WebSocket handshake"
+    )
+
+
 @asynccontextmanager
 async def open_websocket(
     url: str,
@@ -185,11 +312,14 @@ async def open_websocket(
     close_timeout: float = 2.0,
     max_message_size: int = 1 << 20,
     message_queue_size: int = 1,
-) -> AsyncIterator[WebSocket]:
+    transport: Transport = "trio-websocket",
+) -> AsyncIterator[ClientWebSocket]:
     """Open a client WebSocket to ``url`` for the duration of the block.
 
     ``connect_timeout`` bounds the whole opening. On leaving the block the
-    connection is closed with 1000, bounded by ``close_timeout``.
+    connection is closed with 1000, bounded by ``close_timeout``. ``transport``
+    picks the implementation (``message_queue_size`` applies to trio-websocket
+    only: the lean transport has no queue, it reads in the caller's task).
 
     Raises:
         WSSAuthenticationError: HTTP 401/403 on the upgrade, or TLS failed.
@@ -205,8 +335,28 @@ async def open_websocket(
     if parts.query:
         resource += "?" + parts.query
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    _check_headers(headers)
     if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
+    if transport == "lean":
+        async with _open_lean(
+            url,
+            parts.hostname,
+            port,
+            host_header,
+            resource,
+            headers=headers,
+            subprotocols=subprotocols,
+            ssl_context=ssl_context if secure else None,
+            open_stream=open_stream,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+            max_message_size=max_message_size,
+        ) as lean:
+            yield lean
+        return
+    if transport != "trio-websocket":
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     extra = [(k.encode(), v.encode()) for k, v in headers]
 
     body_error: BaseException | None = None
@@ -218,16 +368,20 @@ async def open_websocket(
                     stream = await open_stream(
                         parts.hostname, port, ssl_context if secure else None
                     )
-                    conn = await trio_websocket.wrap_client_stream(
-                        nursery,
-                        cast(trio.SocketStream, stream),
-                        host_header,
-                        resource,
-                        subprotocols=list(subprotocols) or None,
-                        extra_headers=extra,
-                        message_queue_size=message_queue_size,
-                        max_message_size=max_message_size,
-                    )
+                    watched = _WatchedStream(stream)
+                    with watched.opening:
+                        conn = await trio_websocket.wrap_client_stream(
+                            nursery,
+                            cast(trio.SocketStream, watched),
+                            host_header,
+                            resource,
+                            subprotocols=list(subprotocols) or None,
+                            extra_headers=extra,
+                            message_queue_size=message_queue_size,
+                            max_message_size=max_message_size,
+                        )
+                    if watched.broke_while_opening():
+                        raise _broken_while_opening(watched.cause, url, connect_timeout)
             except BaseException as exc:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
@@ -266,3 +420,46 @@ async def open_websocket(
         ) from group
     if body_error is not None:
         raise body_error
+
+
+@asynccontextmanager
+async def _open_lean(
+    url: str,
+    hostname: str,
+    port: int,
+    host_header: str,
+    resource: str,
+    *,
+    headers: Sequence[tuple[str, str]],
+    subprotocols: Sequence[str],
+    ssl_context: ssl.SSLContext | None,
+    open_stream: StreamOpener,
+    connect_timeout: float,
+    close_timeout: float,
+    max_message_size: int,
+) -> AsyncIterator[ClientWebSocket]:
+    """:func:`open_websocket` on :mod:`telcoflow_trio._lean_ws` (no nursery, no reader task)."""
+    stream: trio.abc.Stream | None = None
+    try:
+        with trio.fail_after(connect_timeout):
+            stream = await open_stream(hostname, port, ssl_context)
+            ws = await lean_client_handshake(
+                stream,
+                host_header,
+                resource,
+                headers=headers,
+                subprotocols=subprotocols,
+                max_message_size=max_message_size,
+                close_timeout=close_timeout,
+            )
+    except BaseException as exc:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        translated = _translate_open_error(exc, url, connect_timeout)
+        if translated is None:
+            raise
+        raise translated from None
+    try:
+        yield ws
+    finally:
+        await ws.aclose()

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._transport import TRANSPORTS, Transport
 from .proto._backoff import BackoffPolicy
 
 __all__ = ["PRODUCTION_URL", "AudioMode", "AuthMode", "TelcoflowClientConfig"]
@@ -116,6 +117,11 @@ class TelcoflowClientConfig:
     #: protocol version this library speaks.
     sdk_version: str = attrs.field(default="1.0.0", validator=_non_empty)
     max_message_size: int = attrs.field(default=1 << 20, validator=_positive)
+    #: The WebSocket implementation: ``"trio-websocket"`` or ``"lean"`` (about
+    #: half the CPU per message; see the performance page of the docs).
+    transport: Transport = attrs.field(
+        default="trio-websocket", validator=attrs.validators.in_(TRANSPORTS)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.auth_mode is AuthMode.SANDBOX:

@@ -639,6 +639,13 @@ def _decode_json(message: str, table: dict[str, _Decoder], max_size: int) -> Any
         raise RemoteProtocolError("text frame is nested too deeply") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"text frame must be a JSON object, got {type(obj).__name__}")
+    if "\\u" in message:
+        # An escape can spell a lone UTF-16 surrogate, which is not text: a frame
+        # holding one could never be encoded (sent back, logged) as UTF-8.
+        try:
+            _dumps(obj).encode()
+        except (UnicodeEncodeError, RecursionError):
+            raise RemoteProtocolError("text frame holds an unpaired surrogate escape") from None
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("text frame has no string field 'type'")
@@ -665,8 +672,9 @@ def decode_media(message: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> 
     Binary messages are audio: byte 0 is the channel, the rest PCM16LE.
 
     Raises:
-        RemoteProtocolError: as :func:`decode_control`, or an audio frame shorter
-            than two bytes (no samples) or larger than ``max_size``.
+        RemoteProtocolError: as :func:`decode_control`, or an audio frame with no
+            samples, with half a sample (PCM16 is whole 2-byte samples) or larger
+            than ``max_size``.
     """
     if isinstance(message, str):
         frame: MediaFrame = _decode_json(message, _MEDIA, max_size)
@@ -676,4 +684,6 @@ def decode_media(message: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> 
         raise RemoteProtocolError(f"audio frame of {size} byte(s) carries no audio")
     if size > max_size:
         raise RemoteProtocolError(f"audio frame of {size} bytes exceeds {max_size}")
+    if not size % 2:
+        raise RemoteProtocolError(f"audio frame of {size - 1} PCM bytes ends in half a sample")
     return AudioFrame(message[0], message[1:])

@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Protocol, final
 import attrs
 import trio
 
-from .._transport import WebSocket
+from .._transport import ClientWebSocket
 from ..exceptions import WSSConnectionClosed
 
 if TYPE_CHECKING:
@@ -33,12 +33,18 @@ def salvage_field(message: str, key: str, *, nested: bool) -> str | None:
     """
     try:
         obj = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if nested and isinstance(obj, dict):
         obj = obj.get("data")
     value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        value.encode()  # a lone surrogate escape cannot be sent back
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 class FrameLog(Protocol):
@@ -122,7 +128,7 @@ class FaultStream(trio.abc.Stream):
 class Connection:
     """An accepted WebSocket: what the handlers, faults and shutdown act on."""
 
-    ws: WebSocket
+    ws: ClientWebSocket
     stream: FaultStream
     name: str
     log: FrameLog | None

@@ -111,6 +111,12 @@ class SimulatorConfig:
     #: Largest caller upload accepted from a softphone, in bytes.
     max_upload_bytes: int = attrs.field(default=32 << 20, validator=_positive)
     org_uuid: str = "sim-org"
+    #: The WebSocket implementation serving every connection: ``"trio-websocket"``
+    #: or ``"lean"`` (less CPU per message; the benchmarks use it so that the
+    #: simulator is not what limits the load).
+    transport: str = attrs.field(
+        default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "lean"))
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.sample_rate is not None and self.sample_rate not in _SAMPLE_RATES:

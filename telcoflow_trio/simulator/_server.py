@@ -15,6 +15,7 @@ close is bounded by ``close_timeout``; every per-connection queue is bounded
 from __future__ import annotations
 
 import collections
+import contextlib
 import hmac
 import logging
 import ssl
@@ -30,7 +31,8 @@ import trio
 import trio.testing
 import trio_websocket
 
-from .._transport import WebSocket, start_tls
+from .._lean_ws import LeanRequest, LeanWebSocket, accept_lean_websocket
+from .._transport import ClientWebSocket, WebSocket, start_tls
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..proto import (
     CallFlowSetup,
@@ -53,6 +55,9 @@ from ._connection import Connection, FaultStream, FrameLog, salvage_field
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
+
+#: An upgrade request from either WebSocket implementation (``SimulatorConfig.transport``).
+_Request = trio_websocket.WebSocketRequest | LeanRequest
 
 __all__ = [
     "CONTROL_PATH",
@@ -109,6 +114,19 @@ class ControlConnection:
         self.connection.close_code = code
         self.connection.close_reason = reason
         self.outbox.close()  # the writer drains it, then ends the connection
+
+
+async def _send_tls_alert(stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    """Send the alert of a failed TLS handshake, as TLS servers do.
+
+    trio drops it (it stays in the SSL object's outgoing buffer, a private
+    attribute), so a client refused with TLS 1.3 would see only a hang-up.
+    """
+    outgoing = getattr(stream, "_outgoing", None)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if alert:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.transport_stream.send_all(alert)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
@@ -388,13 +406,26 @@ class Simulator:
         self._streams += 1
         try:
             async with trio.open_nursery() as nursery:
-                request = None
+                request: _Request | None = None
                 with trio.move_on_after(self.config.connect_timeout):
                     if isinstance(transport, trio.SSLStream):
-                        await transport.do_handshake()
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self.config.max_message_size
-                    )
+                        try:
+                            await transport.do_handshake()
+                        except trio.BrokenResourceError:
+                            await _send_tls_alert(transport)
+                            raise
+                    if self.config.transport == "lean":
+                        # On the raw stream (the lean socket's fast path); the
+                        # stalled-pings fault goes through its pong_gate instead.
+                        request = await accept_lean_websocket(
+                            transport,
+                            max_message_size=self.config.max_message_size,
+                            close_timeout=self.config.close_timeout,
+                        )
+                    else:
+                        request = await trio_websocket.wrap_server_stream(
+                            nursery, stream, max_message_size=self.config.max_message_size
+                        )
                 if request is not None:
                     await self._route(request, stream, number)
                 nursery.cancel_scope.cancel()
@@ -407,9 +438,7 @@ class Simulator:
             self._streams -= 1
             await trio.aclose_forcefully(stream)
 
-    async def _reject(
-        self, request: trio_websocket.WebSocketRequest, status: int, body: bytes, why: str
-    ) -> None:
+    async def _reject(self, request: _Request, status: int, body: bytes, why: str) -> None:
         if status in (401, 403):
             self._auth_rejections += 1
         logger.info("rejected %s with HTTP %d: %s", request.path.split("?")[0], status, why)
@@ -423,9 +452,7 @@ class Simulator:
         uuid_ok = _same(self.config.connector_uuid, _header(headers, b"x-connector-uuid"))
         return key_ok and uuid_ok
 
-    async def _route(
-        self, request: trio_websocket.WebSocketRequest, stream: FaultStream, number: int
-    ) -> None:
+    async def _route(self, request: _Request, stream: FaultStream, number: int) -> None:
         path = request.path.split("?", 1)[0]
         headers = request.headers
         if self.faults.auth_rejected:
@@ -469,15 +496,22 @@ class Simulator:
 
     async def _serve(
         self,
-        request: trio_websocket.WebSocketRequest,
+        request: _Request,
         stream: FaultStream,
         name: str,
         handler: Callable[[Connection], Awaitable[None]],
     ) -> None:
         """Accept ``request``, run ``handler``, then close gracefully unless dropped."""
-        ws: WebSocket | None = None
+        ws: ClientWebSocket | None = None
         with trio.move_on_after(self.config.close_timeout):
-            ws = WebSocket(await request.accept(), self.config.close_timeout)
+            accepted = await request.accept()
+            if isinstance(accepted, LeanWebSocket):
+                if stream.control:
+                    faults = self.faults
+                    accepted.pong_gate = lambda: not faults.pings_stalled
+                ws = accepted
+            else:
+                ws = WebSocket(accepted, self.config.close_timeout)
         if ws is None:
             return
         conn = Connection(ws, stream, name, self._frame_log)

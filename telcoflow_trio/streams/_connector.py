@@ -55,9 +55,11 @@ import attrs
 import trio
 
 from .._transport import (
+    TRANSPORTS,
     ClientWebSocket,
     MessageStream,
     StreamOpener,
+    Transport,
     open_tcp,
     open_websocket,
     redact_url,
@@ -176,6 +178,9 @@ class StreamConnector:
             relaying, e.g. to send a session/config message with
             ``context.send_to_remote``.
         open_stream: opens the remote's byte stream (tests pass in-memory streams).
+        transport: the WebSocket implementation for the remote leg:
+            ``"trio-websocket"`` (default) or ``"lean"`` (about half the CPU
+            per message; see the performance page).
 
     Raises:
         ValueError: ``remote_url`` is empty or not a WebSocket URL, a timeout is
@@ -201,6 +206,9 @@ class StreamConnector:
     send_timeout: float | None = attrs.field(default=10.0, kw_only=True, validator=_check_timeout)
     on_open: OnOpen | None = attrs.field(default=None, kw_only=True)
     open_stream: StreamOpener = attrs.field(default=open_tcp, kw_only=True, repr=False)
+    transport: Transport = attrs.field(
+        default="trio-websocket", kw_only=True, validator=attrs.validators.in_(TRANSPORTS)
+    )
 
     async def bridge_stream(self, call_ws: object) -> BridgeResult:
         """Relay between ``call_ws`` and a new connection to ``remote_url`` until one ends.
@@ -446,6 +454,7 @@ class _Bridge:
                 close_timeout=c.close_timeout,
                 max_message_size=c.max_message_size,
                 message_queue_size=c.message_queue_size,
+                transport=c.transport,
             ) as remote:
                 self.remote.socket = remote
                 logger.info("bridge connected to %s", redact_url(c.remote_url))

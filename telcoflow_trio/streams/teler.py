@@ -155,8 +155,17 @@ def _object(message: str | bytes) -> dict[str, Any]:
         obj = _loads(message)
     except ValueError as exc:
         raise RemoteProtocolError(f"Teler message is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RemoteProtocolError("Teler message is nested too deeply") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"Teler message must be a JSON object, got {type(obj).__name__}")
+    if "\\u" in message:
+        # An escape can spell a lone UTF-16 surrogate, which is not text: a value
+        # holding one could never be sent on (or logged) as UTF-8.
+        try:
+            _dumps(obj).encode()
+        except (UnicodeEncodeError, RecursionError):
+            raise RemoteProtocolError("Teler message holds an unpaired surrogate escape") from None
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise RemoteProtocolError("Teler message has no string 'type' field")

@@ -12,6 +12,7 @@ import trio.testing
 import trio_websocket
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events, proto
+from telcoflow_trio._control import MAX_CLAIMS_IN_FLIGHT
 from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import WSSConnectionClosed
 
@@ -129,3 +130,20 @@ async def test_calls_notified_before_the_handler_are_claimed_once_it_is_set(
             client.on(events.INCOMING_CALL)(lambda call: None)
             await trio.sleep(1)
     assert [(t, f.session_id) for t, f in server.frames(proto.SessionOpen)] == [(1, "early")]
+
+
+async def test_a_notification_flood_claims_a_bounded_number_at_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that floods notifications cannot make the client start unbounded work."""
+    async with trio.open_nursery() as nursery:
+        server = FakeControl(nursery)  # answers no session.open: every claim stays in flight
+        client = TelcoflowClient(config(), open_stream=server.open_stream)
+        client.on(events.INCOMING_CALL)(lambda call: None)
+        async with client:
+            assert server.ws is not None
+            for n in range(MAX_CLAIMS_IN_FLIGHT + 50):
+                await server.ws.send_message(proto.SessionNotify(f"s-{n}", "TELCO").encode())
+            await trio.sleep(1)
+            assert len(server.frames(proto.SessionOpen)) == MAX_CLAIMS_IN_FLIGHT
+    assert any("claims in flight" in r.getMessage() for r in caplog.records)

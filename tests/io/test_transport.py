@@ -1,4 +1,8 @@
-"""The transport seam: opening is bounded, errors are translated once, closes are bounded."""
+"""The transport seam: opening is bounded, errors are translated once, closes are bounded.
+
+Every test that opens a connection runs on both transports (``transport``
+fixture): trio-websocket and the lean codec, against a trio-websocket server.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import trio_websocket
 import wsproto
 import wsproto.events
 
-from telcoflow_trio._transport import open_websocket, redact_url
+from telcoflow_trio._transport import TRANSPORTS, Transport, open_websocket, redact_url
 from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionClosed,
@@ -20,6 +24,11 @@ from telcoflow_trio.exceptions import (
 )
 
 Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    return request.param  # type: ignore[no-any-return]
 
 
 def memory_server(nursery: trio.Nursery, handler: Handler | None):
@@ -51,6 +60,7 @@ async def echo(request: trio_websocket.WebSocketRequest) -> None:
 
 async def test_text_and_binary_round_trip_and_headers(
     autojump_clock: trio.testing.MockClock,
+    transport: Transport,
 ) -> None:
     seen: list[tuple[bytes, bytes]] = []
 
@@ -61,7 +71,10 @@ async def test_text_and_binary_round_trip_and_headers(
     async with trio.open_nursery() as nursery:
         opener = memory_server(nursery, handler)
         async with open_websocket(
-            "ws://example.invalid/path?x=1", headers=[("x-api-key", "k")], open_stream=opener
+            "ws://example.invalid/path?x=1",
+            headers=[("x-api-key", "k")],
+            open_stream=opener,
+            transport=transport,
         ) as ws:
             await ws.send_message("hello")
             assert await ws.get_message() == "hello"
@@ -76,7 +89,10 @@ async def test_text_and_binary_round_trip_and_headers(
     [(401, WSSAuthenticationError), (403, WSSAuthenticationError), (503, WSSConnectionError)],
 )
 async def test_rejections_are_translated(
-    autojump_clock: trio.testing.MockClock, status: int, error: type[Exception]
+    autojump_clock: trio.testing.MockClock,
+    transport: Transport,
+    status: int,
+    error: type[Exception],
 ) -> None:
     async def reject(request: trio_websocket.WebSocketRequest) -> None:
         await request.reject(status, body=b"nope")
@@ -84,7 +100,9 @@ async def test_rejections_are_translated(
     async with trio.open_nursery() as nursery:
         opener = memory_server(nursery, reject)
         with pytest.raises(error, match=f"HTTP {status}: nope") as info:
-            async with open_websocket("ws://h.invalid/secret?token=abc", open_stream=opener):
+            async with open_websocket(
+                "ws://h.invalid/secret?token=abc", open_stream=opener, transport=transport
+            ):
                 pytest.fail("must not open")  # pragma: no cover
         nursery.cancel_scope.cancel()
     assert "token=abc" not in str(info.value)
@@ -92,12 +110,15 @@ async def test_rejections_are_translated(
 
 async def test_silent_server_times_out_at_the_deadline(
     autojump_clock: trio.testing.MockClock,
+    transport: Transport,
 ) -> None:
     async with trio.open_nursery() as nursery:
         opener = memory_server(nursery, None)
         start = trio.current_time()
         with pytest.raises(WSSConnectionError, match="longer than 3 s"):
-            async with open_websocket("ws://h.invalid/", open_stream=opener, connect_timeout=3):
+            async with open_websocket(
+                "ws://h.invalid/", open_stream=opener, connect_timeout=3, transport=transport
+            ):
                 pass  # pragma: no cover
         assert trio.current_time() - start == pytest.approx(3)
         nursery.cancel_scope.cancel()
@@ -105,17 +126,19 @@ async def test_silent_server_times_out_at_the_deadline(
 
 async def test_refused_tcp_port_is_a_connection_error(
     autojump_clock: trio.testing.MockClock,
+    transport: Transport,
 ) -> None:
     async def refuse(host: str, port: int, ctx: ssl.SSLContext | None) -> trio.abc.Stream:
         raise OSError(111, "Connection refused")
 
     with pytest.raises(WSSConnectionError, match="Connection refused"):
-        async with open_websocket("ws://127.0.0.1:9/", open_stream=refuse):
+        async with open_websocket("ws://127.0.0.1:9/", open_stream=refuse, transport=transport):
             pass  # pragma: no cover
 
 
 async def test_body_exception_passes_through_unwrapped(
     autojump_clock: trio.testing.MockClock,
+    transport: Transport,
 ) -> None:
     class Mine(Exception):
         pass
@@ -123,12 +146,14 @@ async def test_body_exception_passes_through_unwrapped(
     async with trio.open_nursery() as nursery:
         opener = memory_server(nursery, echo)
         with pytest.raises(Mine):
-            async with open_websocket("ws://h.invalid/", open_stream=opener):
+            async with open_websocket("ws://h.invalid/", open_stream=opener, transport=transport):
                 raise Mine
         nursery.cancel_scope.cancel()
 
 
-async def test_peer_close_code_and_reason_reach_us(autojump_clock: trio.testing.MockClock) -> None:
+async def test_peer_close_code_and_reason_reach_us(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
     async def close_4001(request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
         await ws.send_message("bye")
@@ -136,7 +161,9 @@ async def test_peer_close_code_and_reason_reach_us(autojump_clock: trio.testing.
 
     async with trio.open_nursery() as nursery:
         opener = memory_server(nursery, close_4001)
-        async with open_websocket("ws://h.invalid/", open_stream=opener) as ws:
+        async with open_websocket(
+            "ws://h.invalid/", open_stream=opener, transport=transport
+        ) as ws:
             assert await ws.get_message() == "bye"  # delivered before the close
             with pytest.raises(WSSConnectionClosed) as info:
                 await ws.get_message()
@@ -146,7 +173,9 @@ async def test_peer_close_code_and_reason_reach_us(autojump_clock: trio.testing.
         nursery.cancel_scope.cancel()
 
 
-async def test_close_to_a_dead_peer_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+async def test_close_to_a_dead_peer_is_bounded(
+    autojump_clock: trio.testing.MockClock, transport: Transport
+) -> None:
     """A peer that accepts and then never reads again: our close gives up in time."""
     client, server = trio.testing.memory_stream_pair()
 
@@ -162,7 +191,9 @@ async def test_close_to_a_dead_peer_is_bounded(autojump_clock: trio.testing.Mock
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(accept_then_freeze)
-        async with open_websocket("ws://h.invalid/", open_stream=open_stream, close_timeout=1.5):
+        async with open_websocket(
+            "ws://h.invalid/", open_stream=open_stream, close_timeout=1.5, transport=transport
+        ):
             start = trio.current_time()
         assert trio.current_time() - start == pytest.approx(1.5)
         nursery.cancel_scope.cancel()
@@ -175,9 +206,9 @@ def test_redact_url_drops_query_and_userinfo() -> None:
     )
 
 
-async def test_invalid_url() -> None:
+async def test_invalid_url(transport: Transport) -> None:
     with pytest.raises(ValueError, match="not a ws:// or wss:// URL"):
-        async with open_websocket("http://h/"):
+        async with open_websocket("http://h/", transport=transport):
             pass  # pragma: no cover
 
 

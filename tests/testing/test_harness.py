@@ -256,7 +256,7 @@ async def test_without_a_handler_nobody_takes_the_call(
 ) -> None:
     async with open_agent_test(call_timeout=10) as agent:
         call = await agent.start_call(CallerScript(hangup_before_answer_after=5))
-        with pytest.raises(AssertionError, match="was not given call .* within 10 s"):
+        with pytest.raises(AssertionError, match=r"was not given call .* within 10 s"):
             await agent.wait_agent_call(call)
         report = await agent.wait_call(call)
         with pytest.raises(ValueError, match="count must be at least 1"):

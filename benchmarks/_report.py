@@ -1,0 +1,104 @@
+"""Results: the machine description, JSON files and small tables (markdown and RST)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from _proc import HERE, cores_available
+
+RESULTS = HERE / "results"
+PACKAGES = (
+    "telcoflow-trio",
+    "trio",
+    "trio-websocket",
+    "wsproto",
+    "hypercorn",
+    "fastapi",
+    "starlette",
+    "teler",
+    "telcoflow",
+    "uvicorn",
+    "uvloop",
+    "websockets",
+    "picows",
+)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu,
+        "cores": cores_available(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "commit": commit or None,
+        "packages": versions,
+    }
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def write_json(name: str, data: object) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def fmt(value: object, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rst_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A ``list-table`` directive (no column-width arithmetic to get wrong)."""
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        out.append("   * - " + (row[0] or " "))
+        out.extend("     - " + (cell or " ") for cell in row[1:])
+    return "\n".join(out) + "\n"

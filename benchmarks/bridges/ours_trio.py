@@ -1,0 +1,67 @@
+"""(b) Our StreamConnector on plain trio: our own server side, no web framework.
+
+``--transport trio-websocket`` (the default) accepts calls with trio-websocket's
+``serve_websocket`` and opens the remote with trio-websocket; ``--transport lean``
+uses :mod:`telcoflow_trio._lean_ws` for both legs.
+
+Usage: ``python ours_trio.py --port P --remote URL [--transport trio-websocket|lean]``
+"""
+
+import argparse
+import logging
+
+import trio
+import trio_websocket
+from _transform import bridge_args, call_to_remote, remote_to_call
+
+from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
+
+port, remote, rest = bridge_args(__doc__.splitlines()[0])
+parser = argparse.ArgumentParser()
+parser.add_argument("--transport", choices=("trio-websocket", "lean"), default="trio-websocket")
+TRANSPORT = parser.parse_args(rest).transport
+log = logging.getLogger("bench.ours_trio")
+
+
+async def call_stream_handler(message):
+    return (call_to_remote(message), StreamOp.RELAY)
+
+
+async def remote_stream_handler(message):
+    return (remote_to_call(message), StreamOp.RELAY)
+
+
+connector = StreamConnector(
+    StreamType.BIDIRECTIONAL,
+    remote,
+    call_stream_handler,
+    remote_stream_handler,
+    transport=TRANSPORT,
+)
+
+
+async def on_tw_call(request: trio_websocket.WebSocketRequest) -> None:
+    try:
+        ws = await request.accept()
+        await connector.bridge_stream(ws)
+    except Exception as exc:  # one failed call must not end the server
+        log.warning("call failed: %r", exc)
+
+
+async def main() -> None:
+    if TRANSPORT == "lean":
+        from telcoflow_trio._lean_ws import serve_lean_websocket
+
+        async def on_lean_call(ws) -> None:
+            try:
+                await connector.bridge_stream(ws)
+            except Exception as exc:
+                log.warning("call failed: %r", exc)
+
+        await serve_lean_websocket(on_lean_call, "127.0.0.1", port)
+    else:
+        await trio_websocket.serve_websocket(on_tw_call, "127.0.0.1", port, ssl_context=None)
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,802 @@
+"""A lean WebSocket (RFC 6455) on a trio byte stream, behind the ``MessageStream`` seam.
+
+Why it exists: trio-websocket spends most of a small message's cost on its
+machinery (a reader task and a memory-channel hop per message, wsproto's
+generic frame generators, pure-Python masking). Here the data path is a small
+frame codec run in the caller's task: :meth:`LeanWebSocket.get_message` parses
+frames straight out of ``receive_some`` buffers, and
+:meth:`LeanWebSocket.send_message` writes one header-plus-payload ``send_all``.
+The HTTP upgrade uses h11 (the HTTP layer wsproto itself uses) and wsproto's
+nonce and accept-token helpers.
+
+What it does: text and binary messages, fragmented messages (reassembled),
+masking (client frames masked, server frames not, both enforced on receipt),
+``max_message_size`` (1009), UTF-8 validation of text (1007), protocol errors
+(1002: reserved bits, unknown opcodes, bad fragmentation, oversized or
+fragmented control frames, invalid close codes), ping/pong, close codes and
+reasons both ways. No extensions (permessage-deflate is never negotiated).
+
+The one difference in behaviour from trio-websocket, by design: **there is no
+reader task**, so pings from the peer are answered, pongs to :meth:`ping` are
+seen and the peer's close is noticed only while some task is inside
+:meth:`get_message`. Every user in this library keeps a reader running (the
+control and media readers, the bridge's relays). A pong owed while another
+task is sending goes out right after that send, never in the middle of it.
+
+:func:`lean_client_handshake` is the client side (selected with
+``open_websocket(..., transport="lean")``); :func:`accept_lean_websocket` and
+:func:`serve_lean_websocket` are the server side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+
+import h11
+import trio
+from trio_websocket import ConnectionRejected
+from wsproto.utilities import generate_accept_token, generate_nonce
+
+from .exceptions import WSSConnectionClosed, WSSConnectionError
+
+__all__ = [
+    "LeanRequest",
+    "LeanWebSocket",
+    "accept_lean_websocket",
+    "lean_client_handshake",
+    "serve_lean_websocket",
+]
+
+logger = logging.getLogger(__name__)
+
+_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_RECEIVE_SIZE = 65536
+_MAX_HANDSHAKE = 16384
+_MAX_REJECT_BODY = 4096
+
+#: Close codes a peer may send (RFC 6455 7.4 and the IANA registry); 3000-4999 too.
+_VALID_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in _VALID_CLOSE or 3000 <= code <= 4999
+
+
+def _mask(data: bytes, key: bytes) -> bytes:
+    """``data`` XOR the repeated 4-byte ``key`` (masking and unmasking are the same)."""
+    n = len(data)
+    if not n:
+        return data
+    pad = (key * ((n + 3) // 4))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
+
+
+def _header(opcode: int, length: int, masked: bool) -> bytes:
+    b0 = 0x80 | opcode
+    bit = 0x80 if masked else 0
+    if length < 126:
+        return bytes((b0, bit | length))
+    if length < 65536:
+        return struct.pack("!BBH", b0, bit | 126, length)
+    return struct.pack("!BBQ", b0, bit | 127, length)
+
+
+class _Fail(Exception):
+    """A protocol violation by the peer: close with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class LeanWebSocket:
+    """A :class:`~telcoflow_trio._transport.MessageStream` over a trio stream, no reader task.
+
+    Made by :func:`lean_client_handshake` (client) or :func:`accept_lean_websocket`
+    (server); not by hand.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_client",
+        "_closed",
+        "_frag",
+        "_frag_op",
+        "_frag_size",
+        "_masks",
+        "_max",
+        "_owed",
+        "_pings",
+        "_pos",
+        "_raw",
+        "_raw_drained",
+        "_receiving",
+        "_send_waiters",
+        "_sending",
+        "_stream",
+        "close_timeout",
+        "path",
+        "pong_gate",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        client: bool,
+        leftover: bytes = b"",
+        max_message_size: int = 1 << 20,
+        close_timeout: float = 2.0,
+        path: str = "",
+        subprotocol: str | None = None,
+    ) -> None:
+        self._stream = stream
+        # Plain TCP: do the I/O on our own duplicate of the socket, so that a
+        # receive that finds data and a send that completes cost one system call
+        # and no trip through trio's scheduler (see _recv and _write).
+        self._raw: socket.socket | None = None
+        if type(stream) is trio.SocketStream:
+            self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
+            self._raw.setblocking(False)
+        self._raw_drained = not leftover
+        self._client = client
+        self._buf = bytes(leftover)
+        self._pos = 0
+        self._max = max_message_size
+        self._frag: list[bytes] = []
+        self._frag_op = 0  # opcode of the fragmented message in progress, 0: none
+        self._frag_size = 0
+        self._closed: tuple[int, str | None] | None = None
+        self._sending = False
+        self._receiving = False
+        self._send_waiters = trio.lowlevel.ParkingLot()
+        self._owed: list[bytes] = []  # control frames to send after the current send
+        self._pings: dict[bytes, trio.Event] = {}
+        self._masks = b""
+        self.close_timeout = close_timeout
+        #: The request path (with query string) the connection was opened for.
+        self.path = path
+        #: The subprotocol both sides agreed on, if any.
+        self.subprotocol = subprotocol
+        #: Pings are answered while this returns true (``None``: always); a
+        #: test server uses it to play a peer whose heartbeat has stalled.
+        self.pong_gate: Callable[[], bool] | None = None
+
+    @property
+    def closed(self) -> tuple[int, str | None] | None:
+        """``(code, reason)`` once closed (the code we sent, or the peer's), else ``None``."""
+        return self._closed
+
+    # -- I/O ----------------------------------------------------------------------------
+
+    async def _recv(self) -> bytes:
+        """Some bytes from the peer; ``b""`` once the connection is gone."""
+        raw = self._raw
+        if raw is None:
+            try:
+                data = await self._stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            return data if type(data) is bytes else bytes(data)
+        while True:
+            if self._raw_drained:
+                # The last read emptied the socket: wait first (saves a failed recv).
+                try:
+                    await trio.lowlevel.wait_readable(raw)
+                except trio.ClosedResourceError:
+                    return b""
+            try:
+                data = raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                self._raw_drained = True
+                continue
+            except OSError:
+                return b""
+            self._raw_drained = len(data) < _RECEIVE_SIZE
+            return data
+
+    async def _write(self, data: bytes) -> None:
+        """Send all of ``data``.
+
+        Raises:
+            trio.BrokenResourceError: the connection is gone.
+        """
+        raw = self._raw
+        if raw is None:
+            await self._stream.send_all(data)
+            return
+        view = memoryview(data)
+        while True:
+            try:
+                sent = raw.send(view)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
+            if sent == len(view):
+                return
+            view = view[sent:]
+            try:
+                await trio.lowlevel.wait_writable(raw)
+            except trio.ClosedResourceError as exc:
+                raise trio.BrokenResourceError("socket closed during send") from exc
+
+    async def _drop(self) -> None:
+        """Close the TCP connection (both our duplicate and the stream)."""
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            trio.lowlevel.notify_closing(raw)
+            raw.close()
+        await trio.aclose_forcefully(self._stream)
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        if not self._client:
+            return _header(opcode, len(payload), False) + payload
+        if len(self._masks) < 4:
+            self._masks = os.urandom(4096)
+        key, self._masks = self._masks[:4], self._masks[4:]
+        return _header(opcode, len(payload), True) + key + _mask(payload, key)
+
+    async def _send_raw(self, data: bytes) -> None:
+        while self._sending:
+            await self._send_waiters.park()
+        self._sending = True
+        try:
+            await self._write(data)
+            while self._owed:
+                # Control frames owed meanwhile go in a write of their own, so
+                # a write never mixes a pong into a data frame's bytes.
+                owed = b"".join(self._owed)
+                self._owed.clear()
+                await self._write(owed)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._closed is None:
+                self._closed = (1006, None)
+            self._wake_pings()
+            raise WSSConnectionClosed(*self._closed) from exc
+        finally:
+            self._sending = False
+            if self._send_waiters:
+                self._send_waiters.unpark()
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one text (``str``) or binary (``bytes``) message.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+            TypeError: ``message`` is neither ``str`` nor ``bytes``.
+        """
+        if self._closed is not None:
+            raise WSSConnectionClosed(*self._closed)
+        if type(message) is str:
+            frame = self._frame(_TEXT, message.encode())
+        elif isinstance(message, bytes):
+            frame = self._frame(_BINARY, message)
+        else:
+            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
+        await self._send_raw(frame)
+
+    async def ping(self, payload: bytes) -> None:
+        """Send a ping and wait for its pong (seen while a task is in :meth:`get_message`).
+
+        Raises:
+            WSSConnectionClosed: the connection closed before the pong came.
+            ValueError: a ping with this payload is already waiting.
+        """
+        if self._closed is not None:
+            raise WSSConnectionClosed(*self._closed)
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        if payload in self._pings:
+            raise ValueError(f"a ping with payload {payload!r} is already in flight")
+        event = self._pings[payload] = trio.Event()
+        try:
+            await self._send_raw(self._frame(_PING, payload))
+            await event.wait()
+        finally:
+            self._pings.pop(payload, None)
+        if self._closed is not None:
+            raise WSSConnectionClosed(*self._closed)
+
+    def _wake_pings(self) -> None:
+        for event in self._pings.values():
+            event.set()
+
+    async def _send_control(self, frame: bytes) -> None:
+        """Send a pong/close now, or right after the send in progress."""
+        if self._sending:
+            self._owed.append(frame)
+            return
+        await self._send_raw(frame)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def get_message(self) -> str | bytes:
+        """The next message; answers pings and handles the close on the way.
+
+        Raises:
+            WSSConnectionClosed: the connection closed (after every message that
+                arrived before the close was delivered); for a protocol error by
+                the peer, with the code we closed with (1002, 1007 or 1009).
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already in get_message()")
+        self._receiving = True
+        try:
+            while True:
+                try:
+                    message = self._parse()
+                    if type(message) is tuple:
+                        await self._on_control(*message)
+                        continue
+                except _Fail as fail:
+                    await self._fail(fail.code, fail.reason)
+                    raise WSSConnectionClosed(fail.code, fail.reason) from None
+                if message is not None:
+                    return message  # type: ignore[return-value]
+                if self._closed is not None:
+                    raise WSSConnectionClosed(*self._closed)
+                data = await self._recv()
+                if not data:
+                    if self._closed is None:
+                        self._closed = (1006, None)
+                    self._wake_pings()
+                    raise WSSConnectionClosed(*self._closed)
+                if self._pos >= len(self._buf):
+                    self._buf = data if type(data) is bytes else bytes(data)
+                else:
+                    self._buf = self._buf[self._pos :] + data
+                self._pos = 0
+        finally:
+            self._receiving = False
+
+    def _parse(self) -> str | bytes | tuple[int, bytes] | None:
+        """The next data message or control frame in the buffer; ``None``: need more bytes."""
+        while True:
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail < 2:
+                return None
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            length = b1 & 0x7F
+            start = pos + 2
+            if length == 126:
+                if avail < 4:
+                    return None
+                length = (buf[pos + 2] << 8) | buf[pos + 3]
+                start = pos + 4
+            elif length == 127:
+                if avail < 10:
+                    return None
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10
+                if length >> 63:
+                    raise _Fail(1002, "frame length has the most significant bit set")
+            opcode = b0 & 0x0F
+            fin = b0 & 0x80
+            if b0 & 0x70:
+                raise _Fail(1002, "reserved bits set without an extension")
+            if b1 & 0x80:
+                if self._client:
+                    raise _Fail(1002, "the server masked a frame")
+                start += 4
+            elif not self._client:
+                raise _Fail(1002, "the client sent an unmasked frame")
+            if opcode >= 8:
+                if opcode not in (_CLOSE, _PING, _PONG):
+                    raise _Fail(1002, f"unknown opcode {opcode:#x}")
+                if not fin:
+                    raise _Fail(1002, "fragmented control frame")
+                if length > 125:
+                    raise _Fail(1002, "control frame longer than 125 bytes")
+            elif opcode > _BINARY:
+                raise _Fail(1002, f"unknown opcode {opcode:#x}")
+            elif self._frag_size + length > self._max:
+                raise _Fail(1009, f"message longer than {self._max} bytes")
+            end = start + length
+            if len(buf) < end:
+                return None
+            payload = buf[start:end]
+            if b1 & 0x80:
+                payload = _mask(payload, buf[start - 4 : start])
+            self._pos = end
+            if opcode >= 8:
+                return opcode, payload
+            if opcode == _CONT:
+                if not self._frag_op:
+                    raise _Fail(1002, "continuation frame without a message to continue")
+            elif self._frag_op:
+                raise _Fail(1002, "new message before the fragmented one ended")
+            elif fin:
+                return self._decode(opcode, payload)
+            else:
+                self._frag_op = opcode
+            self._frag.append(payload)
+            self._frag_size += length
+            if fin:
+                opcode, whole = self._frag_op, b"".join(self._frag)
+                self._frag.clear()
+                self._frag_op = self._frag_size = 0
+                return self._decode(opcode, whole)
+
+    @staticmethod
+    def _decode(opcode: int, payload: bytes) -> str | bytes:
+        if opcode == _BINARY:
+            return payload
+        try:
+            return payload.decode()
+        except UnicodeDecodeError:
+            raise _Fail(1007, "text message is not valid UTF-8") from None
+
+    async def _on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == _PING:
+            if self.pong_gate is None or self.pong_gate():
+                await self._send_control(self._frame(_PONG, payload))
+        elif opcode == _PONG:
+            if payload in self._pings:
+                # A pong answers its ping and every ping sent before it.
+                for key in list(self._pings):
+                    self._pings.pop(key).set()
+                    if key == payload:
+                        break
+        else:
+            code, reason = self._parse_close(payload)
+            await self._close_received(code, reason)
+
+    @staticmethod
+    def _parse_close(payload: bytes) -> tuple[int, str | None]:
+        if not payload:
+            return 1005, None
+        if len(payload) == 1:
+            raise _Fail(1002, "close frame with a 1-byte payload")
+        code = (payload[0] << 8) | payload[1]
+        if not _valid_close_code(code):
+            raise _Fail(1002, f"invalid close code {code}")
+        try:
+            reason = payload[2:].decode()
+        except UnicodeDecodeError:
+            raise _Fail(1007, "close reason is not valid UTF-8") from None
+        return code, reason or None
+
+    async def _close_received(self, code: int, reason: str | None) -> None:
+        """The peer closed: echo its code (unless we closed first), then drop TCP."""
+        answer = self._closed is None
+        self._closed = (code, reason)
+        self._wake_pings()
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout):
+            if answer:
+                echo = b"" if code == 1005 else code.to_bytes(2, "big")
+                with contextlib.suppress(WSSConnectionClosed):
+                    await self._send_control(self._frame(_CLOSE, echo))
+            await self._drop()
+
+    async def _fail(self, code: int, reason: str) -> None:
+        """We end the connection because of the peer: close frame with ``code``, drop TCP."""
+        if self._closed is None:
+            self._closed = (code, reason)
+            self._wake_pings()
+            deadline = trio.current_time() + self.close_timeout
+            with (
+                trio.CancelScope(shield=True, deadline=deadline),
+                contextlib.suppress(WSSConnectionClosed),
+            ):
+                await self._send_control(self._close_frame(code, reason))
+        await self._drop()
+
+    def _close_frame(self, code: int, reason: str | None) -> bytes:
+        data = reason.encode()[:123] if reason else b""
+        data = data.decode("utf-8", "ignore").encode()  # never cut a character in two
+        return self._frame(_CLOSE, code.to_bytes(2, "big") + data)
+
+    # -- closing ------------------------------------------------------------------------
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close with ``code``: send the close frame, wait (bounded) for the peer's, drop TCP.
+
+        Waits at most ``close_timeout``, even when cancelled; idempotent.
+
+        Raises:
+            ValueError: ``code`` may not be sent on the wire (e.g. 1005, 1006, 999).
+        """
+        if not _valid_close_code(code):
+            raise ValueError(f"close code {code} may not be sent; use 1000-1014 or 3000-4999")
+        if self._closed is not None:
+            await self._drop()
+            return
+        self._closed = (code, reason)
+        self._wake_pings()
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout):
+            try:
+                await self._send_raw(self._close_frame(code, reason))
+                if not self._receiving:
+                    await self._await_peer_close()
+            except (WSSConnectionClosed, _Fail):
+                pass
+            finally:
+                await self._drop()
+
+    async def _await_peer_close(self) -> None:
+        """After our close frame: read (discarding messages) until the peer's close or EOF."""
+        while True:
+            message = self._parse()
+            if type(message) is tuple and message[0] == _CLOSE:
+                return
+            if message is None:
+                data = await self._recv()
+                if not data:
+                    return
+                self._buf = self._buf[self._pos :] + data
+                self._pos = 0
+
+
+# -- the handshake ----------------------------------------------------------------------
+
+
+async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
+    while True:
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        data = await stream.receive_some(_RECEIVE_SIZE)
+        if not data:
+            raise WSSConnectionError("the peer closed the connection during the WebSocket upgrade")
+        if len(data) + len(conn.trailing_data[0]) > _MAX_HANDSHAKE:
+            raise WSSConnectionError("WebSocket upgrade message too large")
+        conn.receive_data(bytes(data))
+
+
+def _header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [v.strip() for k, v in headers for v in v.split(b",") if k.lower() == name]
+
+
+async def lean_client_handshake(
+    stream: trio.abc.Stream,
+    host: str,
+    resource: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    max_message_size: int = 1 << 20,
+    close_timeout: float = 2.0,
+) -> LeanWebSocket:
+    """Upgrade ``stream`` as a client; the caller bounds it in time.
+
+    Raises:
+        trio_websocket.ConnectionRejected: the server answered with another status.
+        WSSConnectionError: the server's answer is not a valid WebSocket upgrade.
+    """
+    conn = h11.Connection(h11.CLIENT)
+    nonce = generate_nonce()
+    request_headers = [
+        (b"Host", host.encode()),
+        (b"Upgrade", b"websocket"),
+        (b"Connection", b"Upgrade"),
+        (b"Sec-WebSocket-Key", nonce),
+        (b"Sec-WebSocket-Version", b"13"),
+    ]
+    if subprotocols:
+        request_headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
+    request_headers += [(k.encode(), v.encode()) for k, v in headers]
+    await stream.send_all(
+        conn.send(h11.Request(method="GET", target=resource.encode(), headers=request_headers))
+    )
+    try:
+        event = await _next_event(conn, stream)
+    except h11.RemoteProtocolError as exc:
+        raise WSSConnectionError(
+            f"the server's upgrade response is not valid HTTP: {exc}"
+        ) from None
+    if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+        got = list(event.headers)
+        if b"websocket" not in [v.lower() for v in _header_values(got, b"upgrade")]:
+            raise WSSConnectionError("the server's 101 response lacks 'Upgrade: websocket'")
+        if _header_values(got, b"sec-websocket-accept") != [generate_accept_token(nonce)]:
+            raise WSSConnectionError("the server's Sec-WebSocket-Accept does not match our key")
+        if _header_values(got, b"sec-websocket-extensions"):
+            raise WSSConnectionError("the server accepted an extension we did not offer")
+        chosen = _header_values(got, b"sec-websocket-protocol")
+        subprotocol = chosen[0].decode() if chosen else None
+        if subprotocol is not None and subprotocol not in subprotocols:
+            raise WSSConnectionError(f"the server chose subprotocol {subprotocol!r}, not offered")
+        return LeanWebSocket(
+            stream,
+            client=True,
+            leftover=conn.trailing_data[0],
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+            path=resource,
+            subprotocol=subprotocol,
+        )
+    if isinstance(event, h11.Response | h11.InformationalResponse):
+        body = b""
+        if isinstance(event, h11.Response):
+            while len(body) < _MAX_REJECT_BODY:
+                part = await _next_event(conn, stream)
+                if not isinstance(part, h11.Data):
+                    break
+                body += bytes(part.data)
+        raise ConnectionRejected(event.status_code, tuple(event.headers), body[:_MAX_REJECT_BODY])
+    raise WSSConnectionError(f"unexpected answer to the WebSocket upgrade: {type(event).__name__}")
+
+
+class LeanRequest:
+    """A client's upgrade request, to :meth:`accept` or :meth:`reject`."""
+
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_stream",
+        "close_timeout",
+        "headers",
+        "max_message_size",
+        "path",
+        "subprotocols",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        conn: h11.Connection,
+        request: h11.Request,
+        max_message_size: int,
+        close_timeout: float,
+    ) -> None:
+        self._stream = stream
+        self._conn = conn
+        self._done = False
+        #: The request path with its query string.
+        self.path = request.target.decode("ascii", "replace")
+        #: Header names lower-cased, as ``(bytes, bytes)`` pairs.
+        self.headers = list(request.headers)
+        #: The subprotocols the client offered.
+        self.subprotocols = [
+            v.decode() for v in _header_values(self.headers, b"sec-websocket-protocol")
+        ]
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+
+    async def accept(
+        self, subprotocol: str | None = None, extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> LeanWebSocket:
+        """Answer 101 and return the connection.
+
+        Raises:
+            ValueError: ``subprotocol`` was not offered by the client.
+        """
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
+        self._done = True
+        key = _header_values(self.headers, b"sec-websocket-key")[0]
+        headers = [
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", generate_accept_token(key)),
+        ]
+        if subprotocol is not None:
+            headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode()))
+        headers += [(k.encode(), v.encode()) for k, v in extra_headers]
+        response = h11.InformationalResponse(
+            status_code=101, headers=headers, reason=b"Switching Protocols"
+        )
+        await self._stream.send_all(self._conn.send(response) or b"")
+        return LeanWebSocket(
+            self._stream,
+            client=False,
+            leftover=self._conn.trailing_data[0],
+            max_message_size=self.max_message_size,
+            close_timeout=self.close_timeout,
+            path=self.path,
+            subprotocol=subprotocol,
+        )
+
+    async def reject(self, status_code: int, body: bytes = b"") -> None:
+        """Answer with an HTTP error and close the connection."""
+        self._done = True
+        await _reject(self._stream, self._conn, status_code, body)
+
+
+async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
+    headers = [(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")]
+    try:
+        data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+        data += (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def accept_lean_websocket(
+    stream: trio.abc.Stream, *, max_message_size: int = 1 << 20, close_timeout: float = 2.0
+) -> LeanRequest | None:
+    """Read a client's upgrade request from ``stream``; the caller bounds it in time.
+
+    Returns ``None`` (after answering 400 and closing) when the request is not a
+    valid WebSocket upgrade.
+    """
+    conn = h11.Connection(h11.SERVER)
+    try:
+        event = await _next_event(conn, stream)
+    except (
+        WSSConnectionError,
+        h11.RemoteProtocolError,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+    ) as exc:
+        logger.debug("bad upgrade request: %s", exc)
+        await _reject(stream, conn, 400, b"bad request")
+        return None
+    if not isinstance(event, h11.Request):
+        await _reject(stream, conn, 400, b"bad request")
+        return None
+    headers = list(event.headers)
+    upgrade = [v.lower() for v in _header_values(headers, b"upgrade")]
+    connection = [v.lower() for v in _header_values(headers, b"connection")]
+    why = None
+    if event.method != b"GET":
+        why = b"a WebSocket upgrade must be a GET"
+    elif b"websocket" not in upgrade or b"upgrade" not in connection:
+        why = b"not a WebSocket upgrade request"
+    elif _header_values(headers, b"sec-websocket-version") != [b"13"]:
+        why = b"unsupported Sec-WebSocket-Version (13 only)"
+    elif len(_header_values(headers, b"sec-websocket-key")) != 1:
+        why = b"missing Sec-WebSocket-Key"
+    if why is not None:
+        await _reject(stream, conn, 400, why)
+        return None
+    # h11 pauses after an upgrade request; the 101 switches it over.
+    while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):
+        pass
+    return LeanRequest(stream, conn, event, max_message_size, close_timeout)
+
+
+async def serve_lean_websocket(
+    handler: Callable[[LeanWebSocket], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    handshake_timeout: float = 10.0,
+    max_message_size: int = 1 << 20,
+    close_timeout: float = 2.0,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept every upgrade on ``host:port`` and run ``handler(ws)`` per connection.
+
+    A handler's exception is logged and ends only its own connection. The
+    connection is closed with 1000 (bounded) when the handler returns.
+    """
+
+    async def one(stream: trio.SocketStream) -> None:
+        ws = None
+        with trio.move_on_after(handshake_timeout):
+            request = await accept_lean_websocket(
+                stream, max_message_size=max_message_size, close_timeout=close_timeout
+            )
+            if request is not None:
+                ws = await request.accept()
+        if ws is None:
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await handler(ws)
+        except Exception:
+            logger.exception("WebSocket handler for %s failed", ws.path.split("?", 1)[0])
+        finally:
+            await ws.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    async with trio.open_nursery() as nursery:
+        task_status.started(listeners)
+        await trio.serve_listeners(one, listeners, handler_nursery=nursery)

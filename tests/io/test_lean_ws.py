@@ -1,0 +1,454 @@
+"""Conformance of the lean WebSocket transport (RFC 6455) against a hand-driven peer.
+
+The peer is raw bytes on the other end of a memory stream (so every frame is
+exactly what the test wrote), plus interop with trio-websocket in both
+directions and one loopback test for the plain-TCP fast path.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from telcoflow_trio._lean_ws import (
+    LeanWebSocket,
+    accept_lean_websocket,
+    lean_client_handshake,
+    serve_lean_websocket,
+)
+from telcoflow_trio._transport import open_websocket
+from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
+
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def xor(data: bytes, key: bytes) -> bytes:
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None, rsv: int = 0
+) -> bytes:
+    """One frame as a peer would write it (``mask``: the 4-byte key, client frames)."""
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    bit = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += struct.pack("!BH", bit | 126, n)
+    else:
+        head += struct.pack("!BQ", bit | 127, n)
+    return head + (mask + xor(payload, mask) if mask else payload)
+
+
+class Peer:
+    """The raw end of the connection: writes frames, reads and decodes ours."""
+
+    def __init__(self, stream: trio.abc.Stream, *, masks_frames: bool) -> None:
+        self.stream = stream
+        self.mask = b"\x01\x02\x03\x04" if masks_frames else None
+        self.buffer = b""
+
+    async def send(self, opcode: int, payload: bytes = b"", **kw: object) -> None:
+        kw.setdefault("mask", self.mask)
+        await self.stream.send_all(frame(opcode, payload, **kw))  # type: ignore[arg-type]
+
+    async def read(self) -> tuple[int, bytes, bool]:
+        """The next frame we sent: ``(opcode, unmasked payload, was_masked)``."""
+        while True:
+            if len(self.buffer) >= 2:
+                b0, b1 = self.buffer[0], self.buffer[1]
+                n, at = b1 & 0x7F, 2
+                if n == 126:
+                    n, at = struct.unpack("!H", self.buffer[2:4])[0], 4
+                elif n == 127:
+                    n, at = struct.unpack("!Q", self.buffer[2:10])[0], 10
+                masked = bool(b1 & 0x80)
+                key = self.buffer[at : at + 4] if masked else b""
+                at += len(key)
+                if len(self.buffer) >= at + n:
+                    payload = self.buffer[at : at + n]
+                    self.buffer = self.buffer[at + n :]
+                    assert b0 & 0x80, "we never fragment"
+                    return b0 & 0x0F, xor(payload, key) if masked else payload, masked
+            data = await self.stream.receive_some()
+            assert data, "the connection ended"
+            self.buffer += data
+
+    async def expect_close(self, code: int) -> str:
+        opcode, payload, _ = await self.read()
+        assert opcode == CLOSE
+        assert struct.unpack("!H", payload[:2])[0] == code
+        return payload[2:].decode()
+
+
+def pair(*, client: bool, max_message_size: int = 1 << 20) -> tuple[LeanWebSocket, Peer]:
+    """A lean socket (client or server side) on a memory stream; a raw peer on the other end."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    ws = LeanWebSocket(ours, client=client, max_message_size=max_message_size)
+    return ws, Peer(theirs, masks_frames=not client)
+
+
+BOTH_SIDES = pytest.mark.parametrize("client", [True, False], ids=["client", "server"])
+
+
+@BOTH_SIDES
+async def test_text_and_binary_both_ways_with_the_right_masking(client: bool) -> None:
+    ws, peer = pair(client=client)
+    await peer.send(TEXT, "héllo".encode())
+    await peer.send(BINARY, b"\x00\xff" * 40_000)  # 64-bit length form
+    assert await ws.get_message() == "héllo"
+    assert await ws.get_message() == b"\x00\xff" * 40_000
+    await ws.send_message("ça va")
+    await ws.send_message(b"\x01" * 300)  # 16-bit length form
+    assert await peer.read() == (TEXT, "ça va".encode(), client)
+    assert await peer.read() == (BINARY, b"\x01" * 300, client)
+
+
+@BOTH_SIDES
+async def test_fragmented_message_with_a_ping_in_between(client: bool) -> None:
+    ws, peer = pair(client=client)
+    await peer.send(TEXT, b"one ", fin=False)
+    await peer.send(0x0, b"two ", fin=False)
+    await peer.send(PING, b"p1")
+    await peer.send(0x0, b"three", fin=True)
+    assert await ws.get_message() == "one two three"
+    assert await peer.read() == (PONG, b"p1", client)
+
+
+async def test_a_frame_split_across_reads_is_reassembled() -> None:
+    ws, peer = pair(client=True)
+    data = frame(BINARY, b"x" * 1000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.get_message)
+        for i in range(0, len(data), 7):
+            await peer.stream.send_all(data[i : i + 7])
+            await trio.testing.wait_all_tasks_blocked()
+    # The task above got the message; check the next one arrives too.
+    await peer.send(TEXT, b"next")
+    assert await ws.get_message() == "next"
+
+
+async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -> None:
+    ws, peer = pair(client=True)
+    done = trio.Event()
+
+    async def pinger() -> None:
+        await ws.ping(b"hb-1")
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pinger)
+        nursery.start_soon(ws.get_message)  # a reader is needed to see the pong
+        assert await peer.read() == (PING, b"hb-1", True)
+        await trio.sleep(1)
+        assert not done.is_set()
+        await peer.send(PONG, b"other")  # not ours: ignored
+        await peer.send(PONG, b"hb-1")
+        await done.wait()
+        nursery.cancel_scope.cancel()
+    with pytest.raises(ValueError, match="at most 125"):
+        await ws.ping(b"x" * 126)
+
+
+async def test_ping_in_flight_fails_when_the_connection_drops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(client=True)
+    codes: list[int] = []
+
+    async def pinger() -> None:
+        with pytest.raises(WSSConnectionClosed) as info:
+            await ws.ping(b"hb-1")
+        codes.append(info.value.code)
+
+    async def reader() -> None:
+        with pytest.raises(WSSConnectionClosed):
+            await ws.get_message()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pinger)
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await peer.stream.aclose()  # TCP gone, no close frame
+    assert codes == [1006]
+
+
+@BOTH_SIDES
+async def test_peer_close_code_and_reason_are_reported_and_echoed(client: bool) -> None:
+    ws, peer = pair(client=client)
+    await peer.send(TEXT, b"last words")
+    await peer.send(CLOSE, struct.pack("!H", 4001) + b"call ended")
+    assert await ws.get_message() == "last words"
+    with pytest.raises(WSSConnectionClosed) as info:
+        await ws.get_message()
+    assert (info.value.code, info.value.reason) == (4001, "call ended")
+    assert ws.closed == (4001, "call ended")
+    assert await peer.expect_close(4001) == ""
+    with pytest.raises(WSSConnectionClosed):
+        await ws.send_message("too late")
+
+
+async def test_empty_close_frame_reads_as_1005() -> None:
+    ws, peer = pair(client=True)
+    await peer.send(CLOSE, b"")
+    with pytest.raises(WSSConnectionClosed) as info:
+        await ws.get_message()
+    assert info.value.code == 1005
+    opcode, payload, _ = await peer.read()
+    assert (opcode, payload) == (CLOSE, b"")
+
+
+async def test_our_close_sends_code_and_reason_and_waits_for_the_echo(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(client=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.aclose, 4000, "bye")
+        assert await peer.expect_close(4000) == "bye"
+        await trio.sleep(0.5)
+        await peer.send(CLOSE, struct.pack("!H", 4000))
+    assert ws.closed == (4000, "bye")
+    assert await peer.stream.receive_some() == b""  # TCP closed after the echo
+    await ws.aclose()  # idempotent
+    with pytest.raises(ValueError, match="may not be sent"):
+        await ws.aclose(1006)
+
+
+async def test_close_to_a_dead_peer_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    ws, peer = pair(client=True)
+    ws.close_timeout = 1.5
+    start = trio.current_time()
+    await ws.aclose(1000)
+    assert trio.current_time() - start == pytest.approx(1.5)
+    assert await peer.expect_close(1000) == ""
+
+
+async def test_tcp_drop_reads_as_1006() -> None:
+    ws, peer = pair(client=True)
+    await peer.stream.aclose()
+    with pytest.raises(WSSConnectionClosed) as info:
+        await ws.get_message()
+    assert info.value.code == 1006
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "why"),
+    [
+        (frame(TEXT, b"x", rsv=0x40), 1002, "reserved bits"),
+        (frame(0x3, b"x"), 1002, "unknown opcode"),
+        (frame(0xB, b"x"), 1002, "unknown opcode"),
+        (frame(PING, b"x" * 126), 1002, "longer than 125"),
+        (frame(PING, b"x", fin=False), 1002, "fragmented control"),
+        (frame(0x0, b"x"), 1002, "continuation frame without"),
+        (frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"), 1002, "new message before"),
+        (frame(TEXT, b"\xff\xfe"), 1007, "not valid UTF-8"),
+        (frame(CLOSE, b"\x03"), 1002, "1-byte payload"),
+        (frame(CLOSE, struct.pack("!H", 1005)), 1002, "invalid close code 1005"),
+        (frame(CLOSE, struct.pack("!H", 999)), 1002, "invalid close code 999"),
+        (frame(CLOSE, struct.pack("!H", 5000)), 1002, "invalid close code 5000"),
+        (frame(CLOSE, struct.pack("!H", 1000) + b"\xff"), 1007, "reason is not valid"),
+        (frame(TEXT, b"x", mask=b"abcd"), 1002, "the server masked"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+async def test_protocol_errors_close_with_the_right_code(data: bytes, code: int, why: str) -> None:
+    ws, peer = pair(client=True)
+    await peer.stream.send_all(data)
+    with pytest.raises(WSSConnectionClosed, match=why) as info:
+        await ws.get_message()
+    assert info.value.code == code
+    assert why in await peer.expect_close(code)
+    assert ws.closed is not None
+    assert ws.closed[0] == code
+
+
+async def test_server_side_rejects_unmasked_client_frames() -> None:
+    ws, peer = pair(client=False)
+    await peer.send(TEXT, b"x", mask=None)
+    with pytest.raises(WSSConnectionClosed, match="unmasked") as info:
+        await ws.get_message()
+    assert info.value.code == 1002
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+async def test_message_over_max_size_closes_with_1009(fragmented: bool) -> None:
+    ws, peer = pair(client=True, max_message_size=100)
+    if fragmented:
+        await peer.send(BINARY, b"x" * 60, fin=False)
+        await peer.send(0x0, b"x" * 60)
+    else:
+        # Only the header: the limit is enforced before the payload arrives.
+        await peer.stream.send_all(frame(BINARY, b"x" * 101)[:4])
+    with pytest.raises(WSSConnectionClosed) as info:
+        await ws.get_message()
+    assert info.value.code == 1009
+    await peer.expect_close(1009)
+
+
+async def test_exactly_max_size_is_accepted() -> None:
+    ws, peer = pair(client=True, max_message_size=100)
+    await peer.send(BINARY, b"x" * 100)
+    assert await ws.get_message() == b"x" * 100
+
+
+async def test_pong_owed_during_a_send_goes_out_after_it() -> None:
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    ws = LeanWebSocket(ours, client=True)
+    peer = Peer(theirs, masks_frames=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_message, b"big" * 1000)  # blocks: nobody reads yet
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ws.get_message)
+        await peer.stream.send_all(frame(PING, b"p"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await peer.read() == (BINARY, b"big" * 1000, True)
+        assert await peer.read() == (PONG, b"p", True)
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_message_refuses_other_types() -> None:
+    ws, _ = pair(client=True)
+    with pytest.raises(TypeError, match="str or bytes"):
+        await ws.send_message(bytearray(b"x"))  # type: ignore[arg-type]
+
+
+async def test_concurrent_readers_are_refused() -> None:
+    ws, _ = pair(client=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.get_message)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await ws.get_message()
+        nursery.cancel_scope.cancel()
+
+
+# -- handshakes -----------------------------------------------------------------------
+
+
+async def test_lean_server_with_trio_websocket_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        request = await accept_lean_websocket(server_stream)
+        assert request is not None
+        assert request.path == "/media?x=1"
+        assert (b"x-api-key", b"k") in request.headers
+        assert request.subprotocols == ["a", "b"]
+        ws = await request.accept(subprotocol="b", extra_headers=[("x-served-by", "lean")])
+        await ws.send_message(await ws.get_message())
+        with pytest.raises(WSSConnectionClosed) as info:
+            await ws.get_message()
+        assert (info.value.code, info.value.reason) == (4002, "done")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        conn = await trio_websocket.wrap_client_stream(
+            nursery,
+            client_stream,  # type: ignore[arg-type]
+            "h",
+            "/media?x=1",
+            subprotocols=["a", "b"],
+            extra_headers=[(b"x-api-key", b"k")],
+        )
+        assert conn.subprotocol == "b"
+        await conn.send_message("echo me")
+        assert await conn.get_message() == "echo me"
+        await conn.aclose(4002, "done")
+
+
+async def test_lean_server_rejects_a_plain_http_request() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert await accept_lean_websocket(server) is None
+    answer = b""
+    while data := await client.receive_some():
+        answer += data
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"not a WebSocket upgrade request" in answer
+
+
+async def test_lean_request_reject_sends_the_status_and_body() -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        request = await accept_lean_websocket(server_stream)
+        assert request is not None
+        await request.reject(401, b"bad key")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+            await lean_client_handshake(client_stream, "h", "/")
+    assert (info.value.status_code, info.value.body) == (401, b"bad key")
+
+
+async def test_client_refuses_a_wrong_accept_token() -> None:
+    client, server = trio.testing.memory_stream_pair()
+
+    async def bad_server() -> None:
+        while b"\r\n\r\n" not in await server.receive_some():
+            pass
+        await server.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IGl0\r\n\r\n"
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bad_server)
+        with pytest.raises(WSSConnectionError, match="Sec-WebSocket-Accept"):
+            await lean_client_handshake(client, "h", "/")
+
+
+async def test_bytes_right_after_the_101_are_kept() -> None:
+    """A server may send its first frame in the same segment as the 101."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def server() -> None:
+        request = await accept_lean_websocket(server_stream)
+        assert request is not None
+        ws = await request.accept()
+        await ws.send_message("hello at once")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        await trio.testing.wait_all_tasks_blocked()
+        # Let the server write the 101 and the frame before we read anything.
+        ws = await lean_client_handshake(client_stream, "h", "/")
+        assert await ws.get_message() == "hello at once"
+
+
+async def test_loopback_tcp_fast_path_round_trip() -> None:
+    """Real sockets: the lean client and server on 127.0.0.1 (the socket fast path)."""
+
+    async def echo(ws: LeanWebSocket) -> None:
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except WSSConnectionClosed:
+            pass
+
+    big = os.urandom(300_000)  # larger than one receive and one socket buffer
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_lean_websocket, echo, "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+            async with open_websocket(
+                f"ws://127.0.0.1:{port}/x", transport="lean", max_message_size=1 << 20
+            ) as ws:
+                for i in range(50):
+                    await ws.send_message(f"m{i}")
+                    assert await ws.get_message() == f"m{i}"
+                await ws.send_message(big)
+                assert await ws.get_message() == big
+                await ws.aclose(4003, "finished")
+            assert ws.closed == (4003, "finished")
+            nursery.cancel_scope.cancel()
