@@ -234,6 +234,10 @@ def media_point(
     points = []
     for _ in range(args.repeats):
         run = media_run(children, agent, calls, args)
+        if (run.get("foreign_cpu_pct") or 0) > args.max_foreign:
+            log(f"    noisy window ({run['foreign_cpu_pct']} % foreign CPU): repeating")
+            wait_quiet(args.max_foreign, 5)
+            run = media_run(children, agent, calls, args)
         points.append(run)
         runs.append(run)
     ok = sum(p["sustained"] for p in points) * 2 > len(points)  # majority of the repeats
@@ -311,6 +315,19 @@ def control_plane(children: Children, agent: str, args: argparse.Namespace) -> d
     return result
 
 
+def control_only(argv: list[str]) -> list[dict[str, Any]]:
+    """Only the control-plane part, for ``run.py --control-only``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    add_arguments(parser, "--quick" in argv)
+    args = parser.parse_args(argv)
+    children = Children()
+    try:
+        return [control_plane(children, agent, args) for agent in args.agents if agent != "sdk"]
+    finally:
+        children.stop_all()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     children = Children()
     runs: list[dict[str, Any]] = []
@@ -332,9 +349,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
         if not args.no_control:
-            # The uncapped SDK differs from the SDK only in a bus limit that does
-            # not matter to the control plane.
-            for agent in (a for a in args.agents if a != "sdk_uncapped"):
+            # The SDK as shipped stops answering after about 50 calls in all
+            # (its event-bus cap), which would end the control-plane run early:
+            # it is measured with the cap lifted.
+            for agent in (a for a in args.agents if a != "sdk"):
                 control.append(control_plane(children, agent, args))
     finally:
         children.stop_all()
@@ -419,7 +437,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             out.append(
                 (
                     f"ours_lean CPU per frame vs {peer}'s (same N)",
-                    f"{cpu / mine:.2f}x less ({mine} vs {cpu} µs)",
+                    f"theirs / ours = {cpu / mine:.2f} ({cpu} vs {mine} µs)",
                     None,
                 )
             )

@@ -10,6 +10,7 @@ Options after ``--only bridge`` or ``--only client`` go to that benchmark
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 import bench_bridge
 import bench_client
 from _proc import HERE, cores_available
-from _report import RESULTS, machine, rst_table
+from _report import RESULTS, machine, rst_table, write_json
 
 DOCS = HERE.parent / "docs" / "performance.rst"
 START = ".. results-start"
@@ -33,6 +34,23 @@ def machine_line(m: dict[str, Any]) -> str:
         f"hypercorn {p['hypercorn']}, teler {p['teler']}, telcoflow {p['telcoflow']}, "
         f"uvicorn {p['uvicorn']}, uvloop {p['uvloop']}, websockets {p['websockets']}, "
         f"picows {p['picows']}"
+    )
+
+
+def noisy(result: dict[str, Any], key: str, who: str) -> str:
+    """A sentence naming the points measured while other processes were busy."""
+    limit = result["settings"]["max_foreign"]
+    found = [
+        f"{p[who]} at {p['calls']} calls ({p['foreign_cpu_pct']:.0f} %)"
+        for entry in result[key]
+        for p in entry["points"]
+        if (p.get("foreign_cpu_pct") or 0) > limit
+    ]
+    if not found:
+        return ""
+    return (
+        f"Measured while other processes used more than {limit:g} % of a core "
+        "(after one repeat), so less reliable: " + ", ".join(found) + "."
     )
 
 
@@ -67,6 +85,8 @@ def rst(bridge: dict[str, Any] | None, client: dict[str, Any] | None, quick: boo
             + ".",
             "",
             rst_table(bench_bridge.TABLE_HEADER, bench_bridge.table_rows(bridge)),
+            noisy(bridge, "bridges", "bridge"),
+            "",
             rst_table(("target", "measured", "met"), verdicts(bench_bridge.targets(bridge))),
         ]
     if client:
@@ -75,10 +95,13 @@ def rst(bridge: dict[str, Any] | None, client: dict[str, Any] | None, quick: boo
             "Client media",
             "~~~~~~~~~~~~",
             "",
+            f"Run {client['machine']['date']}. "
             f"8 kHz, {s['repeats']} run(s) of {s['duration']:g} s per point; per-call columns at "
             f"N = {s['cpu_calls']} calls; simulator transport {s['sim_transport']!r}.",
             "",
             rst_table(bench_client.MEDIA_HEADER, bench_client.media_rows(client)),
+            noisy(client, "media", "agent"),
+            "",
         ]
         if client["control"]:
             out += [
@@ -90,6 +113,11 @@ def rst(bridge: dict[str, Any] | None, client: dict[str, Any] | None, quick: boo
         out += [rst_table(("target", "measured", "met"), verdicts(bench_client.targets(client)))]
     out += [END]
     return "\n".join(out)
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}-latest.json"
+    return json.loads(path.read_text()) if path.exists() else None  # type: ignore[no-any-return]
 
 
 def publish(text: str) -> None:
@@ -107,14 +135,30 @@ def main() -> None:
     parser.add_argument(
         "--no-docs", action="store_true", help="do not rewrite docs/performance.rst"
     )
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the tables from results/*-latest.json"
+    )
+    parser.add_argument(
+        "--control-only",
+        action="store_true",
+        help="rerun only the control-plane part into results/client-latest.json",
+    )
     args, rest = parser.parse_known_args()
     if cores_available() < 2:
         print("warning: fewer than 2 cores: the bridge and its load share a core", file=sys.stderr)
     started = time.monotonic()
     extra = (["--quick"] if args.quick else []) + rest
-    bridge = bench_bridge.main(extra) if args.only in (None, "bridge") else None
-    client = bench_client.main(extra) if args.only in (None, "client") else None
-    text = rst(bridge, client, args.quick)
+    if args.render or args.control_only:
+        bridge, client = load("bridge"), load("client")
+        if args.control_only and client is not None:
+            client["control"] = bench_client.control_only(extra)
+            write_json("client-latest.json", client)
+    else:
+        # One benchmark alone: the other's latest results stay in the tables.
+        bridge = bench_bridge.main(extra) if args.only in (None, "bridge") else load("bridge")
+        client = bench_client.main(extra) if args.only in (None, "client") else load("client")
+    quick = args.quick or bool(bridge and bridge["settings"].get("quick"))
+    text = rst(bridge, client, quick)
     RESULTS.mkdir(exist_ok=True)
     md = []
     if bridge:

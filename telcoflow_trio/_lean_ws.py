@@ -119,6 +119,7 @@ class LeanWebSocket:
         "_receiving",
         "_send_waiters",
         "_sending",
+        "_skip",
         "_stream",
         "close_timeout",
         "path",
@@ -158,6 +159,7 @@ class LeanWebSocket:
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
         self._owed: list[bytes] = []  # control frames to send after the current send
+        self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
         self._masks = b""
         self.close_timeout = close_timeout
@@ -403,6 +405,13 @@ class LeanWebSocket:
             elif opcode > _BINARY:
                 raise _Fail(1002, f"unknown opcode {opcode:#x}")
             elif self._frag_size + length > self._max:
+                # Well-formed, only too big: after our 1009 the rest of the
+                # frame is skipped and the peer's close is still read.
+                self._skip = start + length - pos
+                if not fin:
+                    self._frag_op = self._frag_op or opcode  # more fragments follow
+                elif opcode == _CONT:
+                    self._frag_op = 0  # this frame ended the message
                 raise _Fail(1009, f"message longer than {self._max} bytes")
             end = start + length
             if len(buf) < end:
@@ -482,17 +491,42 @@ class LeanWebSocket:
             await self._drop()
 
     async def _fail(self, code: int, reason: str) -> None:
-        """We end the connection because of the peer: close frame with ``code``, drop TCP."""
+        """We end the connection because of the peer: close frame with ``code``, drop TCP.
+
+        After a protocol error (1002, 1007) nothing more is read (RFC 6455
+        7.1.7). After 1009 the peer did nothing wrong but send too much: the
+        rest of its message is skipped and its close awaited (bounded), so that
+        it reads our close rather than a reset.
+        """
         if self._closed is None:
             self._closed = (code, reason)
             self._wake_pings()
             deadline = trio.current_time() + self.close_timeout
-            with (
-                trio.CancelScope(shield=True, deadline=deadline),
-                contextlib.suppress(WSSConnectionClosed),
-            ):
-                await self._send_control(self._close_frame(code, reason))
+            with trio.CancelScope(shield=True, deadline=deadline):
+                try:
+                    await self._send_control(self._close_frame(code, reason))
+                    if code == 1009:
+                        await self._drain_after_1009()
+                except (WSSConnectionClosed, _Fail):
+                    pass
         await self._drop()
+
+    async def _drain_after_1009(self) -> None:
+        self._max = 1 << 62  # what follows is discarded, whatever its size
+        while self._skip:
+            available = len(self._buf) - self._pos
+            if available:
+                taken = min(available, self._skip)
+                self._pos += taken
+                self._skip -= taken
+                continue
+            data = await self._recv()
+            if not data:
+                return
+            self._buf, self._pos = data, 0
+        self._frag.clear()
+        self._frag_size = 0
+        await self._await_peer_close()
 
     def _close_frame(self, code: int, reason: str | None) -> bytes:
         data = reason.encode()[:123] if reason else b""

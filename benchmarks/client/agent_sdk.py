@@ -43,12 +43,25 @@ async def main(args: argparse.Namespace) -> None:
             async def on_call(call: Any) -> None:
                 sys.stdout.write(f"H {call.id} {time.monotonic()}\n")
                 sys.stdout.flush()
+                ended = asyncio.Event()
+                call.on_terminated(ended.set)
                 await call.answer()
-                try:
-                    async for chunk in call.audio_stream():
-                        await call.send_audio(chunk)
-                except Exception:  # the caller hung up while a chunk was on its way
-                    pass
+
+                async def echo() -> None:
+                    try:
+                        async for chunk in call.audio_stream():
+                            await call.send_audio(chunk)
+                    except Exception:  # the caller hung up while a chunk was on its way
+                        pass
+
+                # The SDK's audio_stream() does not end when the call does (our
+                # client's does): stop echoing on termination, as its own
+                # examples do, so that the handler ends with the call.
+                task = asyncio.create_task(echo())
+                waiter = asyncio.create_task(ended.wait())
+                await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+                for t in (task, waiter):
+                    t.cancel()
 
             await session.ready()
 

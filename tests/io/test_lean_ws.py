@@ -278,17 +278,49 @@ async def test_server_side_rejects_unmasked_client_frames() -> None:
 
 
 @pytest.mark.parametrize("fragmented", [False, True])
-async def test_message_over_max_size_closes_with_1009(fragmented: bool) -> None:
+async def test_message_over_max_size_closes_with_1009_and_reads_the_peers_close(
+    fragmented: bool, autojump_clock: trio.testing.MockClock
+) -> None:
     ws, peer = pair(client=True, max_message_size=100)
-    if fragmented:
-        await peer.send(BINARY, b"x" * 60, fin=False)
-        await peer.send(0x0, b"x" * 60)
-    else:
-        # Only the header: the limit is enforced before the payload arrives.
-        await peer.stream.send_all(frame(BINARY, b"x" * 101)[:4])
+    codes: list[int] = []
+
+    async def reader() -> None:
+        with pytest.raises(WSSConnectionClosed) as info:
+            await ws.get_message()
+        codes.append(info.value.code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        if fragmented:
+            await peer.send(BINARY, b"x" * 60, fin=False)
+            data = frame(0x0, b"x" * 60, fin=False)
+        else:
+            data = frame(BINARY, b"x" * 101)
+        # Only the header and a little: the limit is enforced before the payload.
+        await peer.stream.send_all(data[:4])
+        await peer.expect_close(1009)
+        start = trio.current_time()
+        # A peer busy sending finishes its frame (and message), then answers.
+        await peer.stream.send_all(data[4:])
+        if fragmented:
+            await peer.send(0x0, b"x" * 10)
+        await peer.send(CLOSE, struct.pack("!H", 1009))
+    assert codes == [1009]
+    assert trio.current_time() - start < 0.1  # the peer's close ended it, not a timeout
+    assert await peer.stream.receive_some() == b""  # and then TCP was closed
+
+
+async def test_after_1009_a_silent_peer_is_waited_for_a_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(client=True, max_message_size=100)
+    ws.close_timeout = 1.5
+    await peer.stream.send_all(frame(BINARY, b"x" * 101)[:2])
+    start = trio.current_time()
     with pytest.raises(WSSConnectionClosed) as info:
         await ws.get_message()
     assert info.value.code == 1009
+    assert trio.current_time() - start == pytest.approx(1.5)
     await peer.expect_close(1009)
 
 
