@@ -34,6 +34,7 @@ from ._transport import StreamOpener
 from .config import TelcoflowClientConfig
 from .events import CallEvent, CallState
 from .exceptions import (
+    BufferClosedError,
     WSSCallClosedError,
     WSSCallCommandError,
     WSSCallCommandTimeoutError,
@@ -618,9 +619,16 @@ class ActiveCall:
                     if inspect.isawaitable(result):
                         await result
                 except Exception as exc:
-                    reason = TerminationReason.HANDLER_FAILED
-                    logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
-                    await self._report(exc)
+                    if self._termination is not None and isinstance(
+                        exc, BufferClosedError | WSSCallClosedError
+                    ):
+                        # The documented way a handler learns that the caller hung up
+                        # mid-response (0.24 error handling): an end, not a failure.
+                        logger.debug("call %s: handler stopped by the end of the call", self.call_id)
+                    else:
+                        reason = TerminationReason.HANDLER_FAILED
+                        logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
+                        await self._report(exc)
             if self._handler_scope.cancelled_caught:
                 reason = TerminationReason.CLIENT_SHUTDOWN
         finally:

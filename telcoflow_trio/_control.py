@@ -50,7 +50,7 @@ __all__ = ["ControlConnection", "ControlCounters"]
 logger = logging.getLogger(__name__)
 
 #: Claims in flight at once; past this, notifications are left to other workers.
-MAX_CLAIMS_IN_FLIGHT: Final = 64
+MAX_CLAIMS_IN_FLIGHT: Final = 1000
 
 #: Control error codes meaning "this session is not ours to take" (quiet skip).
 _NOT_OURS: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})

@@ -464,3 +464,37 @@ async def test_no_secrets_in_logs(
     assert "very-secret-key" not in text
     assert tokens
     assert tokens[0] not in text
+
+
+@pytest.mark.parametrize("error", [BufferClosedError, WSSCallClosedError])
+async def test_hang_up_mid_response_is_an_end_not_a_handler_failure(
+    autojump_clock: trio.testing.MockClock, error: type[Exception]
+) -> None:
+    """A chunk still in hand when the caller hangs up: ``send_audio`` raises, as
+    0.24 documents; the handler stops there and nothing is reported as a failure."""
+    failures: list[BaseException] = []
+    ended: list[ActiveCall] = []
+
+    async def echo_late(call: ActiveCall) -> None:
+        await call.answer()
+        async for chunk in call.audio_stream():
+            await call.wait_terminated()  # the caller hangs up while we hold a chunk
+            ended.append(call)
+            if error is BufferClosedError:
+                call.send_audio(chunk)
+            else:
+                await call.spy()
+
+    async with open_pair(handler=echo_late, on_handler_error=lambda c, e: failures.append(e)) as (
+        sim,
+        client,
+        _,
+    ):
+        placed = await sim.place_call(CallerScript(tone(440), hangup_after=1.0))
+        await placed.wait_result()
+        await trio.testing.wait_all_tasks_blocked()
+        assert client.statistics().handler_errors == 0
+    assert failures == []
+    [call] = ended
+    assert call.termination is not None
+    assert call.termination.reason is TerminationReason.SERVER
