@@ -624,7 +624,9 @@ class ActiveCall:
                     ):
                         # The documented way a handler learns that the caller hung up
                         # mid-response (0.24 error handling): an end, not a failure.
-                        logger.debug("call %s: handler stopped by the end of the call", self.call_id)
+                        logger.debug(
+                            "call %s: handler stopped by the end of the call", self.call_id
+                        )
                     else:
                         reason = TerminationReason.HANDLER_FAILED
                         logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)

@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from . import proto
+from ._reply import Reply
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -67,15 +68,6 @@ class ControlCounters:
     sessions_busy: int = 0
     pings: int = 0
     malformed_frames: int = 0
-
-
-class _Slot:
-    __slots__ = ("error", "event", "response")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.response: proto.Response | None = None
-        self.error: WSSError | None = None
 
 
 class ControlConnection:
@@ -111,7 +103,7 @@ class ControlConnection:
         self._on_session_closed = on_session_closed
         self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
-        self._requests: dict[str, _Slot] = {}
+        self._requests: dict[str, Reply[proto.Response]] = {}
         self._claims: dict[str, trio.Event] = {}
         self._ping_ids = itertools.count(1)
         self._state_lot = trio.lowlevel.ParkingLot()
@@ -362,7 +354,7 @@ class ControlConnection:
             raise WSSConnectionError("the control connection is not open")
         req_id = str(uuid.uuid4())
         frame = build(req_id)
-        slot = self._requests[req_id] = _Slot()
+        slot = self._requests[req_id] = Reply[proto.Response]()
         try:
             logger.debug("control: sending %s", type(frame).__name__)
             try:

@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from . import proto
+from ._reply import Reply
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -187,17 +188,6 @@ class InboundAudio:
                 stream._wake()
 
 
-class _Waiter:
-    """Where a command's caller waits for the response (or the call's end)."""
-
-    __slots__ = ("error", "event", "response")
-
-    def __init__(self) -> None:
-        self.event = trio.Event()
-        self.response: proto.CommandResponse | None = None
-        self.error: BaseException | None = None
-
-
 class MediaConnection:
     """The media WebSocket of one call.
 
@@ -233,7 +223,7 @@ class MediaConnection:
         self.tracker = proto.CommandTracker(config.command_grace)
         self.counters = MediaCounters()
         self.closed = False
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, Reply[proto.CommandResponse]] = {}
         self._ws: ClientWebSocket | None = None
         self._opening = trio.CancelScope()  # around the opening only
         self._serving = trio.CancelScope()  # inside the open connection
@@ -490,7 +480,7 @@ class MediaConnection:
             raise WSSCallClosedError(f"cannot send {command}: call {self._call_in.call_id} ended")
         pending = self.tracker.start(command, trio.current_time(), server_timeout, data)
         command_id = pending.frame.command_id
-        waiter = self._waiters[command_id] = _Waiter()
+        waiter = self._waiters[command_id] = Reply[proto.CommandResponse]()
         try:
             logger.debug("call %s: sending %s (%s)", self._call_in.call_id, command, command_id)
             try:
