@@ -7,13 +7,14 @@ code and that an error, when there is one, reaches the caller.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio._transport import WebSocket
+from telcoflow_trio._transport import TRANSPORTS, Transport, WebSocket
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import (
     BridgeContext,
@@ -44,8 +45,19 @@ async def to_teler(message: str | bytes) -> HandlerResult:
     return None, StreamOp.PASS
 
 
+#: The remote leg's WebSocket implementation; every test runs on each.
+TRANSPORT: Transport = "trio-websocket"
+
+
+@pytest.fixture(autouse=True, params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Transport:
+    monkeypatch.setattr(sys.modules[__name__], "TRANSPORT", request.param)
+    return request.param  # type: ignore[no-any-return]
+
+
 def connector(remote: MemoryRemote, **options: object) -> StreamConnector:
     options.setdefault("remote_stream_handler", to_teler)
+    options.setdefault("transport", TRANSPORT)
     return StreamConnector(remote_url=URL, open_stream=remote.open_stream, **options)  # type: ignore[arg-type]
 
 
@@ -721,3 +733,32 @@ async def test_no_per_message_logging_and_no_secrets(
     assert "SECRET" not in caplog.text
     bridge.headers = (("Authorization", "Bearer SECRET"),)
     assert "SECRET" not in repr(bridge)
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(ValueError, match="transport"):
+        StreamConnector(remote_url=URL, transport="tcp")  # type: ignore[arg-type]
+
+
+async def test_binary_frames_of_every_length_encoding(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    """7-bit, 16-bit and 64-bit WebSocket length fields, relayed unchanged."""
+    app_ws, teler_ws = call_pair
+    running = spawn(
+        nursery, lambda: connector(remote, remote_stream_handler=relay).bridge_stream(app_ws)
+    )
+    async with open_teler_peer(teler_ws, send_start=False) as peer:
+        for size in (1, 320, 70_000):
+            frame = bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
+            await teler_ws.send_message(frame)
+            await peer.wait_for(lambda frame=frame: frame in peer.received)  # type: ignore[misc]
+        await peer.hang_up(1000, "call over")
+    result = await running.wait()
+    assert result.end is BridgeEnd.CALL_CLOSED
+    assert result.remote_close == CloseInfo(1000, "call ended", by_peer=False)
+    assert remote.closes == [(1000, "call ended")]
+    assert result.remote_to_call.bytes_out == 1 + 320 + 70_000
