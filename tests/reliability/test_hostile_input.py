@@ -20,7 +20,6 @@ and everything either peer sends decodes.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -46,6 +45,7 @@ from telcoflow_trio.simulator import (
     open_simulator,
     tone,
 )
+from telcoflow_trio.simulator._connection import salvage_field
 
 from .conftest import (
     CLIENT_TRANSPORTS,
@@ -102,23 +102,8 @@ def malformed(decode: Decoder, message: str | bytes) -> bool:
 
 
 def salvageable(message: str | bytes, key: str, *, nested: bool) -> str | None:
-    """The string ``key`` a server can still answer a malformed ``message`` with."""
-    if not isinstance(message, str):
-        return None
-    try:
-        obj = json.loads(message)
-    except (ValueError, RecursionError):
-        return None
-    if nested and isinstance(obj, dict):
-        obj = obj.get("data")
-    value = obj.get(key) if isinstance(obj, dict) else None
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return None  # cannot be sent back
-    return value
+    """The string ``key`` the simulator can still answer a malformed ``message`` with."""
+    return salvage_field(message, key, nested=nested) if isinstance(message, str) else None
 
 
 def run_with_clock(fn: Callable[..., Any], *args: Any) -> None:
