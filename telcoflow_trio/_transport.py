@@ -300,6 +300,32 @@ def _broken_while_opening(cause: BaseException | None, url: str, timeout: float)
     )
 
 
+class _Opening:
+    """What :func:`_opening` must close if the opening fails."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self) -> None:
+        self.stream: trio.abc.Stream | None = None
+
+
+@asynccontextmanager
+async def _opening(url: str, connect_timeout: float) -> AsyncIterator[_Opening]:
+    """Bound an opening by ``connect_timeout``; on failure close its stream and
+    raise the library error the failure stands for (both transports share this)."""
+    opening = _Opening()
+    try:
+        with trio.fail_after(connect_timeout):
+            yield opening
+    except BaseException as exc:
+        if opening.stream is not None:
+            await trio.aclose_forcefully(opening.stream)
+        translated = _translate_open_error(exc, url, connect_timeout)
+        if translated is None:
+            raise
+        raise translated from None
+
+
 @asynccontextmanager
 async def open_websocket(
     url: str,
@@ -362,33 +388,24 @@ async def open_websocket(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            stream: trio.abc.Stream | None = None
-            try:
-                with trio.fail_after(connect_timeout):
-                    stream = await open_stream(
-                        parts.hostname, port, ssl_context if secure else None
+            async with _opening(url, connect_timeout) as opening:
+                opening.stream = await open_stream(
+                    parts.hostname, port, ssl_context if secure else None
+                )
+                watched = _WatchedStream(opening.stream)
+                with watched.opening:
+                    conn = await trio_websocket.wrap_client_stream(
+                        nursery,
+                        cast(trio.SocketStream, watched),
+                        host_header,
+                        resource,
+                        subprotocols=list(subprotocols) or None,
+                        extra_headers=extra,
+                        message_queue_size=message_queue_size,
+                        max_message_size=max_message_size,
                     )
-                    watched = _WatchedStream(stream)
-                    with watched.opening:
-                        conn = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            cast(trio.SocketStream, watched),
-                            host_header,
-                            resource,
-                            subprotocols=list(subprotocols) or None,
-                            extra_headers=extra,
-                            message_queue_size=message_queue_size,
-                            max_message_size=max_message_size,
-                        )
-                    if watched.broke_while_opening():
-                        raise _broken_while_opening(watched.cause, url, connect_timeout)
-            except BaseException as exc:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                translated = _translate_open_error(exc, url, connect_timeout)
-                if translated is None:
-                    raise
-                raise translated from None
+                if watched.broke_while_opening():
+                    raise _broken_while_opening(watched.cause, url, connect_timeout)
             ws = WebSocket(conn, close_timeout)
             try:
                 yield ws
@@ -399,7 +416,7 @@ async def open_websocket(
                 await ws.aclose()
                 nursery.cancel_scope.cancel()
                 # trio-websocket leaves the stream open when the peer closed first.
-                await trio.aclose_forcefully(stream)
+                await trio.aclose_forcefully(watched.stream)
     except BaseExceptionGroup as group:
         if group.split(trio.Cancelled)[1] is None:
             # Cancelled from outside: the reader task's Cancelled belongs to that
@@ -439,26 +456,17 @@ async def _open_lean(
     max_message_size: int,
 ) -> AsyncIterator[ClientWebSocket]:
     """:func:`open_websocket` on :mod:`telcoflow_trio._lean_ws` (no nursery, no reader task)."""
-    stream: trio.abc.Stream | None = None
-    try:
-        with trio.fail_after(connect_timeout):
-            stream = await open_stream(hostname, port, ssl_context)
-            ws = await lean_client_handshake(
-                stream,
-                host_header,
-                resource,
-                headers=headers,
-                subprotocols=subprotocols,
-                max_message_size=max_message_size,
-                close_timeout=close_timeout,
-            )
-    except BaseException as exc:
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-        translated = _translate_open_error(exc, url, connect_timeout)
-        if translated is None:
-            raise
-        raise translated from None
+    async with _opening(url, connect_timeout) as opening:
+        opening.stream = await open_stream(hostname, port, ssl_context)
+        ws = await lean_client_handshake(
+            opening.stream,
+            host_header,
+            resource,
+            headers=headers,
+            subprotocols=subprotocols,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+        )
     try:
         yield ws
     finally:
