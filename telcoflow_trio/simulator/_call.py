@@ -607,18 +607,11 @@ class SimulatedCall:
         try:
             command = CallCommand(frame.command)
         except ValueError:
-            await self._respond(
-                conn,
-                frame,
-                received_at,
-                False,
-                "INVALID_COMMAND",
-                f"unknown command {frame.command!r}",
-            )
+            await self._refuse(conn, frame, received_at, f"unknown command {frame.command!r}")
             return
         refusal = self._refusal(command)
         if refusal is not None:
-            await self._respond(conn, frame, received_at, False, "INVALID_COMMAND", refusal)
+            await self._refuse(conn, frame, received_at, refusal)
             return
         deadline = received_at + frame.timeout_ms / 1000 if frame.timeout_ms > 0 else math.inf
         done_at = received_at + self._sim.config.command_latency
@@ -626,14 +619,10 @@ class SimulatedCall:
         if command is CallCommand.CONNECT:
             ring = (frame.data or {}).get("ringTimeSeconds", 60)
             if isinstance(ring, bool) or not isinstance(ring, int) or not 1 <= ring <= 120:
-                await self._respond(
-                    conn,
-                    frame,
-                    received_at,
-                    False,
-                    "INVALID_COMMAND",
+                await self._refuse(
+                    conn, frame, received_at,
                     f"ringTimeSeconds must be an integer from 1 to 120, got {ring!r}",
-                )
+                )  # fmt: skip
                 return
             answers = self.script.callee_answers_after
             if answers is not None and answers <= ring:
@@ -683,6 +672,11 @@ class SimulatedCall:
         if new is not _D:
             self._set_state(new)
         return None
+
+    async def _refuse(
+        self, conn: Connection, frame: Command, received_at: float, message: str
+    ) -> None:
+        await self._respond(conn, frame, received_at, False, "INVALID_COMMAND", message)
 
     async def _respond(
         self,
