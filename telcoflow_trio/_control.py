@@ -36,6 +36,7 @@ import trio
 
 from . import proto
 from ._reply import Reply
+from ._throttle import ThrottledLog
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -106,6 +107,7 @@ class ControlConnection:
         self._requests: dict[str, Reply[proto.Response]] = {}
         self._claims: dict[str, trio.Event] = {}
         self._ping_ids = itertools.count(1)
+        self._log_malformed = ThrottledLog(logger, logging.ERROR)
         self._state_lot = trio.lowlevel.ParkingLot()
         self._run_scope = trio.CancelScope()
         self._stopping = False
@@ -291,7 +293,7 @@ class ControlConnection:
             return proto.decode_control(message, max_size=self._config.max_message_size)
         except RemoteProtocolError as exc:
             self.counters.malformed_frames += 1
-            logger.error("control: ignoring a malformed frame: %s", exc)
+            self._log_malformed("control: ignoring a malformed frame: %s", exc)
             return None
 
     # -- reader and heartbeat -------------------------------------------------------------

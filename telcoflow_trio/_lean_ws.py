@@ -332,6 +332,8 @@ class LeanWebSocket:
         """
         if self._receiving:
             raise trio.BusyResourceError("another task is already in get_message()")
+        if self._skip:
+            raise WSSConnectionClosed(*self._closed or (1009, None))  # after our 1009
         self._receiving = True
         try:
             while True:
@@ -478,12 +480,16 @@ class LeanWebSocket:
             raise _Fail(1007, "close reason is not valid UTF-8") from None
         return code, reason or None
 
+    def _closing_scope(self) -> trio.CancelScope:
+        """Closing work is bounded by ``close_timeout`` and runs even when cancelled."""
+        return trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout)
+
     async def _close_received(self, code: int, reason: str | None) -> None:
         """The peer closed: echo its code (unless we closed first), then drop TCP."""
         answer = self._closed is None
         self._closed = (code, reason)
         self._wake_pings()
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout):
+        with self._closing_scope():
             if answer:
                 echo = b"" if code == 1005 else code.to_bytes(2, "big")
                 with contextlib.suppress(WSSConnectionClosed):
@@ -491,24 +497,23 @@ class LeanWebSocket:
             await self._drop()
 
     async def _fail(self, code: int, reason: str) -> None:
-        """We end the connection because of the peer: close frame with ``code``, drop TCP.
+        """We end the connection because of the peer: send a close frame with ``code``.
 
         After a protocol error (1002, 1007) nothing more is read (RFC 6455
-        7.1.7). After 1009 the peer did nothing wrong but send too much: the
-        rest of its message is skipped and its close awaited (bounded), so that
-        it reads our close rather than a reset.
+        7.1.7) and TCP is dropped at once. After 1009 the peer did nothing wrong
+        but send too much, so TCP stays open: :meth:`aclose` skips the rest of
+        its message and awaits its close (bounded), so that it reads our close
+        rather than a reset. Either way :meth:`get_message` raises right away,
+        as trio-websocket's does, so the owner learns of the close without
+        waiting on the peer.
         """
         if self._closed is None:
             self._closed = (code, reason)
             self._wake_pings()
-            deadline = trio.current_time() + self.close_timeout
-            with trio.CancelScope(shield=True, deadline=deadline):
-                try:
-                    await self._send_control(self._close_frame(code, reason))
-                    if code == 1009:
-                        await self._drain_after_1009()
-                except (WSSConnectionClosed, _Fail):
-                    pass
+            with self._closing_scope(), contextlib.suppress(WSSConnectionClosed):
+                await self._send_control(self._close_frame(code, reason))
+            if code == 1009:
+                return
         await self._drop()
 
     async def _drain_after_1009(self) -> None:
@@ -546,11 +551,21 @@ class LeanWebSocket:
         if not _valid_close_code(code):
             raise ValueError(f"close code {code} may not be sent; use 1000-1014 or 3000-4999")
         if self._closed is not None:
+            if self._owed or self._skip:
+                # Our close went out from get_message(): make sure it left (a
+                # send cancelled meanwhile may have kept it owed), and after a
+                # 1009 finish that closing handshake.
+                with self._closing_scope(), contextlib.suppress(WSSConnectionClosed, _Fail):
+                    if self._owed:
+                        await self._send_raw(b"")  # writes nothing, then what is owed
+                    if self._skip:
+                        await self._drain_after_1009()
+                self._skip = 0
             await self._drop()
             return
         self._closed = (code, reason)
         self._wake_pings()
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.close_timeout):
+        with self._closing_scope():
             try:
                 await self._send_raw(self._close_frame(code, reason))
                 if not self._receiving:

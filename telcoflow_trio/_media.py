@@ -32,6 +32,7 @@ import trio
 
 from . import proto
 from ._reply import Reply
+from ._throttle import ThrottledLog
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -231,6 +232,7 @@ class MediaConnection:
         self._space_lot = trio.lowlevel.ParkingLot()  # write() waits for room
         self._drained_lot = trio.lowlevel.ParkingLot()  # wait_sent() waits for an empty buffer
         self._sending = 0  # bytes taken from the buffer and not yet on the wire
+        self._log_malformed = ThrottledLog(logger, logging.ERROR)
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -323,7 +325,7 @@ class MediaConnection:
                 frame = proto.decode_media(message, max_size=max_size)
             except RemoteProtocolError as exc:
                 counters.malformed_frames += 1
-                logger.error("call %s: ignoring a malformed media frame: %s", call_id, exc)
+                self._log_malformed("call %s: ignoring a malformed media frame: %s", call_id, exc)
                 continue
             if type(frame) is proto.AudioFrame:
                 counters.frames_received += 1

@@ -15,9 +15,10 @@ on a trio byte stream. Two decisions live here:
   code inside ``async with open_websocket(...)`` passes through unchanged.
 
 Two WebSocket implementations sit behind the seam, chosen with ``transport=``:
-``"trio-websocket"`` (the default) and ``"lean"``
-(:mod:`telcoflow_trio._lean_ws`: a frame codec run in the caller's task, no
-reader task, about half the CPU per message; see docs/performance.rst).
+``"lean"`` (the default: :mod:`telcoflow_trio._lean_ws`, a frame codec run in
+the caller's task, no reader task, about half the CPU and memory per
+connection; see docs/performance.md) and ``"trio-websocket"``. Both pass the
+same protocol tests.
 
 The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
 simulator can hand over one end of a ``trio.testing.memory_stream_pair()`` and run
@@ -104,6 +105,8 @@ class ClientWebSocket(MessageStream, Protocol):
 #: The WebSocket implementation under :func:`open_websocket`.
 Transport: TypeAlias = Literal["trio-websocket", "lean"]
 TRANSPORTS: tuple[Transport, ...] = ("trio-websocket", "lean")
+#: What every ``transport=`` defaults to (the benchmarks chose it).
+DEFAULT_TRANSPORT: Transport = "lean"
 
 
 async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
@@ -338,7 +341,7 @@ async def open_websocket(
     close_timeout: float = 2.0,
     max_message_size: int = 1 << 20,
     message_queue_size: int = 1,
-    transport: Transport = "trio-websocket",
+    transport: Transport = DEFAULT_TRANSPORT,
 ) -> AsyncIterator[ClientWebSocket]:
     """Open a client WebSocket to ``url`` for the duration of the block.
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._transport import TRANSPORTS, Transport
+from ._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from .proto._backoff import BackoffPolicy
 
 __all__ = ["PRODUCTION_URL", "AudioMode", "AuthMode", "TelcoflowClientConfig"]
@@ -117,10 +117,11 @@ class TelcoflowClientConfig:
     #: protocol version this library speaks.
     sdk_version: str = attrs.field(default="1.0.0", validator=_non_empty)
     max_message_size: int = attrs.field(default=1 << 20, validator=_positive)
-    #: The WebSocket implementation: ``"trio-websocket"`` or ``"lean"`` (about
-    #: half the CPU per message; see the performance page of the docs).
+    #: The WebSocket implementation: ``"lean"`` (the default; about half the
+    #: CPU per message of the other, see the performance page of the docs) or
+    #: ``"trio-websocket"``.
     transport: Transport = attrs.field(
-        default="trio-websocket", validator=attrs.validators.in_(TRANSPORTS)
+        default=DEFAULT_TRANSPORT, validator=attrs.validators.in_(TRANSPORTS)
     )
 
     def __attrs_post_init__(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from .._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from ..proto import CallState
 from ._audio import AudioSource, Silence
 
@@ -111,11 +112,10 @@ class SimulatorConfig:
     #: Largest caller upload accepted from a softphone, in bytes.
     max_upload_bytes: int = attrs.field(default=32 << 20, validator=_positive)
     org_uuid: str = "sim-org"
-    #: The WebSocket implementation serving every connection: ``"trio-websocket"``
-    #: or ``"lean"`` (less CPU per message; the benchmarks use it so that the
-    #: simulator is not what limits the load).
-    transport: str = attrs.field(
-        default="trio-websocket", validator=attrs.validators.in_(("trio-websocket", "lean"))
+    #: The WebSocket implementation serving every connection: ``"lean"`` (the
+    #: default, less CPU per message) or ``"trio-websocket"``.
+    transport: Transport = attrs.field(
+        default=DEFAULT_TRANSPORT, validator=attrs.validators.in_(TRANSPORTS)
     )
 
     def __attrs_post_init__(self) -> None:

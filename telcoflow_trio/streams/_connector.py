@@ -55,6 +55,7 @@ import attrs
 import trio
 
 from .._transport import (
+    DEFAULT_TRANSPORT,
     TRANSPORTS,
     ClientWebSocket,
     MessageStream,
@@ -179,8 +180,8 @@ class StreamConnector:
             ``context.send_to_remote``.
         open_stream: opens the remote's byte stream (tests pass in-memory streams).
         transport: the WebSocket implementation for the remote leg:
-            ``"trio-websocket"`` (default) or ``"lean"`` (about half the CPU
-            per message; see the performance page).
+            ``"lean"`` (default; about half the CPU per message of the
+            other, see the performance page) or ``"trio-websocket"``.
 
     Raises:
         ValueError: ``remote_url`` is empty or not a WebSocket URL, a timeout is
@@ -207,7 +208,7 @@ class StreamConnector:
     on_open: OnOpen | None = attrs.field(default=None, kw_only=True)
     open_stream: StreamOpener = attrs.field(default=open_tcp, kw_only=True, repr=False)
     transport: Transport = attrs.field(
-        default="trio-websocket", kw_only=True, validator=attrs.validators.in_(TRANSPORTS)
+        default=DEFAULT_TRANSPORT, kw_only=True, validator=attrs.validators.in_(TRANSPORTS)
     )
 
     async def bridge_stream(self, call_ws: object) -> BridgeResult:

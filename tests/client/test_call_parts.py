@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from telcoflow_trio import (
     events,
 )
 from telcoflow_trio._media import InboundAudio
+from telcoflow_trio._throttle import ThrottledLog
 from telcoflow_trio.exceptions import (
     BufferClosedError,
     BufferFullError,
@@ -221,3 +223,19 @@ def test_repr_hides_the_token() -> None:
     call = make_call()
     assert "secret-token" not in repr(call)
     assert "secret-token" not in repr(call._call_in)
+
+
+async def test_throttled_log_writes_once_per_interval_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    log = ThrottledLog(logging.getLogger("test.throttle"), logging.WARNING, interval=10)
+    for i in range(5):
+        log("bad frame %d", i)
+    await trio.sleep(10)
+    log("bad frame %d", 5)
+    log("bad frame %d", 6)
+    assert [r.getMessage() for r in caplog.records] == [
+        "bad frame 0",
+        "bad frame 5 (4 more like it since the last report)",
+    ]
+    assert log.suppressed == 1

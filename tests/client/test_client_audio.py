@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import trio
 import trio.testing
 
 from telcoflow_trio import ActiveCall, events, proto
+from telcoflow_trio._lean_ws import LeanWebSocket
 from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import BufferFullError, WSSCallCommandTimeoutError
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, tone
@@ -30,15 +32,20 @@ def pcm(ms: int, value: int = 1000) -> bytes:
 def sent_frames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int]]:
     """(time, bytes of PCM) of every audio frame the client sends."""
     frames: list[tuple[float, int]] = []
-    real = WebSocket.send_message
 
-    async def send_message(self: WebSocket, message: str | bytes) -> None:
-        if isinstance(message, bytes) and self._conn.is_client:
-            assert message[0] == 0
-            frames.append((trio.current_time(), len(message) - 1))
-        await real(self, message)
+    def watch(cls: Any, is_client: Callable[[Any], bool]) -> None:
+        real = cls.send_message
 
-    monkeypatch.setattr(WebSocket, "send_message", send_message)
+        async def send_message(self: Any, message: str | bytes) -> None:
+            if isinstance(message, bytes) and is_client(self):
+                assert message[0] == 0
+                frames.append((trio.current_time(), len(message) - 1))
+            await real(self, message)
+
+        monkeypatch.setattr(cls, "send_message", send_message)
+
+    watch(WebSocket, lambda ws: ws._conn.is_client)
+    watch(LeanWebSocket, lambda ws: ws._client)
     return frames
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import trio
@@ -11,6 +12,7 @@ import trio_websocket
 
 from telcoflow_trio import TelcoflowClient, events, proto
 from telcoflow_trio._control import ControlConnection
+from telcoflow_trio._lean_ws import LeanWebSocket
 from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import WSSAuthenticationError, WSSConnectionError, WSSError
 from telcoflow_trio.proto import BackoffPolicy
@@ -67,13 +69,13 @@ async def test_heartbeat_unique_pings_and_dead_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     payloads: list[bytes] = []
-    real_ping = WebSocket.ping
+    for cls in (WebSocket, LeanWebSocket):
 
-    async def ping(self: WebSocket, payload: bytes) -> None:
-        payloads.append(payload)
-        await real_ping(self, payload)
+        async def ping(self: Any, payload: bytes, real: Any = cls.ping) -> None:
+            payloads.append(payload)
+            await real(self, payload)
 
-    monkeypatch.setattr(WebSocket, "ping", ping)
+        monkeypatch.setattr(cls, "ping", ping)
     async with open_pair(heartbeat_interval=30, heartbeat_timeout=10) as (sim, client, opener):
         await trio.sleep(95)
         assert opener.attempts == [0.0]  # pings answered: nothing happens
@@ -298,6 +300,7 @@ async def test_disconnect_then_run_forever_returns_after_calls_end(
         await trio.sleep(1)
         await client.disconnect()
         assert not client.statistics().connected
+        await trio.testing.wait_all_tasks_blocked()  # the simulator's side of the close
         assert sim.statistics().control_connections == 0
         await client.run_forever()  # returns once the call in progress ended
         assert opener.now() == 10

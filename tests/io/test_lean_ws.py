@@ -288,6 +288,9 @@ async def test_message_over_max_size_closes_with_1009_and_reads_the_peers_close(
         with pytest.raises(WSSConnectionClosed) as info:
             await ws.get_message()
         codes.append(info.value.code)
+        with pytest.raises(WSSConnectionClosed):
+            await ws.get_message()  # the rest of the oversized frame is never parsed
+        await ws.aclose()  # the owner's close finishes the closing handshake
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
@@ -299,6 +302,8 @@ async def test_message_over_max_size_closes_with_1009_and_reads_the_peers_close(
         # Only the header and a little: the limit is enforced before the payload.
         await peer.stream.send_all(data[:4])
         await peer.expect_close(1009)
+        await trio.testing.wait_all_tasks_blocked()
+        assert codes == [1009]  # raised at once, not after the peer's answer
         start = trio.current_time()
         # A peer busy sending finishes its frame (and message), then answers.
         await peer.stream.send_all(data[4:])
@@ -320,8 +325,47 @@ async def test_after_1009_a_silent_peer_is_waited_for_a_bounded_time(
     with pytest.raises(WSSConnectionClosed) as info:
         await ws.get_message()
     assert info.value.code == 1009
+    assert trio.current_time() == start
+    await ws.aclose()
     assert trio.current_time() - start == pytest.approx(1.5)
     await peer.expect_close(1009)
+
+
+async def test_a_close_owed_behind_a_cancelled_send_still_goes_out_on_aclose(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    ws = LeanWebSocket(ours, client=True, max_message_size=100)
+    peer = Peer(theirs, masks_frames=False)
+
+    pump = ours.send_stream.send_all_hook
+    assert pump is not None
+
+    async def stuck() -> None:  # a send that wrote its bytes, then blocked
+        await pump()
+        await trio.sleep_forever()
+
+    ours.send_stream.send_all_hook = stuck
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_message, b"audio")
+        await trio.testing.wait_all_tasks_blocked()
+        ours.send_stream.send_all_hook = pump
+        await peer.stream.send_all(frame(BINARY, b"x" * 101)[:2])
+        with pytest.raises(WSSConnectionClosed) as info:
+            await ws.get_message()  # its 1009 close is owed behind the blocked send
+        assert info.value.code == 1009
+        nursery.cancel_scope.cancel()  # the owner cancels the sender, as a call ending does
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.aclose)
+        assert await peer.read() == (BINARY, b"audio", True)
+        assert await peer.read() == (
+            CLOSE,
+            struct.pack("!H", 1009) + b"message longer than 100 bytes",
+            True,
+        )
+        await peer.stream.send_all(b"x" * 99)  # the rest of the oversized frame
+        await peer.send(CLOSE, struct.pack("!H", 1009))
+    assert await peer.stream.receive_some() == b""
 
 
 async def test_exactly_max_size_is_accepted() -> None:

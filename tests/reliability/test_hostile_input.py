@@ -20,6 +20,7 @@ and everything either peer sends decodes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -315,6 +316,15 @@ async def run_media_case(
     return seen[0], outcome
 
 
+async def test_a_flood_of_malformed_media_frames_logs_one_error_line(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    _, outcome = await run_media_case(["{not json"] * 200)
+    assert outcome["malformed"] == 200  # every one counted
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(": ")[1] for r in errors] == ["ignoring a malformed media frame"]
+
+
 @on_each_transport
 @cases(COMMON + MEDIA_TO_CLIENT)
 async def test_client_media_plane_ignores_hostile_frames(
@@ -327,20 +337,7 @@ async def test_client_media_plane_ignores_hostile_frames(
     assert outcome["malformed"] == malformed(proto.decode_media, message)
 
 
-@pytest.mark.parametrize(
-    "transport",
-    [
-        "trio-websocket",
-        pytest.param(
-            "lean",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="known bug, reported: the lean transport drops TCP right after its "
-                "1009 close frame, so a peer busy sending may see 1006 (abnormal closure)",
-            ),
-        ),
-    ],
-)
+@on_each_transport
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 async def test_client_media_oversized_frame_closes_1009_and_ends_the_call(
     binary: bool, transport: str, autojump_clock: trio.testing.MockClock

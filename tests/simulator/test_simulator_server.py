@@ -268,6 +268,7 @@ async def test_connection_limit(autojump_clock: trio.testing.MockClock) -> None:
                 async with open_control(sim):
                     pass
             assert sim.statistics().connections == 1
+        await trio.testing.wait_all_tasks_blocked()  # the simulator's side of the close
         async with open_control(sim) as control:
             assert control.sm_ws_id
 
