@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from _proc import HERE, cores_available
 
@@ -95,10 +96,24 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rst_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A ``list-table`` directive (no column-width arithmetic to get wrong)."""
-    out = [".. list-table::", "   :header-rows: 1", ""]
-    for row in [header, *rows]:
-        out.append("   * - " + (row[0] or " "))
-        out.extend("     - " + (cell or " ") for cell in row[1:])
-    return "\n".join(out) + "\n"
+def verdict_table(rows: Sequence[tuple[str, str, bool | None]]) -> str:
+    """The targets of the issue with what this run measured: ``target | measured | met``."""
+    marks = {True: "yes", False: "**no**", None: "-"}
+    return markdown_table(("target", "measured", "met"), [[t, m, marks[ok]] for t, m, ok in rows])
+
+
+def noisy(result: dict[str, Any], key: str, who: str) -> str:
+    """A sentence naming the points measured while other processes were busy ("" if none)."""
+    limit = result["settings"]["max_foreign"]
+    found = [
+        f"{p[who]} at {p['calls']} calls ({p['foreign_cpu_pct']:.0f} %)"
+        for entry in result[key]
+        for p in entry["points"]
+        if (p.get("foreign_cpu_pct") or 0) > limit
+    ]
+    if not found:
+        return ""
+    return (
+        f"Measured while other processes used more than {limit:g} % of a core "
+        "(after one repeat), so less reliable: " + ", ".join(found) + ".\n"
+    )

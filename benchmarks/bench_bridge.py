@@ -39,7 +39,7 @@ from _proc import (
     wait_port,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, write_json
+from _report import fmt, machine, markdown_table, median, noisy, verdict_table, write_json
 from _search import find_max
 
 PY = sys.executable
@@ -49,18 +49,18 @@ P99_LIMIT_MS = 20.0
 
 #: name -> (script and arguments under benchmarks/bridges, label for tables)
 BRIDGES: dict[str, tuple[list[str], str]] = {
-    "ours_trio": (["ours_trio.py"], "ours: StreamConnector, plain trio, trio-websocket (default)"),
-    "ours_trio_lean": (
-        ["ours_trio.py", "--transport", "lean"],
-        "ours: StreamConnector, plain trio, transport='lean'",
+    "ours_trio": (["ours_trio.py"], "ours: StreamConnector, plain trio (default: lean transport)"),
+    "ours_trio_tw": (
+        ["ours_trio.py", "--transport", "trio-websocket"],
+        "ours: StreamConnector, plain trio, transport='trio-websocket'",
     ),
     "ours_hypercorn": (
         ["ours_hypercorn.py"],
-        "ours: StreamConnector, FastAPI on Hypercorn trio, trio-websocket remote",
+        "ours: StreamConnector, FastAPI on Hypercorn trio (default: lean remote leg)",
     ),
-    "ours_hypercorn_lean": (
-        ["ours_hypercorn.py", "--transport", "lean"],
-        "ours: StreamConnector, FastAPI on Hypercorn trio, transport='lean'",
+    "ours_hypercorn_tw": (
+        ["ours_hypercorn.py", "--transport", "trio-websocket"],
+        "ours: StreamConnector, FastAPI on Hypercorn trio, trio-websocket remote leg",
     ),
     "relay_hypercorn": (
         ["relay_hypercorn.py"],
@@ -86,9 +86,9 @@ BRIDGES: dict[str, tuple[list[str], str]] = {
 }
 DEFAULT_BRIDGES = [
     "ours_trio",
-    "ours_trio_lean",
+    "ours_trio_tw",
     "ours_hypercorn",
-    "ours_hypercorn_lean",
+    "ours_hypercorn_tw",
     "relay_hypercorn",
     "teler_asyncio",
     "teler_uvloop",
@@ -390,14 +390,14 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         return by[name]["at_cpu_calls"]["cpu_us_per_frame"] if name in by else None
 
     teler = calls("teler_uvloop")
-    for ours in ("ours_trio", "ours_trio_lean"):
+    for ours in ("ours_trio", "ours_trio_tw"):
         if calls(ours) is not None and teler:
             ratio = calls(ours) / teler
             out.append(
                 (f"{ours} calls / teler_uvloop calls >= 1.5", f"{ratio:.2f}x", ratio >= 1.5)
             )
     ref = cpu("relay_hypercorn")
-    for ours in ("ours_hypercorn", "ours_hypercorn_lean"):
+    for ours in ("ours_hypercorn", "ours_hypercorn_tw"):
         if cpu(ours) is not None and ref:
             over = cpu(ours) / ref - 1
             out.append(
@@ -408,7 +408,7 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 )
             )
     teler_idle = by.get("teler_asyncio", {}).get("idle") or {}
-    for ours in ("ours_trio", "ours_trio_lean", "ours_hypercorn"):
+    for ours in ("ours_trio", "ours_trio_tw", "ours_hypercorn"):
         idle = (by.get(ours) or {}).get("idle") or {}
         if idle.get("kib_per_call") is not None and teler_idle.get("kib_per_call"):
             out.append(
@@ -422,14 +422,26 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    n = result["settings"]["cpu_calls"]
-    text = f"### Bridge ({result['settings']['rate']} Hz, N = {n} calls for the CPU columns)\n\n"
-    text += markdown_table(TABLE_HEADER, table_rows(result))
-    text += "\n" + markdown_table(
-        ("target", "measured", "met"),
-        [[t, m, {True: "yes", False: "NO", None: "-"}[ok]] for t, m, ok in targets(result)],
+    """The section of ``docs/performance.md`` for one run at one sample rate."""
+    s = result["settings"]
+    baseline = ", ".join(
+        f"{ms:.2f} ms at {n}"
+        for n, ms in sorted(result["baseline_p99_ms"].items(), key=lambda kv: int(kv[0]))
     )
-    return text
+    return "\n".join(
+        [
+            f"### Bridge, {s['rate'] // 1000} kHz",
+            "",
+            f"Run {result['machine']['date']}. 20 ms frames, {s['repeats']} run(s) of "
+            f"{s['duration']:g} s per point; the CPU and p99 columns at N = {s['cpu_calls']} "
+            f"paced calls; idle memory with {s['idle_calls']} connected calls. Baseline p99 "
+            f"(load generator straight to the echo): {baseline}.",
+            "",
+            markdown_table(TABLE_HEADER, table_rows(result)),
+            noisy(result, "bridges", "bridge"),
+            verdict_table(targets(result)),
+        ]
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
@@ -458,8 +470,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"unknown bridge {name!r}; known: {', '.join(BRIDGES)}")
     result = run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_json(f"bridge-{stamp}.json", result)
-    write_json("bridge-latest.json", result)
+    write_json(f"bridge-{args.rate}-{stamp}.json", result)
+    write_json(f"bridge-{args.rate}-latest.json", result)
     print(markdown(result))
     return result
 

@@ -45,7 +45,7 @@ from _proc import (
     rss_kib,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, write_json
+from _report import fmt, machine, markdown_table, median, noisy, verdict_table, write_json
 from _search import find_max
 
 PY = sys.executable
@@ -57,10 +57,10 @@ AGENT_CORE = {0}
 SIM_CORE = {1}
 
 AGENTS: dict[str, tuple[list[str], str]] = {
-    "ours": (["agent_ours.py"], "ours: TelcoflowClient, trio-websocket (default)"),
-    "ours_lean": (
-        ["agent_ours.py", "--transport", "lean"],
-        "ours: TelcoflowClient, transport='lean'",
+    "ours": (["agent_ours.py"], "ours: TelcoflowClient (default: lean transport)"),
+    "ours_tw": (
+        ["agent_ours.py", "--transport", "trio-websocket"],
+        "ours: TelcoflowClient, transport='trio-websocket'",
     ),
     "sdk": (["agent_sdk.py"], "official telcoflow 1.0.0 SDK (asyncio)"),
     "sdk_uncapped": (
@@ -69,7 +69,7 @@ AGENTS: dict[str, tuple[list[str], str]] = {
     ),
     "sdk_uvloop": (["agent_sdk.py", "--loop", "uvloop"], "official telcoflow 1.0.0 SDK on uvloop"),
 }
-DEFAULT_AGENTS = ["ours", "ours_lean", "sdk", "sdk_uncapped"]
+DEFAULT_AGENTS = ["ours", "ours_tw", "sdk", "sdk_uncapped"]
 
 
 def log(text: str) -> None:
@@ -410,7 +410,7 @@ def media_rows(result: dict[str, Any]) -> list[list[str]]:
 def control_rows(result: dict[str, Any]) -> list[list[str]]:
     return [
         [
-            AGENTS[c["agent"]][1],
+            AGENTS[c["agent"]][1] if c["agent"] in AGENTS else c["agent"],
             str(c["heartbeat"]),
             fmt(c["stall_answering_after_s"], 2),
             fmt(c["drop_answering_after_s"], 2),
@@ -425,18 +425,18 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
     for peer in ("sdk", "sdk_uncapped"):
         theirs = by.get(peer, {}).get("max_calls")
-        for ours in ("ours", "ours_lean"):
+        for ours in ("ours", "ours_tw"):
             if ours in by and by[ours]["max_calls"] and theirs:
                 ratio = by[ours]["max_calls"] / theirs
                 out.append(
                     (f"{ours} sustained calls / {peer}'s >= 1.5", f"{ratio:.2f}x", ratio >= 1.5)
                 )
-        mine = by.get("ours_lean", {}).get("at_cpu_calls", {}).get("cpu_us_per_frame")
+        mine = by.get("ours", {}).get("at_cpu_calls", {}).get("cpu_us_per_frame")
         cpu = by.get(peer, {}).get("at_cpu_calls", {}).get("cpu_us_per_frame")
         if mine and cpu:
             out.append(
                 (
-                    f"ours_lean CPU per frame vs {peer}'s (same N)",
+                    f"ours CPU per frame vs {peer}'s (same N)",
                     f"theirs / ours = {cpu / mine:.2f} ({cpu} vs {mine} µs)",
                     None,
                 )
@@ -445,16 +445,21 @@ def targets(result: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    n = result["settings"]["cpu_calls"]
-    text = f"### Client media (8 kHz, N = {n} calls for the per-call columns)\n\n"
-    text += markdown_table(MEDIA_HEADER, media_rows(result))
+    """The client sections of ``docs/performance.md``."""
+    s = result["settings"]
+    out = [
+        "### Client media",
+        "",
+        f"Run {result['machine']['date']}. 8 kHz, {s['repeats']} run(s) of {s['duration']:g} s "
+        f"per point; per-call columns at N = {s['cpu_calls']} calls; simulator transport "
+        f"{s['sim_transport']!r}.",
+        "",
+        markdown_table(MEDIA_HEADER, media_rows(result)),
+        noisy(result, "media", "agent"),
+    ]
     if result["control"]:
-        text += "\n### Control plane\n\n" + markdown_table(CONTROL_HEADER, control_rows(result))
-    text += "\n" + markdown_table(
-        ("target", "measured", "met"),
-        [[t, m, {True: "yes", False: "NO", None: "-"}[ok]] for t, m, ok in targets(result)],
-    )
-    return text
+        out += ["### Control plane", "", markdown_table(CONTROL_HEADER, control_rows(result))]
+    return "\n".join([*out, verdict_table(targets(result))])
 
 
 def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:

@@ -1,7 +1,8 @@
 """Sphinx configuration: ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
 
-Only extensions that ship with Sphinx, plus the local ``_ext/call_states.py``; the
-build needs no network.
+Extensions that ship with Sphinx, myst-parser (from the ``docs`` extra; it reads
+the Markdown pages, e.g. ``performance.md``, which the benchmark runner rewrites) and
+the local ``_ext/call_states.py``; the build needs no network.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ project_copyright = "telcoflow_trio developers"
 release = telcoflow_trio.__version__
 version = ".".join(release.split(".")[:2])
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "call_states"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "myst_parser", "call_states"]
 
 root_doc = "index"
-source_suffix = {".rst": "restructuredtext"}
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "_ext"]
 
 autodoc_member_order = "bysource"

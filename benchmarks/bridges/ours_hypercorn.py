@@ -1,7 +1,7 @@
 """(a) Our StreamConnector in FastAPI on Hypercorn's trio worker (the Teler README app).
 
 The route is teler's README sample with only the import changed; the remote leg
-uses ``--transport`` (trio-websocket by default, or ``lean``).
+uses ``--transport`` (the library's default, lean, or ``trio-websocket``).
 
 Usage: ``python ours_hypercorn.py --port P --remote URL [--transport trio-websocket|lean]``
 """
@@ -14,11 +14,12 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from telcoflow_trio._transport import DEFAULT_TRANSPORT, TRANSPORTS
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
 
 port, remote, rest = bridge_args(__doc__.splitlines()[0])
 parser = argparse.ArgumentParser()
-parser.add_argument("--transport", choices=("trio-websocket", "lean"), default="trio-websocket")
+parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
 TRANSPORT = parser.parse_args(rest).transport
 
 router = APIRouter()

@@ -1,8 +1,8 @@
 """(b) Our StreamConnector on plain trio: our own server side, no web framework.
 
-``--transport trio-websocket`` (the default) accepts calls with trio-websocket's
-``serve_websocket`` and opens the remote with trio-websocket; ``--transport lean``
-uses :mod:`telcoflow_trio._lean_ws` for both legs.
+``--transport lean`` (the library's default) uses :mod:`telcoflow_trio._lean_ws`
+for both legs; ``--transport trio-websocket`` accepts calls with trio-websocket's
+``serve_websocket`` and opens the remote with trio-websocket.
 
 Usage: ``python ours_trio.py --port P --remote URL [--transport trio-websocket|lean]``
 """
@@ -14,11 +14,12 @@ import trio
 import trio_websocket
 from _transform import bridge_args, call_to_remote, remote_to_call
 
+from telcoflow_trio._transport import DEFAULT_TRANSPORT, TRANSPORTS
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
 
 port, remote, rest = bridge_args(__doc__.splitlines()[0])
 parser = argparse.ArgumentParser()
-parser.add_argument("--transport", choices=("trio-websocket", "lean"), default="trio-websocket")
+parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
 TRANSPORT = parser.parse_args(rest).transport
 log = logging.getLogger("bench.ours_trio")
 
