@@ -42,6 +42,7 @@ import trio
 from trio_websocket import ConnectionRejected
 from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ._poller import EpollPoller, current_poller
 from .exceptions import WSSConnectionClosed, WSSConnectionError
 
 __all__ = [
@@ -113,6 +114,7 @@ class LeanWebSocket:
         "_max",
         "_owed",
         "_pings",
+        "_poller",
         "_pos",
         "_raw",
         "_raw_drained",
@@ -141,11 +143,17 @@ class LeanWebSocket:
         self._stream = stream
         # Plain TCP: do the I/O on our own duplicate of the socket, so that a
         # receive that finds data and a send that completes cost one system call
-        # and no trip through trio's scheduler (see _recv and _write).
+        # and no trip through trio's scheduler (see _recv and _write); waits for
+        # data go through the run's shared epoll set (_poller.py), where trio
+        # would re-arm a one-shot registration each time.
         self._raw: socket.socket | None = None
+        self._poller: EpollPoller | None = None
         if type(stream) is trio.SocketStream:
             self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
             self._raw.setblocking(False)
+            self._poller = current_poller()
+            if self._poller is not None:
+                self._poller.register(self._raw.fileno())
         self._raw_drained = not leftover
         self._client = client
         self._buf = bytes(leftover)
@@ -191,7 +199,10 @@ class LeanWebSocket:
             if self._raw_drained:
                 # The last read emptied the socket: wait first (saves a failed recv).
                 try:
-                    await trio.lowlevel.wait_readable(raw)
+                    if self._poller is not None:
+                        await self._poller.wait_readable(raw)
+                    else:
+                        await trio.lowlevel.wait_readable(raw)
                 except trio.ClosedResourceError:
                     return b""
             try:
@@ -234,7 +245,10 @@ class LeanWebSocket:
         """Close the TCP connection (both our duplicate and the stream)."""
         raw, self._raw = self._raw, None
         if raw is not None:
-            trio.lowlevel.notify_closing(raw)
+            if self._poller is not None:
+                self._poller.forget(raw.fileno())
+            else:
+                trio.lowlevel.notify_closing(raw)
             raw.close()
         await trio.aclose_forcefully(self._stream)
 

@@ -1,0 +1,144 @@
+"""Readiness for many sockets from one persistent epoll set, one trio wake-up per batch.
+
+Why: trio's epoll backend registers a file descriptor one-shot, so every
+``trio.lowlevel.wait_readable`` costs an ``epoll_ctl`` system call and trio's
+per-descriptor bookkeeping, and nothing is shared between sockets. A relay of
+hundreds of calls waits once per message per leg. Here each socket is
+registered once, edge-triggered, in an epoll set of our own; trio watches only
+that set's descriptor. Whoever waits first becomes the *leader*: it waits for
+the set in trio, then reads every ready descriptor in one ``epoll_wait`` and
+wakes their tasks; the others park until woken or handed the lead. No task is
+spawned: the waiters take turns.
+
+Contract (what :class:`~telcoflow_trio._lean_ws.LeanWebSocket` keeps): one
+waiter per descriptor; after a wake-up, read until the socket would block (or
+got less than asked) before waiting again, as edge triggering requires;
+:meth:`EpollPoller.forget` before closing the descriptor. Linux only:
+:func:`current_poller` returns ``None`` elsewhere and callers use trio's own
+``wait_readable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+from typing import Final
+
+import outcome
+import trio
+
+__all__ = ["EpollPoller", "current_poller"]
+
+_READ_EVENTS: Final = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLRDHUP", 0)
+_LEAD: Final = "lead"
+
+
+class EpollPoller:
+    """One per trio run (see :func:`current_poller`)."""
+
+    __slots__ = ("_epoll", "_lead_fd", "_lead_scope", "_parked", "_ready")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._parked: dict[int, trio.lowlevel.Task] = {}  # fd -> its parked waiter
+        self._ready: set[int] = set()  # edges seen while nobody waited
+        self._lead_fd: int | None = None  # the leader's own descriptor, if any leads
+        self._lead_scope: trio.CancelScope | None = None
+
+    def register(self, fd: int) -> None:
+        """Watch ``fd`` from now on (counts as ready once: it may hold data already)."""
+        self._epoll.register(fd, _READ_EVENTS | select.EPOLLET)
+        self._ready.add(fd)
+
+    def forget(self, fd: int) -> None:
+        """Stop watching ``fd``; its waiter, if any, gets ``trio.ClosedResourceError``."""
+        self._ready.discard(fd)
+        with contextlib.suppress(OSError, ValueError):  # closed already, or never registered
+            self._epoll.unregister(fd)
+        task = self._parked.pop(fd, None)
+        if task is not None:
+            trio.lowlevel.reschedule(task, outcome.Error(trio.ClosedResourceError()))
+        elif fd == self._lead_fd and self._lead_scope is not None:
+            self._lead_scope.cancel()  # the leader sees its descriptor gone
+
+    async def wait_readable(self, sock: socket.socket) -> None:
+        """Wait until ``sock`` (registered) has had new data since its last wake-up.
+
+        Raises:
+            trio.ClosedResourceError: ``sock`` is closed, or :meth:`forget` was
+                called for it while waiting.
+            trio.Cancelled: as any trio wait; a readiness seen is never lost.
+        """
+        while True:
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the socket was closed")
+            if fd in self._ready:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                self._ready.discard(fd)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            if self._lead_fd is None:
+                if await self._lead(fd):
+                    return
+                continue
+            self._parked[fd] = task = trio.lowlevel.current_task()
+
+            def abort(
+                _: trio.lowlevel.RaiseCancelT, fd: int = fd, task: trio.lowlevel.Task = task
+            ) -> trio.lowlevel.Abort:
+                if self._parked.get(fd) is task:
+                    del self._parked[fd]
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            if await trio.lowlevel.wait_task_rescheduled(abort) is not _LEAD:
+                return
+
+    async def _lead(self, fd: int) -> bool:
+        """Wait for the set in trio, wake every ready waiter; whether ``fd`` was ready."""
+        self._lead_fd = fd
+        scope = self._lead_scope = trio.CancelScope()
+        try:
+            with scope:
+                await trio.lowlevel.wait_readable(self._epoll.fileno())
+        except BaseException:
+            self._lead_fd = self._lead_scope = None
+            self._pass_the_lead()
+            raise
+        self._lead_fd = self._lead_scope = None
+        if scope.cancelled_caught:  # forget(fd)
+            self._pass_the_lead()
+            raise trio.ClosedResourceError("the socket was closed while waiting")
+        mine = False
+        for ready_fd, _ in self._epoll.poll(0):
+            if ready_fd == fd:
+                mine = True
+                continue
+            task = self._parked.pop(ready_fd, None)
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+            else:
+                self._ready.add(ready_fd)
+        if mine:
+            self._pass_the_lead()
+        return mine
+
+    def _pass_the_lead(self) -> None:
+        """Hand the lead to a parked waiter (it leads on waking), if there is one."""
+        if self._lead_fd is None and self._parked:
+            fd = next(iter(self._parked))
+            trio.lowlevel.reschedule(self._parked.pop(fd), outcome.Value(_LEAD))
+
+
+_POLLER: trio.lowlevel.RunVar[EpollPoller | None] = trio.lowlevel.RunVar("telcoflow_poller")
+
+
+def current_poller() -> EpollPoller | None:
+    """This trio run's poller (made on first use); ``None`` without epoll."""
+    try:
+        return _POLLER.get()
+    except LookupError:
+        poller = EpollPoller() if hasattr(select, "epoll") else None
+        _POLLER.set(poller)
+        return poller

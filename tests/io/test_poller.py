@@ -1,0 +1,147 @@
+"""The shared epoll poller of the lean transport, on real socket pairs (Linux only).
+
+Readiness is the one thing it must never lose: every test ends with every
+reader having seen every byte, under ``trio.fail_after`` so a lost wake-up
+fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from telcoflow_trio._poller import EpollPoller, current_poller
+
+pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux only")
+
+
+def pair(poller: EpollPoller) -> tuple[socket.socket, socket.socket]:
+    """``(ours, theirs)``: ``ours`` non-blocking and registered."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    poller.register(ours.fileno())
+    return ours, theirs
+
+
+async def read_exactly(poller: EpollPoller, sock: socket.socket, n: int) -> bytes:
+    """What a lean reader does: read until the socket would block, then wait."""
+    got = b""
+    while len(got) < n:
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            await poller.wait_readable(sock)
+            continue
+        assert data, "the peer closed early"
+        got += data
+    return got
+
+
+async def test_one_poller_per_run() -> None:
+    assert current_poller() is current_poller() is not None
+
+
+async def test_many_readers_see_every_byte_under_random_interleaving() -> None:
+    poller = EpollPoller()
+    rng = random.Random(7)
+    pairs = [pair(poller) for _ in range(40)]
+    rounds = 30
+    seen: dict[int, bytes] = {}
+
+    async def reader(i: int, sock: socket.socket) -> None:
+        seen[i] = await read_exactly(poller, sock, rounds)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i, (ours, _) in enumerate(pairs):
+                nursery.start_soon(reader, i, ours)
+            for _ in range(rounds):
+                for _, theirs in rng.sample(pairs, len(pairs)):
+                    theirs.send(b"x")
+                await trio.sleep(rng.choice([0, 0, 0.001]))
+    assert seen == {i: b"x" * rounds for i in range(len(pairs))}
+    for ours, theirs in pairs:
+        poller.forget(ours.fileno())
+        ours.close()
+        theirs.close()
+
+
+async def test_a_cancelled_leader_hands_the_lead_to_a_parked_waiter() -> None:
+    poller = EpollPoller()
+    (a, a_peer), (b, b_peer) = pair(poller), pair(poller)
+    got: list[bytes] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            leader = trio.CancelScope()
+
+            async def lead() -> None:
+                with leader:
+                    await read_exactly(poller, a, 1)
+
+            async def follow() -> None:
+                got.append(await read_exactly(poller, b, 1))
+
+            nursery.start_soon(lead)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            leader.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            b_peer.send(b"y")
+    assert got == [b"y"]
+    assert leader.cancelled_caught
+    a_peer.send(b"z")  # the readiness of the cancelled reader's socket is kept
+    with trio.fail_after(10):
+        assert await read_exactly(poller, a, 1) == b"z"
+    for s in (a, a_peer, b, b_peer):
+        s.close()
+
+
+@pytest.mark.parametrize("who", ["leader", "parked"])
+async def test_forget_wakes_the_waiter_with_closed_resource_error(who: str) -> None:
+    poller = EpollPoller()
+    (a, a_peer), (b, b_peer) = pair(poller), pair(poller)
+    results: dict[str, object] = {}
+
+    async def wait(name: str, sock: socket.socket) -> None:
+        try:
+            results[name] = await read_exactly(poller, sock, 1)
+        except trio.ClosedResourceError:
+            results[name] = "closed"
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, "a", a)  # the first waiter leads
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(wait, "b", b)  # the second one parks
+            await trio.testing.wait_all_tasks_blocked()
+            gone, other = (a, b_peer) if who == "leader" else (b, a_peer)
+            poller.forget(gone.fileno())
+            await trio.testing.wait_all_tasks_blocked()
+            other.send(b"y")  # the other waiter is still served
+    assert results == (
+        {"a": "closed", "b": b"y"} if who == "leader" else {"a": b"y", "b": "closed"}
+    )
+    a.close()
+    with pytest.raises(trio.ClosedResourceError, match="closed"):
+        await poller.wait_readable(a)
+    for s in (a_peer, b, b_peer):
+        s.close()
+
+
+async def test_a_wait_cancelled_before_it_starts_keeps_the_readiness() -> None:
+    poller = EpollPoller()
+    ours, theirs = pair(poller)  # just registered: counts as ready once
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await poller.wait_readable(ours)
+    assert scope.cancelled_caught
+    with trio.fail_after(10):
+        await poller.wait_readable(ours)  # still ready: returns at once
+    ours.close()
+    theirs.close()
