@@ -457,6 +457,11 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     parser.add_argument("--max-probes", type=int, default=2 if quick else 5)
     parser.add_argument("--resolution", type=float, default=0.1)
     parser.add_argument("--max-foreign", type=float, default=8.0)
+    parser.add_argument(
+        "--label",
+        default="",
+        help="a side run: write results/bridge-RATE-LABEL-STAMP.json only, not the latest",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -470,8 +475,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"unknown bridge {name!r}; known: {', '.join(BRIDGES)}")
     result = run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_json(f"bridge-{args.rate}-{stamp}.json", result)
-    write_json(f"bridge-{args.rate}-latest.json", result)
+    if args.label:
+        write_json(f"bridge-{args.rate}-{args.label}-{stamp}.json", result)
+    else:
+        write_json(f"bridge-{args.rate}-{stamp}.json", result)
+        write_json(f"bridge-{args.rate}-latest.json", result)
     print(markdown(result))
     return result
 
