@@ -15,6 +15,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+from telcoflow_trio import _lean_ws as lean_ws
 from telcoflow_trio._lean_ws import (
     LeanWebSocket,
     accept_lean_websocket,
@@ -502,8 +503,15 @@ async def test_bytes_right_after_the_101_are_kept() -> None:
         assert await ws.get_message() == "hello at once"
 
 
-async def test_loopback_tcp_fast_path_round_trip() -> None:
-    """Real sockets: the lean client and server on 127.0.0.1 (the socket fast path)."""
+@pytest.mark.parametrize("poller", ["shared epoll", "trio's wait_readable"])
+async def test_loopback_tcp_fast_path_round_trip(
+    poller: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real sockets: the lean client and server on 127.0.0.1 (the socket fast path),
+    waiting through the run's shared epoll set or, as where there is no epoll,
+    through trio's own ``wait_readable``."""
+    if poller != "shared epoll":
+        monkeypatch.setattr(lean_ws, "current_poller", lambda: None)
 
     async def echo(ws: LeanWebSocket) -> None:
         try:
@@ -520,6 +528,8 @@ async def test_loopback_tcp_fast_path_round_trip() -> None:
             async with open_websocket(
                 f"ws://127.0.0.1:{port}/x", transport="lean", max_message_size=1 << 20
             ) as ws:
+                assert isinstance(ws, LeanWebSocket)
+                assert (ws._poller is None) == (poller != "shared epoll")
                 for i in range(50):
                     await ws.send_message(f"m{i}")
                     assert await ws.get_message() == f"m{i}"
