@@ -12,14 +12,14 @@ only ``RemoteProtocolError``, and whatever they return can be sent back.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 from hypothesis import HealthCheck, given, settings, strategies as st
+from streams.conftest import open_call_pair  # the bridge tests' in-memory call leg
 
 from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
@@ -117,25 +117,6 @@ def test_fuzz_teler_parsers(message: str | bytes) -> None:
 async def echo(ws: WebSocket) -> None:
     while True:
         await ws.send_message(await ws.get_message())
-
-
-async def open_call_pair(
-    nursery: trio.Nursery,
-) -> tuple[trio_websocket.WebSocketConnection, WebSocket]:
-    """(the app's accepted call WebSocket, Teler's end of it), in memory."""
-    teler_stream, app_stream = trio.testing.memory_stream_pair()
-    accepted: list[trio_websocket.WebSocketConnection] = []
-
-    async def accept() -> None:
-        request = await trio_websocket.wrap_server_stream(nursery, app_stream)
-        accepted.append(await request.accept())
-
-    async with trio.open_nursery() as both:
-        both.start_soon(accept)
-        teler_conn = await trio_websocket.wrap_client_stream(
-            nursery, cast(trio.SocketStream, teler_stream), "app.invalid", "/media-stream"
-        )
-    return accepted[0], WebSocket(teler_conn, close_timeout=1.0)
 
 
 async def parse_teler(message: str | bytes) -> tuple[str | bytes | None, StreamOp]:
