@@ -4,9 +4,10 @@ Time in a call is driven by two tasks. The call task (:meth:`SimulatedCall._run`
 owns the caller's clock before the answer (ringing, hanging up unanswered) and
 the ``hangup_after`` timer. While the media connection is open, one ticker task
 does all per-frame work every ``frame_ms``, on absolute deadlines so nothing
-drifts: it sends a caller frame, plays one frame of agent audio out of the
-playout buffer (counting underruns), and tops up the agent's pull credit with
-``buffer_request`` so that ``playout_target_frames`` stay buffered or in flight.
+drifts (rounded up to the millisecond: the simulator's ``SlotTimer``): it sends
+a caller frame, plays one frame of agent audio out of the playout buffer
+(counting underruns), and tops up the agent's pull credit with ``buffer_request``
+so that ``playout_target_frames`` stay buffered or in flight.
 Commands run in tasks of their own, because ``call.connect`` rings for seconds
 and must not stall audio or other commands.
 """
@@ -513,6 +514,7 @@ class SimulatedCall:
         isolated = self.audio_mode == "isolated"
         requests: dict[int, str] = {}
         send = conn.send
+        sleep_until = self._sim.ticks.sleep_until
         start = trio.current_time()
         answered_at = self._answered_at if self._answered_at is not None else start
         tick = 0
@@ -566,7 +568,7 @@ class SimulatedCall:
                 if late > _MAX_LAG_TICKS * period:
                     start += late  # re-anchor rather than burst to catch up
                     deadline += late
-                await trio.sleep_until(deadline)
+                await sleep_until(deadline)
 
     # -- commands ---------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from ..proto import (
     decode_control,
 )
 from ._call import SimulatedCall
+from ._clock import SlotTimer
 from ._connection import Connection, FaultStream, FrameLog, salvage_field
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
@@ -70,6 +71,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The slot of the call tickers' shared timer, in seconds.
+_TICK_SLOT = 0.001
 
 CONTROL_PATH = "/v1/agent/session-manager"
 MEDIA_PATH_PREFIX = "/v1/media/"
@@ -154,6 +158,8 @@ class Simulator:
     ) -> None:
         self.config = config
         self.faults = SimulatorFaults(self)
+        #: The call tickers' shared timer (ticks up to 1 ms late, never early).
+        self.ticks = SlotTimer(_TICK_SLOT)
         self._nursery = nursery
         self._ssl_context = ssl_context
         self._frame_log = frame_log
