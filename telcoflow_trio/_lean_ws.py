@@ -123,6 +123,7 @@ class LeanWebSocket:
         "_sending",
         "_skip",
         "_stream",
+        "_unsent",
         "close_timeout",
         "path",
         "pong_gate",
@@ -167,6 +168,7 @@ class LeanWebSocket:
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
         self._owed: list[bytes] = []  # control frames to send after the current send
+        self._unsent = b""  # the rest of a frame send_message_nowait() began
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
         self._masks = b""
@@ -267,7 +269,10 @@ class LeanWebSocket:
             await self._send_waiters.park()
         self._sending = True
         try:
-            await self._write(data)
+            if self._unsent:
+                data, self._unsent = self._unsent + data, b""
+            if data:
+                await self._write(data)
             while self._owed:
                 # Control frames owed meanwhile go in a write of their own, so
                 # a write never mixes a pong into a data frame's bytes.
@@ -300,6 +305,40 @@ class LeanWebSocket:
         else:
             raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
         await self._send_raw(frame)
+
+    def send_message_nowait(self, message: bytes) -> bool:
+        """Send a binary message from a synchronous caller, if that can be done now.
+
+        ``False``: nothing was sent (a send is in progress, the connection is
+        closed, or not plain TCP, or the socket would block); use
+        :meth:`send_message`. ``True``: the socket took the message, or its
+        beginning; in that case :attr:`unsent` is non-zero and the rest goes out
+        before anything else, at the next send or :meth:`flush`.
+        """
+        raw = self._raw
+        if raw is None or self._sending or self._unsent or self._closed is not None:
+            return False
+        frame = self._frame(_BINARY, message)
+        try:
+            sent = raw.send(frame)
+        except OSError:  # would block, or broken: the next send_message() says which
+            return False
+        if sent < len(frame):
+            self._unsent = frame[sent:]
+        return True
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of a message begun by :meth:`send_message_nowait` still to write."""
+        return len(self._unsent)
+
+    async def flush(self) -> None:
+        """Write what :meth:`send_message_nowait` left (see :attr:`unsent`).
+
+        Raises:
+            WSSConnectionClosed: the connection broke.
+        """
+        await self._send_raw(b"")
 
     async def ping(self, payload: bytes) -> None:
         """Send a ping and wait for its pong (seen while a task is in :meth:`get_message`).
@@ -565,13 +604,13 @@ class LeanWebSocket:
         if not _valid_close_code(code):
             raise ValueError(f"close code {code} may not be sent; use 1000-1014 or 3000-4999")
         if self._closed is not None:
-            if self._owed or self._skip:
+            if self._owed or self._skip or self._unsent:
                 # Our close went out from get_message(): make sure it left (a
                 # send cancelled meanwhile may have kept it owed), and after a
                 # 1009 finish that closing handshake.
                 with self._closing_scope(), contextlib.suppress(WSSConnectionClosed, _Fail):
-                    if self._owed:
-                        await self._send_raw(b"")  # writes nothing, then what is owed
+                    if self._owed or self._unsent:
+                        await self.flush()
                     if self._skip:
                         await self._drain_after_1009()
                 self._skip = 0

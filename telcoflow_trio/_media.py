@@ -363,35 +363,71 @@ class MediaConnection:
     # -- sender --------------------------------------------------------------------
 
     def _wake_sender(self) -> None:
-        # Only when it can send now: a wake-up per buffer_request with nothing
-        # queued (the usual case for an echoing agent) would be a task switch
-        # per frame for nothing.
-        if self._sender_lot and self.credit.next_frame(len(self.outgoing)):
+        """Audio or credit came: send what can go now, here, else wake the sender.
+
+        Sending from the calling task (``send_audio``'s, or the reader's on a
+        ``buffer_request``) saves a task switch per frame; it takes only what the
+        socket accepts without waiting. Nothing happens when nothing can be
+        sent: a wake-up per ``buffer_request`` with nothing queued (the usual
+        case for an echoing agent) would be a task switch for nothing.
+        """
+        n = self.credit.next_frame(len(self.outgoing))
+        if not n or self._sending:
+            return  # a sender in the middle of a send loops on by itself
+        ws = self._ws
+        if ws is not None and self._send_nowait(ws, n):
+            return
+        if self._sender_lot:
             self._sender_lot.unpark_all()
 
+    def _send_nowait(self, ws: ClientWebSocket, n: int) -> bool:
+        """Send frames (the first of ``n`` bytes) while the socket takes them; whether all went."""
+        out, credit = self.outgoing, self.credit
+        while n:
+            pcm = out.read(n)
+            if not ws.send_message_nowait(_AUDIO_PREFIX + pcm):
+                out.unread(pcm)
+                return False
+            credit.consume(n)
+            if self._space_lot:
+                self._space_lot.unpark_all()
+            self._sent(n)
+            if ws.unsent:
+                return False  # the sender writes the rest
+            n = credit.next_frame(len(out))
+        return True
+
+    def _sent(self, n: int) -> None:
+        """``n`` bytes of agent audio went to the connection."""
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += n
+        if not self.outgoing and self._drained_lot:
+            self._drained_lot.unpark_all()
+
     async def _send(self, ws: ClientWebSocket) -> None:
-        out, credit, counters = self.outgoing, self.credit, self.counters
+        out, credit = self.outgoing, self.credit
         while True:
             n = credit.next_frame(len(out))
-            if not n:
+            if not (n or ws.unsent):
                 await self._sender_lot.park()
                 continue
             pcm = out.read(n)
             credit.consume(n)
-            self._sending = n
-            if self._space_lot:
+            if n and self._space_lot:
                 self._space_lot.unpark_all()
+            self._sending = n or ws.unsent
             try:
-                await ws.send_message(_AUDIO_PREFIX + pcm)
+                if n:
+                    await ws.send_message(_AUDIO_PREFIX + pcm)
+                else:
+                    await ws.flush()
             except WSSConnectionClosed as exc:
                 self._lost(exc)
                 return
             finally:
                 self._sending = 0
-            counters.frames_sent += 1
-            counters.bytes_sent += n
-            if not out and self._drained_lot:
-                self._drained_lot.unpark_all()
+            if n:
+                self._sent(n)
 
     # -- outgoing audio --------------------------------------------------------------
 

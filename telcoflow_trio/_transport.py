@@ -101,6 +101,24 @@ class ClientWebSocket(MessageStream, Protocol):
             WSSConnectionClosed: the connection is closed.
         """
 
+    def send_message_nowait(self, message: bytes) -> bool:
+        """Send a binary message without waiting, if the transport can right now.
+
+        ``False``: nothing was sent; use :meth:`send_message`. ``True``: sent,
+        though :attr:`unsent` bytes of it may wait for the next send or :meth:`flush`.
+        """
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of a message :meth:`send_message_nowait` began that still wait."""
+
+    async def flush(self) -> None:
+        """Write what :meth:`send_message_nowait` left.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+
 
 #: The WebSocket implementation under :func:`open_websocket`.
 Transport: TypeAlias = Literal["trio-websocket", "lean"]
@@ -205,6 +223,17 @@ class WebSocket:
             return await self._conn.get_message()
         except ConnectionClosed as exc:
             raise _closed(exc) from None
+
+    def send_message_nowait(self, message: bytes) -> bool:
+        """Always ``False``: trio-websocket sends only from a task."""
+        return False
+
+    #: Nothing is ever left unsent (see :meth:`send_message_nowait`).
+    unsent = 0
+
+    async def flush(self) -> None:
+        """Nothing to write (see :meth:`send_message_nowait`)."""
+        await trio.lowlevel.checkpoint()
 
     async def ping(self, payload: bytes) -> None:
         """Send a ping and wait for its pong. Never returns if the peer dies: bound it.

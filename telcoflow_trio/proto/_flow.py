@@ -139,6 +139,14 @@ class OutgoingAudio:
                 self._head = 0
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def unread(self, data: bytes) -> None:
+        """Put back ``data`` that :meth:`read` just returned (it could not be sent)."""
+        if self._head:
+            self._chunks[0] = self._chunks[0][self._head :]
+            self._head = 0
+        self._chunks.appendleft(data)
+        self._size += len(data)
+
     def clear(self) -> int:
         """Drop everything buffered; return how many bytes were dropped."""
         dropped = self._size

@@ -18,7 +18,7 @@ from telcoflow_trio import (
     TerminationReason,
     events,
 )
-from telcoflow_trio._media import InboundAudio
+from telcoflow_trio._media import InboundAudio, MediaConnection
 from telcoflow_trio._throttle import ThrottledLog
 from telcoflow_trio.exceptions import (
     BufferClosedError,
@@ -239,3 +239,83 @@ async def test_throttled_log_writes_once_per_interval_and_counts_the_rest(
         "bad frame 5 (4 more like it since the last report)",
     ]
     assert log.suppressed == 1
+
+
+class FakeWS:
+    """A media socket whose ``send_message_nowait`` answers from a script."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)  # "whole", "part" or "no"; then "whole"
+        self.sent: list[tuple[str, bytes]] = []
+        self.unsent = 0
+
+    def send_message_nowait(self, message: bytes) -> bool:
+        answer = self.answers.pop(0) if self.answers else "whole"
+        if answer == "no":
+            return False
+        self.sent.append(("nowait", message))
+        self.unsent = 7 if answer == "part" else 0
+        return True
+
+    async def send_message(self, message: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.unsent = 0
+        self.sent.append(("task", message))
+
+    async def flush(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.unsent = 0
+        self.sent.append(("flush", b""))
+
+
+def media_with(ws: FakeWS, credit: int) -> MediaConnection:
+    media = make_call()._media
+    media._ws = ws  # type: ignore[assignment]
+    media.credit.grant(credit, 4)
+    return media
+
+
+@pytest.mark.parametrize(
+    ("audio", "answers", "expected"),
+    [
+        (b"abcdefgh", (), ["nowait", "nowait"]),  # two frames from the writing task
+        (b"abcdefgh", ("no",), ["task", "task"]),  # the sender sends them, in order, whole
+        (b"abcdefgh", ("part",), ["nowait", "task"]),  # its next send writes the rest first
+        (b"abcd", ("part",), ["nowait", "flush"]),  # nothing follows: the sender flushes
+    ],
+    ids=["socket-takes-all", "socket-refuses", "socket-takes-part", "last-frame-part"],
+)
+async def test_agent_audio_leaves_from_the_writing_task_when_the_socket_takes_it(
+    autojump_clock: trio.testing.MockClock,
+    audio: bytes,
+    answers: tuple[str, ...],
+    expected: list[str],
+) -> None:
+    ws = FakeWS(*answers)
+    media = media_with(ws, credit=8)
+    media.write_nowait(audio)  # frames of 4 bytes
+    if expected[0] == "nowait":
+        assert ws.sent[0] == ("nowait", b"\x00abcd")  # before any checkpoint
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(media._send, ws)
+        await media.wait_sent()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [how for how, _ in ws.sent] == expected
+    assert b"".join(m[1:] for how, m in ws.sent if m) == audio
+    assert media.counters.frames_sent == len(audio) // 4
+    assert media.credit.available == 8 - len(audio)
+    assert ws.unsent == 0
+
+
+async def test_credit_arriving_sends_queued_audio_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws = FakeWS()
+    media = media_with(ws, credit=0)
+    media.write_nowait(b"abcd")
+    assert ws.sent == []  # no credit: stays queued
+    media.credit.grant(4, 4)
+    media._wake_sender()  # what the reader does on a buffer_request
+    assert ws.sent == [("nowait", b"\x00abcd")]
+    assert len(media.outgoing) == 0

@@ -8,6 +8,7 @@ directions and one loopback test for the plain-TCP fast path.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 
 import pytest
@@ -538,3 +539,55 @@ async def test_loopback_tcp_fast_path_round_trip(
                 await ws.aclose(4003, "finished")
             assert ws.closed == (4003, "finished")
             nursery.cancel_scope.cancel()
+
+
+async def test_send_message_nowait_whole_partial_and_refused() -> None:
+    """Loopback TCP: a message the socket takes goes out from synchronous code;
+    when it takes only the beginning, the rest waits in ``unsent``, goes out
+    before any later message and ``flush``/``aclose`` write it; with nothing
+    sendable now the answer is ``False`` and nothing is sent."""
+    received: list[str | bytes] = []
+    reading = trio.Event()
+
+    async def collect(ws: LeanWebSocket) -> None:
+        await reading.wait()
+        try:
+            while True:
+                received.append(await ws.get_message())
+        except WSSConnectionClosed:
+            pass
+
+    big = os.urandom(900_000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_lean_websocket, collect, "127.0.0.1", 0)
+            port = listeners[0].socket.getsockname()[1]
+            async with open_websocket(f"ws://127.0.0.1:{port}/", transport="lean") as ws:
+                assert isinstance(ws, LeanWebSocket)
+                assert ws._raw is not None
+                ws._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+                assert ws.send_message_nowait(b"small")
+                assert ws.unsent == 0
+                assert ws.send_message_nowait(big)  # the peer reads nothing yet
+                assert 0 < ws.unsent < len(big)
+                assert not ws.send_message_nowait(b"must wait its turn")
+                reading.set()
+                await ws.flush()
+                assert ws.unsent == 0
+                assert ws.send_message_nowait(big)
+                await ws.send_message("after the rest")  # writes the rest first
+                assert ws.send_message_nowait(big)
+                # aclose() writes what is left before its close frame.
+            assert not ws.send_message_nowait(b"closed")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert received == [b"small", big, big, "after the rest", big]
+
+
+async def test_send_message_nowait_needs_a_plain_socket() -> None:
+    ws, peer = pair(client=False)  # a memory stream: sends happen in a task only
+    assert not ws.send_message_nowait(b"x")
+    assert ws.unsent == 0
+    await ws.flush()  # nothing to write
+    await ws.send_message(b"y")
+    assert await peer.read() == (BINARY, b"y", False)

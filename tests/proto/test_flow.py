@@ -97,3 +97,22 @@ def test_buffer_is_a_fifo(writes: list[bytes], reads: list[int]) -> None:
     got = b"".join(buffer.read(n) for n in reads) + buffer.read(len(buffer))
     assert got == expected
     assert len(buffer) == 0
+
+
+@given(
+    st.lists(st.binary(max_size=50), max_size=30),
+    st.lists(st.tuples(st.integers(0, 70), st.booleans()), max_size=40),
+)
+def test_a_read_put_back_is_read_again(writes: list[bytes], reads: list[tuple[int, bool]]) -> None:
+    buffer = OutgoingAudio(1 << 16)
+    for chunk in writes:
+        buffer.write(chunk)
+    got = []
+    for n, put_back in reads:
+        data = buffer.read(n)
+        if put_back:
+            buffer.unread(data)
+        else:
+            got.append(data)
+    assert b"".join(got) + buffer.read(len(buffer)) == b"".join(writes)
+    assert len(buffer) == 0
