@@ -110,6 +110,7 @@ class LeanWebSocket:
         "_frag",
         "_frag_op",
         "_frag_size",
+        "_mask_at",
         "_masks",
         "_max",
         "_owed",
@@ -171,7 +172,8 @@ class LeanWebSocket:
         self._unsent = b""  # the rest of a frame send_message_nowait() began
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
-        self._masks = b""
+        self._masks = b""  # random masking keys, drawn 4 bytes at a time from _mask_at
+        self._mask_at = 0
         self.close_timeout = close_timeout
         #: The request path (with query string) the connection was opened for.
         self.path = path
@@ -259,9 +261,11 @@ class LeanWebSocket:
     def _frame(self, opcode: int, payload: bytes) -> bytes:
         if not self._client:
             return _header(opcode, len(payload), False) + payload
-        if len(self._masks) < 4:
-            self._masks = os.urandom(4096)
-        key, self._masks = self._masks[:4], self._masks[4:]
+        at = self._mask_at
+        if at + 4 > len(self._masks):
+            self._masks, at = os.urandom(4096), 0
+        key = self._masks[at : at + 4]
+        self._mask_at = at + 4
         return _header(opcode, len(payload), True) + key + _mask(payload, key)
 
     async def _send_raw(self, data: bytes) -> None:

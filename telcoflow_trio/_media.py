@@ -315,18 +315,29 @@ class MediaConnection:
         counters = self.counters
         max_size = self._config.max_message_size
         call_id = self._call_in.call_id
+        # The platform sends the same buffer_request text again and again:
+        # decode it once (frames are immutable).
+        last_text: str | None = None
+        last_request: proto.MediaFrame | None = None
         while True:
             try:
                 message = await ws.get_message()
             except WSSConnectionClosed as exc:
                 self._lost(exc)
                 return
-            try:
-                frame = proto.decode_media(message, max_size=max_size)
-            except RemoteProtocolError as exc:
-                counters.malformed_frames += 1
-                self._log_malformed("call %s: ignoring a malformed media frame: %s", call_id, exc)
-                continue
+            if message == last_text:
+                frame = last_request
+            else:
+                try:
+                    frame = proto.decode_media(message, max_size=max_size)
+                except RemoteProtocolError as exc:
+                    counters.malformed_frames += 1
+                    self._log_malformed(
+                        "call %s: ignoring a malformed media frame: %s", call_id, exc
+                    )
+                    continue
+                if type(frame) is proto.BufferRequest and isinstance(message, str):
+                    last_text, last_request = message, frame
             if type(frame) is proto.AudioFrame:
                 counters.frames_received += 1
                 counters.bytes_received += len(frame.pcm)

@@ -591,3 +591,22 @@ async def test_send_message_nowait_needs_a_plain_socket() -> None:
     await ws.flush()  # nothing to write
     await ws.send_message(b"y")
     assert await peer.read() == (BINARY, b"y", False)
+
+
+async def test_every_client_frame_has_a_fresh_masking_key() -> None:
+    ws, peer = pair(client=True)
+    count = 1500  # more keys than one draw from os.urandom holds
+    async with trio.open_nursery() as nursery:
+
+        async def send_all() -> None:
+            for i in range(count):
+                await ws.send_message(i.to_bytes(2, "big"))
+
+        nursery.start_soon(send_all)
+        raw = b""
+        while len(raw) < count * 8:  # 2 header bytes, 4 key bytes, 2 payload bytes
+            raw += await peer.stream.receive_some()
+    frames = [raw[i : i + 8] for i in range(0, len(raw), 8)]
+    keys = {f[2:6] for f in frames}
+    assert len(keys) > count - 5  # 32-bit random keys: collisions are rare
+    assert [int.from_bytes(xor(f[6:], f[2:6]), "big") for f in frames] == list(range(count))
