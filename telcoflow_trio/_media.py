@@ -1,15 +1,19 @@
 """One call's media connection: audio both ways and the call commands.
 
-:class:`MediaConnection` owns the call's WebSocket and runs two tasks on it:
+:class:`MediaConnection` owns the call's WebSocket and runs two tasks on it, a
+reader and a sender:
 
 * the **reader** decodes every message and never waits for the application:
   caller audio goes into bounded queues (:class:`InboundAudio`), ``buffer_request``
   credit is added up, command responses wake their callers, call events are
   handed to a synchronous callback that only records them;
-* the **sender** is pull-based: it sends agent audio only while the server has
-  credit for it (:class:`~telcoflow_trio.proto.SendCredit`), in frames of the
-  server's preferred size (else 20 ms), always whole samples, and sends a short
-  tail at once rather than holding it back.
+* **sending** is pull-based: agent audio goes out only while the server has credit
+  for it (:class:`~telcoflow_trio.proto.SendCredit`), in frames of the server's
+  preferred size (else 20 ms), always whole samples, and a short tail goes at
+  once rather than being held back. A frame that can go now is sent by the task
+  that made it possible (``send_audio``'s, or the reader's on a
+  ``buffer_request``) if the socket takes it without waiting
+  (``send_message_nowait``); otherwise the **sender** task sends it.
 
 Commands are round trips correlated by :class:`~telcoflow_trio.proto.CommandTracker`;
 the client's own deadline is the server's deadline plus a grace period. When the

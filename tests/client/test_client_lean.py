@@ -86,7 +86,7 @@ async def test_agent_audio_leaves_from_the_calling_task_on_loopback(
         config = TelcoflowClientConfig.sandbox(
             sim.api_key, sim.connector_uuid, base_url=sim.base_url, sample_rate=RATE
         )
-        simulated = await sim.place_call(CallerScript(audio=tone(440), hangup_after=0.5))
+        simulated = await sim.place_call(CallerScript(audio=tone(440), hangup_after=1))
         async with TelcoflowClient(config) as client, trio.open_nursery() as nursery:
 
             @client.on(events.INCOMING_CALL)
@@ -106,7 +106,7 @@ async def test_agent_audio_leaves_from_the_calling_task_on_loopback(
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     caller = b"".join(itertools.islice(tone(440).frames(RATE, 960), 100))
-    assert result.agent_audio_seconds > 0.3
+    assert result.agent_audio_seconds > 0.5
     assert result.agent_audio == caller[: len(result.agent_audio)]
     assert stats[0].frames_sent >= len(nowait) > stats[0].frames_sent / 2
 
