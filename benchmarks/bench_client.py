@@ -468,7 +468,7 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     parser.add_argument("--duration", type=float, default=2.0 if quick else 2.5)
     parser.add_argument("--warmup", type=float, default=0.5 if quick else 0.75)
     parser.add_argument("--cpu-calls", type=int, default=40)
-    parser.add_argument("--max-probes", type=int, default=2 if quick else 5)
+    parser.add_argument("--max-probes", type=int, default=2 if quick else 7)
     parser.add_argument("--resolution", type=float, default=0.1)
     parser.add_argument("--max-foreign", type=float, default=8.0)
     parser.add_argument("--sim-transport", choices=("trio-websocket", "lean"), default="lean")
@@ -478,6 +478,11 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     parser.add_argument("--setup-calls", type=int, default=100 if quick else 200)
     parser.add_argument("--setup-in-flight", type=int, default=20)
     parser.add_argument("--no-control", action="store_true")
+    parser.add_argument(
+        "--label",
+        default="",
+        help="a side run: write results/client-LABEL-STAMP.json only, not the latest",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -491,8 +496,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")
     result = run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_json(f"client-{stamp}.json", result)
-    write_json("client-latest.json", result)
+    if args.label:
+        write_json(f"client-{args.label}-{stamp}.json", result)
+    else:
+        write_json(f"client-{stamp}.json", result)
+        write_json("client-latest.json", result)
     print(markdown(result))
     return result
 

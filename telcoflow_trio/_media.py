@@ -353,7 +353,7 @@ class MediaConnection:
                     if self.credit.available and not self.outgoing and not self._sending:
                         counters.underruns += 1
                     self.credit.grant(frame.requested_bytes, frame.prefer_audio_frame_bytes)
-                    self._wake_sender()
+                    self._send_or_wake()
             elif type(frame) is proto.CommandResponse:
                 self._resolve(frame)
             elif type(frame) is proto.CallEventFrame:
@@ -377,7 +377,7 @@ class MediaConnection:
 
     # -- sender --------------------------------------------------------------------
 
-    def _wake_sender(self) -> None:
+    def _send_or_wake(self) -> None:
         """Audio or credit came: send what can go now, here, else wake the sender.
 
         Sending from the calling task (``send_audio``'s, or the reader's on a
@@ -447,7 +447,7 @@ class MediaConnection:
     # -- outgoing audio --------------------------------------------------------------
 
     def write_nowait(self, data: bytes) -> None:
-        """Queue ``data`` whole, or raise; wakes the sender.
+        """Queue ``data`` whole, or raise; sends what credit allows (see ``_send_or_wake``).
 
         Raises:
             ValueError: ``data`` is not whole 16-bit samples.
@@ -457,7 +457,7 @@ class MediaConnection:
         if len(data) % proto.SAMPLE_WIDTH:
             raise ValueError(f"PCM16 audio must be whole 2-byte samples; got {len(data)} bytes")
         self.outgoing.write(data)
-        self._wake_sender()
+        self._send_or_wake()
 
     async def write(self, data: bytes) -> None:
         """Queue all of ``data``, waiting for room as often as needed (any size).
@@ -481,9 +481,9 @@ class MediaConnection:
             if room:
                 out.write(bytes(view[:room]))
                 view = view[room:]
-            self._wake_sender()
+            self._send_or_wake()
             await self._space_lot.park()
-        self._wake_sender()
+        self._send_or_wake()
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def wait_sent(self) -> None:

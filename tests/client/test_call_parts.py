@@ -316,6 +316,6 @@ async def test_credit_arriving_sends_queued_audio_at_once(
     media.write_nowait(b"abcd")
     assert ws.sent == []  # no credit: stays queued
     media.credit.grant(4, 4)
-    media._wake_sender()  # what the reader does on a buffer_request
+    media._send_or_wake()  # what the reader does on a buffer_request
     assert ws.sent == [("nowait", b"\x00abcd")]
     assert len(media.outgoing) == 0
