@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import random
 import tracemalloc
 from collections import Counter
@@ -167,8 +168,13 @@ async def soak(samples: list[Sample]) -> None:
 
             for number in range(LINES):
                 nursery.start_soon(line, number)
+            at = start
             while trio.current_time() < end:
-                await trio.sleep(SAMPLE_EVERY)
+                at += SAMPLE_EVERY
+                # Half a millisecond off the simulator's tick grid (its timer
+                # wakes on whole milliseconds), so no frame is in flight when
+                # the sample counts: a frame of a second of audio is 48 KB.
+                await trio.sleep_until(math.floor(at * 1000) / 1000 + 0.0005)
                 if trio.current_time() - start >= TRACED_FROM and not tracemalloc.is_tracing():
                     tracemalloc.start()
                 samples.append(
