@@ -302,13 +302,25 @@ class LeanWebSocket:
         """
         if self._closed is not None:
             raise WSSConnectionClosed(*self._closed)
+        await self._send_raw(self._message_frame(message))
+
+    async def send_messages(self, messages: Sequence[str | bytes]) -> None:
+        """Send several messages, in order, with one write (one system call).
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+            TypeError: a message is neither ``str`` nor ``bytes`` (nothing is sent).
+        """
+        if self._closed is not None:
+            raise WSSConnectionClosed(*self._closed)
+        await self._send_raw(b"".join([self._message_frame(m) for m in messages]))
+
+    def _message_frame(self, message: str | bytes) -> bytes:
         if type(message) is str:
-            frame = self._frame(_TEXT, message.encode())
-        elif isinstance(message, bytes):
-            frame = self._frame(_BINARY, message)
-        else:
-            raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
-        await self._send_raw(frame)
+            return self._frame(_TEXT, message.encode())
+        if isinstance(message, bytes):
+            return self._frame(_BINARY, message)
+        raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
 
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message from a synchronous caller, if that can be done now.

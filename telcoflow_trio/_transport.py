@@ -101,6 +101,13 @@ class ClientWebSocket(MessageStream, Protocol):
             WSSConnectionClosed: the connection is closed.
         """
 
+    async def send_messages(self, messages: Sequence[str | bytes]) -> None:
+        """Send several messages in order (with one write where the transport can).
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message without waiting, if the transport can right now.
 
@@ -223,6 +230,10 @@ class WebSocket:
             return await self._conn.get_message()
         except ConnectionClosed as exc:
             raise _closed(exc) from None
+
+    async def send_messages(self, messages: Sequence[str | bytes]) -> None:
+        for message in messages:
+            await self.send_message(message)
 
     def send_message_nowait(self, message: bytes) -> bool:
         """Always ``False``: trio-websocket sends only from a task."""

@@ -7,7 +7,8 @@ does all per-frame work every ``frame_ms``, on absolute deadlines so nothing
 drifts (rounded up to the millisecond: the simulator's ``SlotTimer``): it sends
 a caller frame, plays one frame of agent audio out of the playout buffer
 (counting underruns), and tops up the agent's pull credit with ``buffer_request``
-so that ``playout_target_frames`` stay buffered or in flight.
+so that ``playout_target_frames`` stay buffered or in flight; a tick's frames go
+out in one write. The caller stops speaking at ``hangup_after``.
 Commands run in tasks of their own, because ``call.connect`` rings for seconds
 and must not stall audio or other commands.
 """
@@ -513,15 +514,18 @@ class SimulatedCall:
         silent_limit = script.hangup_after_agent_silent
         isolated = self.audio_mode == "isolated"
         requests: dict[int, str] = {}
-        send = conn.send
+        send_many = conn.send_many
         sleep_until = self._sim.ticks.sleep_until
         start = trio.current_time()
         answered_at = self._answered_at if self._answered_at is not None else start
+        hang_up_at = None if script.hangup_after is None else answered_at + script.hangup_after
         tick = 0
         # A closed socket ends the loop; the reader sees the close and ends the call.
         with contextlib.suppress(WSSConnectionClosed):
             while True:
                 now = trio.current_time()
+                if hang_up_at is not None and now >= hang_up_at:
+                    return  # the caller hangs up now: no more frames (the call task ends it)
                 # 1. The caller (and, once connected, the callee) speaks.
                 pcm = (
                     next(caller_frames, silence)
@@ -530,18 +534,15 @@ class SimulatedCall:
                 )
                 if self._state is _C:
                     callee = next(callee_frames, silence)
-                    await send(b"\x00" + (pcm if callee_silent else mix(pcm, callee)))
+                    out: list[str | bytes] = [
+                        b"\x00" + (pcm if callee_silent else mix(pcm, callee))
+                    ]
                     if isolated:
-                        await send(b"\x01" + pcm)
-                        await send(b"\x02" + callee)
+                        out += (b"\x01" + pcm, b"\x02" + callee)
                 else:
-                    await send(b"\x00" + pcm)
+                    out = [b"\x00" + pcm]
                     if isolated:
-                        await send(b"\x01" + pcm)
-                self._caller_bytes += frame
-                track = self._caller_track
-                if track is not None and len(track) < self._record_limit:
-                    track += pcm
+                        out.append(b"\x01" + pcm)
                 # 2. Play agent audio (slower than real time under the slow-pull fault).
                 self._play_credit += faults.pull_rate
                 while self._play_credit >= 1:
@@ -554,8 +555,14 @@ class SimulatedCall:
                         request = requests.get(want)
                         if request is None:
                             request = requests[want] = BufferRequest(want, frame).encode()
-                        await send(request)
+                        out.append(request)
                         self._outstanding += want
+                self._caller_bytes += frame
+                track = self._caller_track
+                if track is not None and len(track) < self._record_limit:
+                    track += pcm
+                # The tick's frames go out together: one write, not one per frame.
+                await send_many(out)
                 # 4. A caller who waits for the agent to stop talking.
                 if silent_limit is not None:
                     last = self._last_play_at if self._last_play_at is not None else answered_at

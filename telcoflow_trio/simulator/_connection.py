@@ -165,6 +165,17 @@ class Connection:
             self.log(self.name, "out", message)
         await self.ws.send_message(message)
 
+    async def send_many(self, messages: list[str | bytes]) -> None:
+        """Send ``messages`` in order, with one write where the transport can.
+
+        Raises:
+            WSSConnectionClosed: the connection is closed.
+        """
+        if self.log is not None:
+            for message in messages:
+                self.log(self.name, "out", message)
+        await self.ws.send_messages(messages)
+
     def abort(self) -> None:
         """Drop the connection now, without a close handshake."""
         self.abrupt = True

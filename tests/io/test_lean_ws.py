@@ -610,3 +610,15 @@ async def test_every_client_frame_has_a_fresh_masking_key() -> None:
     keys = {f[2:6] for f in frames}
     assert len(keys) > count - 5  # 32-bit random keys: collisions are rare
     assert [int.from_bytes(xor(f[6:], f[2:6]), "big") for f in frames] == list(range(count))
+
+
+async def test_send_messages_is_one_write_and_all_or_nothing() -> None:
+    ws, peer = pair(client=False)
+    await ws.send_messages(["a", b"b", "c"])
+    assert await peer.stream.receive_some() == (
+        frame(TEXT, b"a") + frame(BINARY, b"b") + frame(TEXT, b"c")
+    )
+    with pytest.raises(TypeError, match="must be str or bytes"):
+        await ws.send_messages(["sent?", 3])  # type: ignore[list-item]
+    await ws.send_message("next")
+    assert await peer.read() == (TEXT, b"next", False)  # "sent?" never went out

@@ -80,6 +80,8 @@ async def test_text_and_binary_round_trip_and_headers(
             assert await ws.get_message() == "hello"
             await ws.send_message(b"\x00\x01")
             assert await ws.get_message() == b"\x00\x01"
+            await ws.send_messages(["one", b"two", "three"])
+            assert [await ws.get_message() for _ in range(3)] == ["one", b"two", "three"]
         nursery.cancel_scope.cancel()
     assert (b"x-api-key", b"k") in seen
 
