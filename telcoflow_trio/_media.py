@@ -423,19 +423,21 @@ class MediaConnection:
         out, credit = self.outgoing, self.credit
         while True:
             n = credit.next_frame(len(out))
-            if not (n or ws.unsent):
+            if n:
+                pcm = out.read(n)
+                credit.consume(n)
+                if self._space_lot:
+                    self._space_lot.unpark_all()
+                self._sending = n
+                sending = ws.send_message(_AUDIO_PREFIX + pcm)  # writes any unsent rest first
+            elif ws.unsent:  # the rest of a frame send_message_nowait() began
+                self._sending = ws.unsent
+                sending = ws.flush()
+            else:
                 await self._sender_lot.park()
                 continue
-            pcm = out.read(n)
-            credit.consume(n)
-            if n and self._space_lot:
-                self._space_lot.unpark_all()
-            self._sending = n or ws.unsent
             try:
-                if n:
-                    await ws.send_message(_AUDIO_PREFIX + pcm)
-                else:
-                    await ws.flush()
+                await sending
             except WSSConnectionClosed as exc:
                 self._lost(exc)
                 return

@@ -232,6 +232,7 @@ class WebSocket:
             raise _closed(exc) from None
 
     async def send_messages(self, messages: Sequence[str | bytes]) -> None:
+        """One ``send_message`` after another (trio-websocket writes each frame itself)."""
         for message in messages:
             await self.send_message(message)
 

@@ -295,11 +295,18 @@ class SimulatedCall:
         if self._state is _P:
             self._finish(ended_by, "CALL_TERMINATED")
             return
-        if script.hangup_after is None or self._answered_at is None:
+        hangup = self._hang_up_at()
+        if hangup is None:
             return
-        with trio.move_on_at(self._answered_at + script.hangup_after):
+        with trio.move_on_at(hangup):
             await self._ended.wait()
         self._finish("caller_hangup", "CALL_TERMINATED")
+
+    def _hang_up_at(self) -> float | None:
+        """When the answered caller hangs up (``hangup_after``); ``None``: no such time."""
+        if self.script.hangup_after is None or self._answered_at is None:
+            return None
+        return self._answered_at + self.script.hangup_after
 
     # -- control plane helpers ------------------------------------------------------
 
@@ -518,7 +525,7 @@ class SimulatedCall:
         sleep_until = self._sim.ticks.sleep_until
         start = trio.current_time()
         answered_at = self._answered_at if self._answered_at is not None else start
-        hang_up_at = None if script.hangup_after is None else answered_at + script.hangup_after
+        hang_up_at = self._hang_up_at()
         tick = 0
         # A closed socket ends the loop; the reader sees the close and ends the call.
         with contextlib.suppress(WSSConnectionClosed):

@@ -161,9 +161,7 @@ class Connection:
         Raises:
             WSSConnectionClosed: the connection is closed.
         """
-        if self.log is not None:
-            self.log(self.name, "out", message)
-        await self.ws.send_message(message)
+        await self.send_many([message])
 
     async def send_many(self, messages: list[str | bytes]) -> None:
         """Send ``messages`` in order, with one write where the transport can.
