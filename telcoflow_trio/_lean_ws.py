@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 _CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _RECEIVE_SIZE = 65536
+_DEFER_MAX = 65536  # bytes of deferred frames per connection; beyond, a send writes at once
 _MAX_HANDSHAKE = 16384
 _MAX_REJECT_BODY = 4096
 
@@ -117,6 +118,7 @@ class LeanWebSocket:
         "_pings",
         "_poller",
         "_pos",
+        "_queued",
         "_raw",
         "_raw_drained",
         "_receiving",
@@ -169,7 +171,8 @@ class LeanWebSocket:
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
         self._owed: list[bytes] = []  # control frames to send after the current send
-        self._unsent = b""  # the rest of a frame send_message_nowait() began
+        self._unsent = b""  # owed before anything else: deferred frames, or what a flush left
+        self._queued = False  # _unsent waits for the poller's flush (see _defer)
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
         self._masks = b""  # random masking keys, drawn 4 bytes at a time from _mask_at
@@ -201,10 +204,12 @@ class LeanWebSocket:
             return data if type(data) is bytes else bytes(data)
         while True:
             if self._raw_drained:
+                if self._unsent and not self._queued:
+                    self._push()  # a flush found the socket full (the poller wakes us on room)
                 # The last read emptied the socket: wait first (saves a failed recv).
                 try:
                     if self._poller is not None:
-                        await self._poller.wait_readable(raw)
+                        await self._poller.wait_ready(raw)
                     else:
                         await trio.lowlevel.wait_readable(raw)
                 except trio.ClosedResourceError:
@@ -251,6 +256,7 @@ class LeanWebSocket:
         if raw is not None:
             if self._poller is not None:
                 self._poller.forget(raw.fileno())
+                self._poller = None  # nothing more to defer
             else:
                 trio.lowlevel.notify_closing(raw)
             raw.close()
@@ -274,7 +280,7 @@ class LeanWebSocket:
         self._sending = True
         try:
             if self._unsent:
-                data, self._unsent = self._unsent + data, b""
+                data, self._unsent, self._queued = self._unsent + data, b"", False
             if data:
                 await self._write(data)
             while self._owed:
@@ -296,13 +302,53 @@ class LeanWebSocket:
     async def send_message(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message.
 
+        On plain TCP a small message is written when trio's current batch of
+        tasks is done, with the other connections' (see ``_poller``): always
+        before trio waits for I/O, so nothing waits on it. A connection broken
+        meanwhile is then reported by the next send or receive.
+
         Raises:
             WSSConnectionClosed: the connection is closed.
             TypeError: ``message`` is neither ``str`` nor ``bytes``.
         """
         if self._closed is not None:
             raise WSSConnectionClosed(*self._closed)
-        await self._send_raw(self._message_frame(message))
+        frame = self._message_frame(message)
+        if not self._defer(frame):
+            await self._send_raw(frame)
+
+    def _defer(self, frame: bytes) -> bool:
+        """Leave ``frame`` to the poller's flush; ``False``: it must be written now, in order.
+
+        Only on plain TCP, at most ``_DEFER_MAX`` bytes a connection, and never
+        behind a send in progress or bytes a flush could not write.
+        """
+        if self._queued:
+            if len(self._unsent) + len(frame) > _DEFER_MAX:
+                return False
+            self._unsent += frame
+            return True
+        if self._unsent or self._sending or self._poller is None or len(frame) > _DEFER_MAX:
+            return False
+        self._unsent, self._queued = frame, True
+        self._poller.defer(self._push)
+        return True
+
+    def _push(self) -> None:
+        """Write what is owed without blocking; what the socket does not take stays owed.
+
+        Called by the poller's flush, and by the reader before it waits (the
+        poller wakes it when a full socket has room again).
+        """
+        self._queued = False
+        raw = self._raw
+        if raw is None or self._sending or not self._unsent:
+            return
+        try:
+            sent = raw.send(self._unsent)
+        except OSError:  # full, or broken: the next write or read reports which
+            return
+        self._unsent = self._unsent[sent:]
 
     async def send_messages(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, with one write (one system call).
@@ -313,7 +359,9 @@ class LeanWebSocket:
         """
         if self._closed is not None:
             raise WSSConnectionClosed(*self._closed)
-        await self._send_raw(b"".join([self._message_frame(m) for m in messages]))
+        frames = b"".join([self._message_frame(m) for m in messages])
+        if not self._defer(frames):
+            await self._send_raw(frames)
 
     def _message_frame(self, message: str | bytes) -> bytes:
         if type(message) is str:
@@ -325,31 +373,26 @@ class LeanWebSocket:
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message from a synchronous caller, if that can be done now.
 
-        ``False``: nothing was sent (a send is in progress, the connection is
-        closed, or not plain TCP, or the socket would block); use
-        :meth:`send_message`. ``True``: the socket took the message, or its
-        beginning; in that case :attr:`unsent` is non-zero and the rest goes out
-        before anything else, at the next send or :meth:`flush`.
+        ``True``: taken; it leaves with the next flush of writes (see
+        :meth:`send_message`). ``False``: nothing was taken (not plain TCP, the
+        connection is closed, a send is in progress, a flush found the socket
+        full, or the message is large); use :meth:`send_message`.
         """
-        raw = self._raw
-        if raw is None or self._sending or self._unsent or self._closed is not None:
+        if self._closed is not None:
             return False
-        frame = self._frame(_BINARY, message)
-        try:
-            sent = raw.send(frame)
-        except OSError:  # would block, or broken: the next send_message() says which
-            return False
-        if sent < len(frame):
-            self._unsent = frame[sent:]
-        return True
+        return self._defer(self._frame(_BINARY, message))
 
     @property
     def unsent(self) -> int:
-        """Bytes of a message begun by :meth:`send_message_nowait` still to write."""
-        return len(self._unsent)
+        """Bytes a flush could not write because the socket was full.
+
+        They go out before anything else, at the next send, :meth:`flush`, or
+        when the reader is woken by the socket having room.
+        """
+        return 0 if self._queued else len(self._unsent)
 
     async def flush(self) -> None:
-        """Write what :meth:`send_message_nowait` left (see :attr:`unsent`).
+        """Write what is owed now (see :attr:`unsent`), waiting for room if need be.
 
         Raises:
             WSSConnectionClosed: the connection broke.

@@ -1,4 +1,4 @@
-"""Readiness for many sockets from one persistent epoll set, one trio wake-up per batch.
+"""Batched I/O for many sockets: readiness from one epoll set, writes at the end of trio's batch.
 
 Why: trio's epoll backend registers a file descriptor one-shot, so every
 ``trio.lowlevel.wait_readable`` costs an ``epoll_ctl`` system call and trio's
@@ -10,12 +10,21 @@ the set in trio, then reads every ready descriptor in one ``epoll_wait`` and
 wakes their tasks; the others park until woken or handed the lead. No task is
 spawned: the waiters take turns.
 
+Writes: a ``send`` that wakes a peer process sleeping on another core costs
+about twice one that reaches a peer already awake (measured on loopback: 13 µs
+against 6 µs). So a connection may :meth:`EpollPoller.defer` its small writes;
+the poller, which is also an instrument of the run, does them back to back
+when trio's batch of tasks is done (before trio waits for I/O), or as soon as
+16 sockets have some. The peer is woken once for the lot, and a write waits
+at most one batch.
+
 Contract (what :class:`~telcoflow_trio._lean_ws.LeanWebSocket` keeps): one
 waiter per descriptor; after a wake-up, read until the socket would block (or
-got less than asked) before waiting again, as edge triggering requires;
-:meth:`EpollPoller.forget` before closing the descriptor. Linux only:
-:func:`current_poller` returns ``None`` elsewhere and callers use trio's own
-``wait_readable``.
+got less than asked) before waiting again, as edge triggering requires; a
+wake-up may also mean the socket has room again after a deferred write found
+it full, so the waiter finishes that write; :meth:`EpollPoller.forget` before
+closing the descriptor. Linux only: :func:`current_poller` returns ``None``
+elsewhere and callers use trio's own ``wait_readable`` and write at once.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+from collections.abc import Callable
 from typing import Final
 
 import outcome
@@ -30,14 +40,21 @@ import trio
 
 __all__ = ["EpollPoller", "current_poller"]
 
-_READ_EVENTS: Final = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLRDHUP", 0)
+_EVENTS: Final = (  # data, room after a full send buffer (see defer), the peer's FIN
+    getattr(select, "EPOLLIN", 0)
+    | getattr(select, "EPOLLOUT", 0)
+    | getattr(select, "EPOLLRDHUP", 0)
+)
 _LEAD: Final = "lead"
+#: Deferred writes on this many sockets go out at once instead of at the end of
+#: trio's batch of tasks: bounds the delay a deferral adds.
+_FLUSH_AT: Final = 16
 
 
-class EpollPoller:
-    """One per trio run (see :func:`current_poller`)."""
+class EpollPoller(trio.abc.Instrument):
+    """One per trio run (see :func:`current_poller`); an instrument of that run."""
 
-    __slots__ = ("_epoll", "_lead_fd", "_lead_scope", "_parked", "_ready")
+    __slots__ = ("_deferred", "_epoll", "_lead_fd", "_lead_scope", "_parked", "_ready")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -45,10 +62,28 @@ class EpollPoller:
         self._ready: set[int] = set()  # edges seen while nobody waited
         self._lead_fd: int | None = None  # the leader's own descriptor, if any leads
         self._lead_scope: trio.CancelScope | None = None
+        self._deferred: list[Callable[[], None]] = []
+
+    def defer(self, push: Callable[[], None]) -> None:
+        """Call ``push`` (a non-blocking write) before trio next waits for I/O."""
+        self._deferred.append(push)
+        if len(self._deferred) >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Do the deferred writes now (each push must not raise)."""
+        pushes, self._deferred = self._deferred, []
+        for push in pushes:
+            push()
+
+    def before_io_wait(self, timeout: float) -> None:
+        """Trio's batch of tasks is done: write what they deferred before waiting."""
+        if self._deferred:
+            self.flush()
 
     def register(self, fd: int) -> None:
         """Watch ``fd`` from now on (counts as ready once: it may hold data already)."""
-        self._epoll.register(fd, _READ_EVENTS | select.EPOLLET)
+        self._epoll.register(fd, _EVENTS | select.EPOLLET)
         self._ready.add(fd)
 
     def forget(self, fd: int) -> None:
@@ -62,8 +97,8 @@ class EpollPoller:
         elif fd == self._lead_fd and self._lead_scope is not None:
             self._lead_scope.cancel()  # the leader sees its descriptor gone
 
-    async def wait_readable(self, sock: socket.socket) -> None:
-        """Wait until ``sock`` (registered) has had new data since its last wake-up.
+    async def wait_ready(self, sock: socket.socket) -> None:
+        """Wait until ``sock`` (registered) has new data, or room again after a full send buffer.
 
         Raises:
             trio.ClosedResourceError: ``sock`` is closed, or :meth:`forget` was
@@ -141,4 +176,6 @@ def current_poller() -> EpollPoller | None:
     except LookupError:
         poller = EpollPoller() if hasattr(select, "epoll") else None
         _POLLER.set(poller)
+        if poller is not None:
+            trio.lowlevel.add_instrument(poller)
         return poller

@@ -111,16 +111,16 @@ class ClientWebSocket(MessageStream, Protocol):
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message without waiting, if the transport can right now.
 
-        ``False``: nothing was sent; use :meth:`send_message`. ``True``: sent,
-        though :attr:`unsent` bytes of it may wait for the next send or :meth:`flush`.
+        ``False``: nothing was taken; use :meth:`send_message`. ``True``: taken,
+        though :attr:`unsent` bytes may wait for the next send or :meth:`flush`.
         """
 
     @property
     def unsent(self) -> int:
-        """Bytes of a message :meth:`send_message_nowait` began that still wait."""
+        """Bytes of messages taken by :meth:`send_message_nowait` that the socket refused."""
 
     async def flush(self) -> None:
-        """Write what :meth:`send_message_nowait` left.
+        """Write those :attr:`unsent` bytes, waiting for room.
 
         Raises:
             WSSConnectionClosed: the connection is closed.

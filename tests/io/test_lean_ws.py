@@ -7,9 +7,11 @@ directions and one loopback test for the plain-TCP fast path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -541,47 +543,94 @@ async def test_loopback_tcp_fast_path_round_trip(
             nursery.cancel_scope.cancel()
 
 
-async def test_send_message_nowait_whole_partial_and_refused() -> None:
-    """Loopback TCP: a message the socket takes goes out from synchronous code;
-    when it takes only the beginning, the rest waits in ``unsent``, goes out
-    before any later message and ``flush``/``aclose`` write it; with nothing
-    sendable now the answer is ``False`` and nothing is sent."""
+async def fill_until_a_flush_is_refused(ws: LeanWebSocket, chunk: bytes) -> int:
+    """Hand ``chunk`` to ``send_message_nowait`` until a flush finds the socket full; how many."""
+    assert ws._raw is not None
+    ws._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    for count in range(1, 2000):
+        assert ws.send_message_nowait(chunk)
+        assert ws.unsent == 0  # taken: it waits for the flush, nothing is refused
+        await trio.lowlevel.checkpoint()  # trio's batch is done: the poller flushes
+        if ws.unsent:
+            return count
+    raise AssertionError("the socket never filled")
+
+
+async def lean_pair_on_loopback(
+    nursery: trio.Nursery, handler: Callable[[LeanWebSocket], Awaitable[None]]
+) -> str:
+    listeners = await nursery.start(serve_lean_websocket, handler, "127.0.0.1", 0)
+    return f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+
+
+async def test_send_message_nowait_defers_and_a_full_socket_refuses() -> None:
+    """Loopback TCP: ``send_message_nowait`` takes a small message for the
+    poller's flush; a large one is refused. Once a flush finds the socket full,
+    ``unsent`` counts what it left and nothing more is taken; ``send_message``
+    then waits for the peer to read (backpressure) and writes the rest first;
+    ``aclose`` writes what is taken. Every byte arrives, in order."""
     received: list[str | bytes] = []
     reading = trio.Event()
+    after_the_rest = trio.Event()
 
     async def collect(ws: LeanWebSocket) -> None:
         await reading.wait()
-        try:
+        with contextlib.suppress(WSSConnectionClosed):
             while True:
                 received.append(await ws.get_message())
-        except WSSConnectionClosed:
-            pass
 
-    big = os.urandom(900_000)
-    with trio.fail_after(10):
+    async def send_after_the_rest(ws: LeanWebSocket) -> None:
+        await ws.send_message("after the rest")
+        after_the_rest.set()
+
+    chunk = os.urandom(60_000)
+    with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(serve_lean_websocket, collect, "127.0.0.1", 0)
-            port = listeners[0].socket.getsockname()[1]
-            async with open_websocket(f"ws://127.0.0.1:{port}/", transport="lean") as ws:
+            url = await lean_pair_on_loopback(nursery, collect)
+            async with open_websocket(url, transport="lean") as ws:
                 assert isinstance(ws, LeanWebSocket)
-                assert ws._raw is not None
-                ws._raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
-                assert ws.send_message_nowait(b"small")
-                assert ws.unsent == 0
-                assert ws.send_message_nowait(big)  # the peer reads nothing yet
-                assert 0 < ws.unsent < len(big)
+                assert not ws.send_message_nowait(os.urandom(100_000))  # large: a task's job
+                count = await fill_until_a_flush_is_refused(ws, chunk)
                 assert not ws.send_message_nowait(b"must wait its turn")
+                nursery.start_soon(send_after_the_rest, ws)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not after_the_rest.is_set()  # the peer reads nothing yet
                 reading.set()
-                await ws.flush()
+                await after_the_rest.wait()
                 assert ws.unsent == 0
-                assert ws.send_message_nowait(big)
-                await ws.send_message("after the rest")  # writes the rest first
-                assert ws.send_message_nowait(big)
-                # aclose() writes what is left before its close frame.
+                assert ws.send_message_nowait(b"small")
             assert not ws.send_message_nowait(b"closed")
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
-    assert received == [b"small", big, big, "after the rest", big]
+    assert received == [chunk] * count + ["after the rest", b"small"]
+
+
+async def test_the_reader_finishes_a_write_a_full_socket_refused() -> None:
+    """With no further send, the rest a flush left is written by the
+    connection's reader, woken by the poller when the socket has room: a peer
+    that answers only once it has every message does answer."""
+    count = 0
+    counted = trio.Event()
+    chunk = os.urandom(60_000)
+
+    async def answer_when_all_arrived(ws: LeanWebSocket) -> None:
+        await counted.wait()
+        for _ in range(count):
+            assert await ws.get_message() == chunk
+        await ws.send_message("all here")
+        with contextlib.suppress(WSSConnectionClosed):
+            await ws.get_message()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            url = await lean_pair_on_loopback(nursery, answer_when_all_arrived)
+            async with open_websocket(url, transport="lean") as ws:
+                assert isinstance(ws, LeanWebSocket)
+                count = await fill_until_a_flush_is_refused(ws, chunk)
+                counted.set()
+                assert await ws.get_message() == "all here"
+                assert ws.unsent == 0
+            nursery.cancel_scope.cancel()
 
 
 async def test_send_message_nowait_needs_a_plain_socket() -> None:

@@ -7,9 +7,11 @@ fails instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import select
 import socket
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -35,7 +37,7 @@ async def read_exactly(poller: EpollPoller, sock: socket.socket, n: int) -> byte
         try:
             data = sock.recv(65536)
         except BlockingIOError:
-            await poller.wait_readable(sock)
+            await poller.wait_ready(sock)
             continue
         assert data, "the peer closed early"
         got += data
@@ -129,7 +131,7 @@ async def test_forget_wakes_the_waiter_with_closed_resource_error(who: str) -> N
     )
     a.close()
     with pytest.raises(trio.ClosedResourceError, match="closed"):
-        await poller.wait_readable(a)
+        await poller.wait_ready(a)
     for s in (a_peer, b, b_peer):
         s.close()
 
@@ -139,9 +141,63 @@ async def test_a_wait_cancelled_before_it_starts_keeps_the_readiness() -> None:
     ours, theirs = pair(poller)  # just registered: counts as ready once
     with trio.CancelScope() as scope:
         scope.cancel()
-        await poller.wait_readable(ours)
+        await poller.wait_ready(ours)
     assert scope.cancelled_caught
     with trio.fail_after(10):
-        await poller.wait_readable(ours)  # still ready: returns at once
+        await poller.wait_ready(ours)  # still ready: returns at once
+    ours.close()
+    theirs.close()
+
+
+async def test_deferred_writes_run_when_the_batch_is_done() -> None:
+    poller = current_poller()
+    assert poller is not None
+    done: list[int] = []
+    poller.defer(lambda: done.append(1))
+    poller.defer(lambda: done.append(2))
+    assert done == []  # this task's turn is not over
+    await trio.lowlevel.checkpoint()  # trio runs the poller before it waits for I/O
+    assert done == [1, 2]
+
+
+async def test_sixteen_deferred_writes_run_at_once() -> None:
+    poller = EpollPoller()  # not an instrument of this run: only the bound flushes
+    done: list[int] = []
+    for i in range(15):
+        poller.defer(lambda i=i: done.append(i))
+    assert done == []
+    poller.defer(lambda: done.append(15))
+    assert done == list(range(16))
+    poller.flush()  # nothing left: nothing runs twice
+    assert done == list(range(16))
+
+
+def until_it_would_block(op: Callable[[], object]) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            op()
+
+
+async def test_a_waiter_wakes_when_its_full_socket_has_room() -> None:
+    """What lets a reader finish a write a flush left: room is a wake-up too."""
+    poller = EpollPoller()
+    ours, theirs = pair(poller)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    await poller.wait_ready(ours)  # the readiness of registering
+    until_it_would_block(lambda: ours.send(b"x" * 4096))
+    woke = trio.Event()
+
+    async def wait_for_room() -> None:
+        await poller.wait_ready(ours)
+        woke.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_room)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            theirs.setblocking(False)
+            until_it_would_block(lambda: theirs.recv(65536))
+            await woke.wait()
     ours.close()
     theirs.close()
