@@ -454,7 +454,7 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     parser.add_argument("--warmup", type=float, default=0.5 if quick else 0.75)
     parser.add_argument("--cpu-calls", type=int, default=40)
     parser.add_argument("--idle-calls", type=int, default=100 if quick else 200)
-    parser.add_argument("--max-probes", type=int, default=2 if quick else 5)
+    parser.add_argument("--max-probes", type=int, default=2 if quick else 7)
     parser.add_argument("--resolution", type=float, default=0.1)
     parser.add_argument("--max-foreign", type=float, default=8.0)
     parser.add_argument(

@@ -5,7 +5,9 @@ machinery (a reader task and a memory-channel hop per message, wsproto's
 generic frame generators, pure-Python masking). Here the data path is a small
 frame codec run in the caller's task: :meth:`LeanWebSocket.get_message` parses
 frames straight out of ``receive_some`` buffers, and
-:meth:`LeanWebSocket.send_message` writes one header-plus-payload ``send_all``.
+:meth:`LeanWebSocket.send_message` writes header and payload in one ``send``. On
+plain TCP, small writes wait for the end of trio's current batch of tasks and
+go out back to back with the other connections' (``_poller.py`` says why).
 The HTTP upgrade uses h11 (the HTTP layer wsproto itself uses) and wsproto's
 nonce and accept-token helpers.
 

@@ -81,6 +81,10 @@ class EpollPoller(trio.abc.Instrument):
         if self._deferred:
             self.flush()
 
+    def after_run(self) -> None:
+        """The run is over: close the epoll set."""
+        self._epoll.close()
+
     def register(self, fd: int) -> None:
         """Watch ``fd`` from now on (counts as ready once: it may hold data already)."""
         self._epoll.register(fd, _EVENTS | select.EPOLLET)

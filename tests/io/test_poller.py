@@ -201,3 +201,12 @@ async def test_a_waiter_wakes_when_its_full_socket_has_room() -> None:
             await woke.wait()
     ours.close()
     theirs.close()
+
+
+def test_the_runs_poller_closes_its_epoll_set_when_the_run_ends() -> None:
+    async def main() -> EpollPoller | None:
+        return current_poller()
+
+    poller = trio.run(main)
+    assert poller is not None
+    assert poller._epoll.closed
