@@ -12,7 +12,7 @@ reader and a sender:
   preferred size (else 20 ms), always whole samples, and a short tail goes at
   once rather than being held back. A frame that can go now is sent by the task
   that made it possible (``send_audio``'s, or the reader's on a
-  ``buffer_request``) if the socket takes it without waiting
+  ``buffer_request``) if the connection takes it without waiting
   (``send_message_nowait``); otherwise the **sender** task sends it.
 
 Commands are round trips correlated by :class:`~telcoflow_trio.proto.CommandTracker`;
@@ -382,7 +382,7 @@ class MediaConnection:
 
         Sending from the calling task (``send_audio``'s, or the reader's on a
         ``buffer_request``) saves a task switch per frame; it takes only what the
-        socket accepts without waiting. Nothing happens when nothing can be
+        connection takes without waiting. Nothing happens when nothing can be
         sent: a wake-up per ``buffer_request`` with nothing queued (the usual
         case for an echoing agent) would be a task switch for nothing.
         """
@@ -396,7 +396,7 @@ class MediaConnection:
             self._sender_lot.unpark_all()
 
     def _send_nowait(self, ws: ClientWebSocket, n: int) -> bool:
-        """Send frames (the first of ``n`` bytes) while the socket takes them; whether all went."""
+        """Send frames (the first of ``n`` bytes) while the connection takes them; all sent?"""
         out, credit = self.outgoing, self.credit
         while n:
             pcm = out.read(n)
@@ -407,8 +407,6 @@ class MediaConnection:
             if self._space_lot:
                 self._space_lot.unpark_all()
             self._sent(n)
-            if ws.unsent:
-                return False  # the sender writes the rest
             n = credit.next_frame(len(out))
         return True
 
@@ -429,22 +427,16 @@ class MediaConnection:
                 if self._space_lot:
                     self._space_lot.unpark_all()
                 self._sending = n
-                sending = ws.send_message(_AUDIO_PREFIX + pcm)  # writes any unsent rest first
-            elif ws.unsent:  # the rest of a frame send_message_nowait() began
-                self._sending = ws.unsent
-                sending = ws.flush()
+                try:
+                    await ws.send_message(_AUDIO_PREFIX + pcm)
+                except WSSConnectionClosed as exc:
+                    self._lost(exc)
+                    return
+                finally:
+                    self._sending = 0
+                self._sent(n)
             else:
                 await self._sender_lot.park()
-                continue
-            try:
-                await sending
-            except WSSConnectionClosed as exc:
-                self._lost(exc)
-                return
-            finally:
-                self._sending = 0
-            if n:
-                self._sent(n)
 
     # -- outgoing audio --------------------------------------------------------------
 

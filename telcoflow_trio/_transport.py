@@ -111,19 +111,8 @@ class ClientWebSocket(MessageStream, Protocol):
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message without waiting, if the transport can right now.
 
-        ``False``: nothing was taken; use :meth:`send_message`. ``True``: taken,
-        though :attr:`unsent` bytes may wait for the next send or :meth:`flush`.
-        """
-
-    @property
-    def unsent(self) -> int:
-        """Bytes of messages taken by :meth:`send_message_nowait` that the socket refused."""
-
-    async def flush(self) -> None:
-        """Write those :attr:`unsent` bytes, waiting for room.
-
-        Raises:
-            WSSConnectionClosed: the connection is closed.
+        ``False``: nothing was taken; use :meth:`send_message`. ``True``: taken;
+        the transport writes it before anything sent after it.
         """
 
 
@@ -239,13 +228,6 @@ class WebSocket:
     def send_message_nowait(self, message: bytes) -> bool:
         """Always ``False``: trio-websocket sends only from a task."""
         return False
-
-    #: Nothing is ever left unsent (see :meth:`send_message_nowait`).
-    unsent = 0
-
-    async def flush(self) -> None:
-        """Nothing to write (see :meth:`send_message_nowait`)."""
-        await trio.lowlevel.checkpoint()
 
     async def ping(self, payload: bytes) -> None:
         """Send a ping and wait for its pong. Never returns if the peer dies: bound it.

@@ -245,27 +245,18 @@ class FakeWS:
     """A media socket whose ``send_message_nowait`` answers from a script."""
 
     def __init__(self, *answers: str) -> None:
-        self.answers = list(answers)  # "whole", "part" or "no"; then "whole"
+        self.answers = list(answers)  # "take" or "no"; then "take"
         self.sent: list[tuple[str, bytes]] = []
-        self.unsent = 0
 
     def send_message_nowait(self, message: bytes) -> bool:
-        answer = self.answers.pop(0) if self.answers else "whole"
-        if answer == "no":
+        if (self.answers.pop(0) if self.answers else "take") == "no":
             return False
         self.sent.append(("nowait", message))
-        self.unsent = 7 if answer == "part" else 0
         return True
 
     async def send_message(self, message: bytes) -> None:
         await trio.lowlevel.checkpoint()
-        self.unsent = 0
         self.sent.append(("task", message))
-
-    async def flush(self) -> None:
-        await trio.lowlevel.checkpoint()
-        self.unsent = 0
-        self.sent.append(("flush", b""))
 
 
 def media_with(ws: FakeWS, credit: int) -> MediaConnection:
@@ -280,10 +271,9 @@ def media_with(ws: FakeWS, credit: int) -> MediaConnection:
     [
         (b"abcdefgh", (), ["nowait", "nowait"]),  # two frames from the writing task
         (b"abcdefgh", ("no",), ["task", "task"]),  # the sender sends them, in order, whole
-        (b"abcdefgh", ("part",), ["nowait", "task"]),  # its next send writes the rest first
-        (b"abcd", ("part",), ["nowait", "flush"]),  # nothing follows: the sender flushes
+        (b"abcdefgh", ("take", "no"), ["nowait", "task"]),  # the sender sends the rest
     ],
-    ids=["socket-takes-all", "socket-refuses", "socket-takes-part", "last-frame-part"],
+    ids=["socket-takes-all", "socket-refuses", "socket-takes-one"],
 )
 async def test_agent_audio_leaves_from_the_writing_task_when_the_socket_takes_it(
     autojump_clock: trio.testing.MockClock,
@@ -305,7 +295,6 @@ async def test_agent_audio_leaves_from_the_writing_task_when_the_socket_takes_it
     assert b"".join(m[1:] for how, m in ws.sent if m) == audio
     assert media.counters.frames_sent == len(audio) // 4
     assert media.credit.available == 8 - len(audio)
-    assert ws.unsent == 0
 
 
 async def test_credit_arriving_sends_queued_audio_at_once(
