@@ -25,6 +25,14 @@ wake-up may also mean the socket has room again after a deferred write found
 it full, so the waiter finishes that write; :meth:`EpollPoller.forget` before
 closing the descriptor. Linux only: :func:`current_poller` returns ``None``
 elsewhere and callers use trio's own ``wait_readable`` and write at once.
+
+The end of the stream: a peer's FIN or reset often comes with its last data,
+in the same edge, and shows only on the read after the short one, which the
+contract above would never make. So once epoll reports the peer gone
+(``EPOLLRDHUP``, ``EPOLLHUP`` or ``EPOLLERR``) the descriptor stays ready:
+every wait returns at once until :meth:`EpollPoller.forget`, and the waiter
+reads on to the EOF or the error, where it stops. Such a read never blocks,
+so this costs one bit test per event before the end and cannot spin after it.
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ _EVENTS: Final = (  # data, room after a full send buffer (see defer), the peer'
     | getattr(select, "EPOLLOUT", 0)
     | getattr(select, "EPOLLRDHUP", 0)
 )
+#: The peer is gone (FIN, reset, or an error): reads no longer block.
+_GONE: Final = (
+    getattr(select, "EPOLLRDHUP", 0)
+    | getattr(select, "EPOLLHUP", 0)
+    | getattr(select, "EPOLLERR", 0)
+)
 _LEAD: Final = "lead"
 #: Deferred writes on this many sockets go out at once instead of at the end of
 #: trio's batch of tasks: bounds the delay a deferral adds.
@@ -54,12 +68,13 @@ _FLUSH_AT: Final = 16
 class EpollPoller(trio.abc.Instrument):
     """One per trio run (see :func:`current_poller`); an instrument of that run."""
 
-    __slots__ = ("_deferred", "_epoll", "_lead_fd", "_lead_scope", "_parked", "_ready")
+    __slots__ = ("_deferred", "_epoll", "_gone", "_lead_fd", "_lead_scope", "_parked", "_ready")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._parked: dict[int, trio.lowlevel.Task] = {}  # fd -> its parked waiter
         self._ready: set[int] = set()  # edges seen while nobody waited
+        self._gone: set[int] = set()  # peer gone: ready for good (see the module docstring)
         self._lead_fd: int | None = None  # the leader's own descriptor, if any leads
         self._lead_scope: trio.CancelScope | None = None
         self._deferred: list[Callable[[], None]] = []
@@ -89,10 +104,12 @@ class EpollPoller(trio.abc.Instrument):
         """Watch ``fd`` from now on (counts as ready once: it may hold data already)."""
         self._epoll.register(fd, _EVENTS | select.EPOLLET)
         self._ready.add(fd)
+        self._gone.discard(fd)  # a number reused after a close without forget()
 
     def forget(self, fd: int) -> None:
         """Stop watching ``fd``; its waiter, if any, gets ``trio.ClosedResourceError``."""
         self._ready.discard(fd)
+        self._gone.discard(fd)
         with contextlib.suppress(OSError, ValueError):  # closed already, or never registered
             self._epoll.unregister(fd)
         task = self._parked.pop(fd, None)
@@ -103,6 +120,8 @@ class EpollPoller(trio.abc.Instrument):
 
     async def wait_ready(self, sock: socket.socket) -> None:
         """Wait until ``sock`` (registered) has new data, or room again after a full send buffer.
+
+        Once epoll has reported the peer gone, returns at once (read on to the EOF).
 
         Raises:
             trio.ClosedResourceError: ``sock`` is closed, or :meth:`forget` was
@@ -115,7 +134,8 @@ class EpollPoller(trio.abc.Instrument):
                 raise trio.ClosedResourceError("the socket was closed")
             if fd in self._ready:
                 await trio.lowlevel.checkpoint_if_cancelled()
-                self._ready.discard(fd)
+                if fd not in self._gone:
+                    self._ready.discard(fd)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             if self._lead_fd is None:
@@ -150,7 +170,10 @@ class EpollPoller(trio.abc.Instrument):
             self._pass_the_lead()
             raise trio.ClosedResourceError("the socket was closed while waiting")
         mine = False
-        for ready_fd, _ in self._epoll.poll(0):
+        for ready_fd, events in self._epoll.poll(0):
+            if events & _GONE:
+                self._gone.add(ready_fd)
+                self._ready.add(ready_fd)  # for every wait from now on
             if ready_fd == fd:
                 mine = True
                 continue

@@ -136,6 +136,49 @@ async def test_forget_wakes_the_waiter_with_closed_resource_error(who: str) -> N
         s.close()
 
 
+@pytest.mark.parametrize("end", ["shutdown", "close"])
+@pytest.mark.parametrize("who", ["leader", "parked"])
+async def test_a_peer_gone_with_its_last_data_leaves_the_socket_ready(who: str, end: str) -> None:
+    """The last data and the end come in one edge: the short read that takes
+    the data does not see the end, so from then on every wait returns at once
+    and the read after it finds the EOF (an edge-triggered wait would never wake)."""
+    poller = EpollPoller()
+    (a, a_peer), (b, b_peer) = pair(poller), pair(poller)
+    ours, theirs = (a, a_peer) if who == "leader" else (b, b_peer)
+    got: list[bytes] = []
+    ended: list[socket.socket] = []
+
+    async def read_to_the_end(sock: socket.socket) -> None:
+        while True:
+            await poller.wait_ready(sock)
+            with contextlib.suppress(BlockingIOError):
+                while data := sock.recv(65536):
+                    got.append(data)
+                    if len(data) < 65536:
+                        break  # short: drained, as far as the edge tells
+                else:
+                    ended.append(sock)  # the EOF
+                    return
+
+    with a, a_peer, b, b_peer, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_to_the_end, a)  # the first waiter leads
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(read_to_the_end, b)  # the second one parks
+            await trio.testing.wait_all_tasks_blocked()
+            theirs.send(b"last")
+            if end == "shutdown":
+                theirs.shutdown(socket.SHUT_WR)
+            else:
+                theirs.close()
+            await trio.testing.wait_all_tasks_blocked()
+            assert (got, ended) == ([b"last"], [ours])
+            await poller.wait_ready(ours)  # gone: ready for good
+            (a_peer if who == "parked" else b_peer).close()  # the other reader ends too
+        assert sorted(ended, key=id) == sorted([a, b], key=id)
+        poller.forget(ours.fileno())
+
+
 async def test_a_wait_cancelled_before_it_starts_keeps_the_readiness() -> None:
     poller = EpollPoller()
     ours, theirs = pair(poller)  # just registered: counts as ready once
