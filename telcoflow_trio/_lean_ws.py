@@ -147,16 +147,19 @@ class LeanWebSocket:
         subprotocol: str | None = None,
     ) -> None:
         self._stream = stream
-        # Plain TCP: do the I/O on our own duplicate of the socket, so that a
-        # receive that finds data and a send that completes cost one system call
-        # and no trip through trio's scheduler (see _recv and _write); waits for
-        # data go through the run's shared epoll set (_poller.py), where trio
-        # would re-arm a one-shot registration each time.
+        # Plain TCP: do the I/O on the stdlib socket itself, so that a receive
+        # that finds data and a send that completes cost one system call and no
+        # trip through trio's scheduler (see _recv and _write); waits for data
+        # go through the run's shared epoll set (_poller.py), where trio would
+        # re-arm a one-shot registration each time. The stream is re-based on
+        # that same socket object (no duplicate descriptor): whoever closes the
+        # stream, our aclose or its owner's, closes the connection, and our
+        # fileno() turns -1 so nothing here touches a number reused since.
         self._raw: socket.socket | None = None
         self._poller: EpollPoller | None = None
         if type(stream) is trio.SocketStream:
-            self._raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
-            self._raw.setblocking(False)
+            self._raw = socket.socket(fileno=stream.socket.detach())
+            stream.socket = trio.socket.from_stdlib_socket(self._raw)  # non-blocking
             self._poller = current_poller()
             if self._poller is not None:
                 self._poller.register(self._raw.fileno())
@@ -253,15 +256,11 @@ class LeanWebSocket:
                 raise trio.BrokenResourceError("socket closed during send") from exc
 
     async def _drop(self) -> None:
-        """Close the TCP connection (both our duplicate and the stream)."""
+        """Close the TCP connection (the stream, and with it our socket)."""
         raw, self._raw = self._raw, None
-        if raw is not None:
-            if self._poller is not None:
-                self._poller.forget(raw.fileno())
-                self._poller = None  # nothing more to defer
-            else:
-                trio.lowlevel.notify_closing(raw)
-            raw.close()
+        if raw is not None and self._poller is not None:
+            self._poller.forget(raw.fileno())  # -1 (a no-op) if the stream was closed already
+            self._poller = None  # nothing more to defer
         await trio.aclose_forcefully(self._stream)
 
     # -- sending ------------------------------------------------------------------------

@@ -527,7 +527,9 @@ class Simulator:
                 await handler(conn)
         finally:
             self._live.discard(conn)
-            if not conn.abrupt:
+            if conn.abrupt:  # dropped: TCP ends now, with no close handshake
+                await trio.aclose_forcefully(stream)
+            else:
                 await ws.aclose(conn.close_code, conn.close_reason)
             if self._closing and not self._live:
                 self._drained.set()

@@ -8,6 +8,7 @@ last data. Descriptors are counted in ``/proc/self/fd`` (Linux).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -149,3 +150,31 @@ async def test_a_peer_that_ends_right_after_its_last_message_is_seen_every_time(
         f"{connections - finished} of {connections} never saw the {end}"
     )
     assert after == before
+
+
+async def test_closing_the_stream_without_aclose_closes_the_connection() -> None:
+    """A lean socket abandoned without ``aclose`` (as the simulator drops a
+    connection): whoever closes its stream closes the TCP connection, so the
+    peer sees the end at once, and no descriptor stays open while the
+    WebSocket object lives on."""
+    current_poller()
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with listener:
+        before = open_fds()
+        with socket.socket() as peer:
+            peer.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                peer.connect(listener.socket.getsockname())
+            stream = await listener.accept()
+            ws = LeanWebSocket(stream, client=False)
+            await ws.send_message("last words")
+            await trio.lowlevel.checkpoint()  # trio's batch is done: the write goes out
+            await trio.aclose_forcefully(stream)  # not ws.aclose()
+            with trio.fail_after(5):
+                assert await receive_until_eof(peer) == text_frame(b"last words", masked=False)
+        assert open_fds() == before
+        with pytest.raises(WSSConnectionClosed) as info:
+            await ws.get_message()
+        assert info.value.code == 1006
+        await ws.aclose()  # nothing left to close: returns at once
+        assert open_fds() == before

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import trio
+import trio.testing
 
+from telcoflow_trio._poller import current_poller
 from telcoflow_trio.exceptions import WSSAuthenticationError, WSSConnectionClosed
 from telcoflow_trio.proto import CallState, SessionNotify, UnknownFrame, decode_control
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator
@@ -177,3 +180,24 @@ async def test_unclaimed_call_survives_its_claimer(autojump_clock: trio.testing.
         resumed: SessionNotify = await second.expect(SessionNotify)
         assert (resumed.session_id, resumed.activity) == (call.session_id, "RESUME")
         assert (await second.open(call.session_id)).ok
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("transport", ["lean", "trio-websocket"])
+async def test_drop_control_over_tcp_ends_the_connection_at_once(transport: str) -> None:
+    """Loopback TCP: the client sees the drop at once (its heartbeat would take
+    many seconds) and the simulator holds no descriptor of the connection."""
+    current_poller()  # the run's epoll set exists before the count
+    async with open_simulator(SimulatorConfig(transport=transport), listen=True) as sim:
+        before = len(os.listdir("/proc/self/fd"))
+        async with open_control(sim, transport="lean", open_stream=None) as control:
+            # Something may keep the dropped WebSocket alive; here the test does.
+            held = [served.connection.ws for served in sim._control_connections()]
+            assert sim.faults.drop_control() == 1
+            with trio.fail_after(5), pytest.raises(WSSConnectionClosed) as info:
+                await control.read_until_closed()
+            assert info.value.code == 1006
+        await trio.testing.wait_all_tasks_blocked()
+        assert sim.statistics().control_connections == 0
+        assert len(os.listdir("/proc/self/fd")) == before
+        assert len(held) == 1
