@@ -23,7 +23,8 @@ reader task**, so pings from the peer are answered, pongs to :meth:`ping` are
 seen and the peer's close is noticed only while some task is inside
 :meth:`get_message`. Every user in this library keeps a reader running (the
 control and media readers, the bridge's relays). A pong owed while another
-task is sending goes out right after that send, never in the middle of it.
+task is sending goes out right after that send, never in the middle of it;
+pings meanwhile are answered by one pong, to the latest (RFC 6455 5.5.3).
 
 :func:`lean_client_handshake` is the client side (selected with
 ``open_websocket(..., transport="lean")``); :func:`accept_lean_websocket` and
@@ -116,7 +117,8 @@ class LeanWebSocket:
         "_mask_at",
         "_masks",
         "_max",
-        "_owed",
+        "_owed_close",
+        "_owed_pong",
         "_pings",
         "_poller",
         "_pos",
@@ -175,7 +177,11 @@ class LeanWebSocket:
         self._sending = False
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
-        self._owed: list[bytes] = []  # control frames to send after the current send
+        # Control frames to send after the current send: the pong to the
+        # latest ping only (RFC 6455 5.5.3), so a peer that pings and never
+        # reads is owed one pong, not one per ping; and our close, once.
+        self._owed_pong = b""
+        self._owed_close = b""
         self._unsent = b""  # owed before anything else: deferred frames, or what a flush left
         self._queued = False  # _unsent waits for the poller's flush (see _defer)
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
@@ -284,11 +290,11 @@ class LeanWebSocket:
                 data, self._unsent, self._queued = self._unsent + data, b"", False
             if data:
                 await self._write(data)
-            while self._owed:
+            while self._owed_pong or self._owed_close:
                 # Control frames owed meanwhile go in a write of their own, so
                 # a write never mixes a pong into a data frame's bytes.
-                owed = b"".join(self._owed)
-                self._owed.clear()
+                owed = self._owed_pong + self._owed_close
+                self._owed_pong = self._owed_close = b""
                 await self._write(owed)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if self._closed is None:
@@ -426,10 +432,17 @@ class LeanWebSocket:
         for event in self._pings.values():
             event.set()
 
-    async def _send_control(self, frame: bytes) -> None:
-        """Send a pong/close now, or right after the send in progress."""
+    async def _send_control(self, frame: bytes, *, close: bool = False) -> None:
+        """Send a pong (or the ``close``) now, or right after the send in progress.
+
+        A pong owed replaces the one owed before it: the peer hears about its
+        latest ping only.
+        """
         if self._sending:
-            self._owed.append(frame)
+            if close:
+                self._owed_close = frame
+            else:
+                self._owed_pong = frame
             return
         await self._send_raw(frame)
 
@@ -606,7 +619,7 @@ class LeanWebSocket:
             if answer:
                 echo = b"" if code == 1005 else code.to_bytes(2, "big")
                 with contextlib.suppress(WSSConnectionClosed):
-                    await self._send_control(self._frame(_CLOSE, echo))
+                    await self._send_control(self._frame(_CLOSE, echo), close=True)
             await self._drop()
 
     async def _fail(self, code: int, reason: str) -> None:
@@ -624,7 +637,7 @@ class LeanWebSocket:
             self._closed = (code, reason)
             self._wake_pings()
             with self._closing_scope(), contextlib.suppress(WSSConnectionClosed):
-                await self._send_control(self._close_frame(code, reason))
+                await self._send_control(self._close_frame(code, reason), close=True)
             if code == 1009:
                 return
         await self._drop()
@@ -664,12 +677,12 @@ class LeanWebSocket:
         if not _valid_close_code(code):
             raise ValueError(f"close code {code} may not be sent; use 1000-1014 or 3000-4999")
         if self._closed is not None:
-            if self._owed or self._skip or self._unsent:
+            if self._owed_close or self._skip or self._unsent:
                 # Our close went out from get_message(): make sure it left (a
                 # send cancelled meanwhile may have kept it owed), and after a
                 # 1009 finish that closing handshake.
                 with self._closing_scope(), contextlib.suppress(WSSConnectionClosed, _Fail):
-                    if self._owed or self._unsent:
+                    if self._owed_close or self._unsent:
                         await self.flush()
                     if self._skip:
                         await self._drain_after_1009()

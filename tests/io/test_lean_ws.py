@@ -393,6 +393,26 @@ async def test_pong_owed_during_a_send_goes_out_after_it() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_pongs_owed_to_a_peer_that_pings_and_never_reads_are_coalesced() -> None:
+    """While a send waits on a peer that does not read, its pings are answered
+    by one pong, to the latest (RFC 6455 5.5.3): what is owed stays bounded."""
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    ws = LeanWebSocket(ours, client=True)
+    peer = Peer(theirs, masks_frames=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_message, b"stuck")  # blocks: the peer reads nothing
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ws.get_message)
+        for i in range(5000):
+            await peer.send(PING, b"%d" % i)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await peer.read() == (BINARY, b"stuck", True)
+        assert await peer.read() == (PONG, b"4999", True)
+        await peer.send(PING, b"after")
+        assert await peer.read() == (PONG, b"after", True)  # nothing else was owed
+        nursery.cancel_scope.cancel()
+
+
 async def test_send_message_refuses_other_types() -> None:
     ws, _ = pair(client=True)
     with pytest.raises(TypeError, match="str or bytes"):
