@@ -156,7 +156,9 @@ class LeanWebSocket:
         # re-arm a one-shot registration each time. The stream is re-based on
         # that same socket object (no duplicate descriptor): whoever closes the
         # stream, our aclose or its owner's, closes the connection, and our
-        # fileno() turns -1 so nothing here touches a number reused since.
+        # fileno() turns -1 so nothing here touches a number reused since. (An
+        # owner closing it under a task in get_message must cancel that task:
+        # epoll drops a closed descriptor without a word.)
         self._raw: socket.socket | None = None
         self._poller: EpollPoller | None = None
         if type(stream) is trio.SocketStream:
