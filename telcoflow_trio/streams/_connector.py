@@ -54,7 +54,8 @@ from typing import Any, TypeAlias, cast
 import attrs
 import trio
 
-from .._transport import (
+from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
+from ..ws._transport import (
     DEFAULT_TRANSPORT,
     TRANSPORTS,
     ClientWebSocket,
@@ -65,7 +66,6 @@ from .._transport import (
     open_websocket,
     redact_url,
 )
-from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
 from . import teler
 from ._sockets import CallAudio, CallLike, as_message_stream
 from ._types import (

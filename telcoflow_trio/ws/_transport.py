@@ -15,7 +15,7 @@ on a trio byte stream. Two decisions live here:
   code inside ``async with open_websocket(...)`` passes through unchanged.
 
 Two WebSocket implementations sit behind the seam, chosen with ``transport=``:
-``"lean"`` (the default: :mod:`telcoflow_trio._lean_ws`, a frame codec run in
+``"lean"`` (the default: :mod:`telcoflow_trio.ws._connection`, a frame codec run in
 the caller's task, no reader task, about half the CPU and memory per
 connection; see docs/performance.md) and ``"trio-websocket"``. Both pass the
 same protocol tests.
@@ -38,8 +38,8 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from ._lean_ws import lean_client_handshake
-from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ._connection import lean_client_handshake
 
 __all__ = [
     "TRANSPORTS",
@@ -481,7 +481,7 @@ async def _open_lean(
     close_timeout: float,
     max_message_size: int,
 ) -> AsyncIterator[ClientWebSocket]:
-    """:func:`open_websocket` on :mod:`telcoflow_trio._lean_ws` (no nursery, no reader task)."""
+    """:func:`open_websocket` on :mod:`~telcoflow_trio.ws._connection` (no reader task)."""
     async with _opening(url, connect_timeout) as opening:
         opening.stream = await open_stream(hostname, port, ssl_context)
         ws = await lean_client_handshake(
