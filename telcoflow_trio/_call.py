@@ -40,7 +40,7 @@ from .exceptions import (
     WSSCallError,
     WSSError,
 )
-from .ws._transport import StreamOpener
+from .ws._streams import StreamOpener
 
 __all__ = ["ActiveCall", "CallErrorInfo", "CallStatistics", "TerminationInfo", "TerminationReason"]
 

@@ -31,7 +31,7 @@ from ._control import ControlConnection, ControlCounters
 from .config import TelcoflowClientConfig
 from .events import ClientEvent
 from .exceptions import WSSConnectionError, WSSError
-from .ws._transport import StreamOpener, open_tcp
+from .ws._streams import StreamOpener, open_tcp
 
 __all__ = ["ClientStatistics", "TelcoflowClient"]
 

@@ -45,7 +45,8 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
 )
-from .ws._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
+from .ws._streams import StreamOpener
+from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
 __all__ = ["ControlConnection", "ControlCounters"]
 

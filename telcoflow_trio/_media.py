@@ -47,7 +47,8 @@ from .exceptions import (
     WSSError,
     WSSMediaError,
 )
-from .ws._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
+from .ws._streams import StreamOpener
+from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
 __all__ = ["AudioStream", "InboundAudio", "MediaConnection", "MediaCounters"]
 

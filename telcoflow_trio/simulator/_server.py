@@ -49,7 +49,8 @@ from ..proto import (
     decode_control,
 )
 from ..ws._connection import LeanRequest, LeanWebSocket, accept_lean_websocket
-from ..ws._transport import ClientWebSocket, WebSocket, start_tls
+from ..ws._streams import start_tls
+from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import SimulatedCall
 from ._clock import SlotTimer
 from ._connection import Connection, FaultStream, FrameLog, salvage_field
@@ -214,7 +215,7 @@ class Simulator:
     async def open_stream(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None
     ) -> trio.abc.Stream:
-        """A :data:`~telcoflow_trio.ws._transport.StreamOpener` to this simulator, in memory.
+        """A :data:`~telcoflow_trio.ws._streams.StreamOpener` to this simulator, in memory.
 
         ``host`` and ``port`` are ignored (any URL reaches the simulator). With
         ``ssl_context``, TLS runs over the in-memory pair, handshake included.

@@ -55,14 +55,13 @@ import attrs
 import trio
 
 from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
+from ..ws._streams import StreamOpener, open_tcp
 from ..ws._transport import (
     DEFAULT_TRANSPORT,
     TRANSPORTS,
     ClientWebSocket,
     MessageStream,
-    StreamOpener,
     Transport,
-    open_tcp,
     open_websocket,
     redact_url,
 )

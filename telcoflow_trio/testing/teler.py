@@ -25,7 +25,8 @@ import trio
 
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..streams import teler
-from ..ws._transport import MessageStream, StreamOpener, open_tcp, open_websocket
+from ..ws._streams import StreamOpener, open_tcp
+from ..ws._transport import MessageStream, open_websocket
 
 __all__ = ["TelerPeer", "open_teler_peer"]
 
