@@ -496,10 +496,7 @@ class TelcoflowClient:
         self._calls[call.call_id] = call
         self._by_session[call_in.session_id] = call
         self._calls_total += 1
-        with call_context(call.call_id):
-            logger.info(
-                "call %s from %s to %s", call.call_id, call.caller_number, call.callee_number
-            )
+        logger.info("call %s from %s to %s", call.call_id, call.caller_number, call.callee_number)
         self._calls_nursery.start_soon(self._serve_call, call, handler)
 
     async def _serve_call(self, call: ActiveCall, handler: Callable[[ActiveCall], object]) -> None:

@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from . import proto
+from ._logging import call_context
 from ._reply import Reply
 from ._throttle import ThrottledLog
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
@@ -333,18 +334,22 @@ class ControlConnection:
             elif isinstance(frame, proto.SessionNotify):
                 self._notified(frame)
             elif isinstance(frame, proto.CallIn):
-                logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
-                claim = self._settle(frame.session_id)
-                if claim is not None:
-                    latency = trio.current_time() - claim.notified_at
-                    self.counters.claim_latency = self.counters.claim_latency.observe(latency)
-                self._on_call_in(frame)
+                with call_context(frame.call_id):
+                    self._call_in(frame)
             elif isinstance(frame, proto.SessionClosed):
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
                 self._settle(frame.session_id)
                 self._on_session_closed(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
+
+    def _call_in(self, frame: proto.CallIn) -> None:
+        logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
+        claim = self._settle(frame.session_id)
+        if claim is not None:
+            latency = trio.current_time() - claim.notified_at
+            self.counters.claim_latency = self.counters.claim_latency.observe(latency)
+        self._on_call_in(frame)
 
     async def _heartbeat(self, ws: ClientWebSocket) -> None:
         interval = self._config.heartbeat_interval

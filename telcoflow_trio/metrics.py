@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES: Final = 8192
 #: Bound on one connection: the request arriving and the response being sent.
 REQUEST_TIMEOUT: Final = 10.0
+#: After a response: how long, and how many bytes, to read and discard before closing.
+LINGER: Final = 1.0
+MAX_DRAIN_BYTES: Final = 1 << 16
 #: Connections served at once; more are closed unanswered.
 MAX_CONNECTIONS: Final = 64
 #: Prefix of every metric name.
@@ -266,3 +269,13 @@ async def _send(
     events.append(h11.EndOfMessage())
     with contextlib.suppress(trio.BrokenResourceError):  # the client went away
         await stream.send_all(b"".join(conn.send(event) or b"" for event in events))
+        # Close gently: closing with unread request bytes would reset the
+        # connection and could destroy the response before the client reads it.
+        await stream.send_eof()
+        with trio.move_on_after(LINGER):
+            drained = 0
+            while drained < MAX_DRAIN_BYTES:
+                data = await stream.receive_some(MAX_REQUEST_BYTES)
+                if not data:
+                    break
+                drained += len(data)
