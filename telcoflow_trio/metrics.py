@@ -90,6 +90,7 @@ class ClientCollector:
         self._prefix = prefix
 
     def collect(self) -> Iterator[Metric]:
+        """The metric families of a fresh statistics snapshot (called by the registry)."""
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
