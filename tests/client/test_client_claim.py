@@ -110,34 +110,31 @@ async def test_load_aware_claiming_spreads_calls_evenly(
     assert sim_stats.calls_unclaimed == 0
 
 
-async def test_first_come_gives_every_call_to_the_nearest_worker(
+@pytest.mark.parametrize(
+    ("max_calls", "counts", "busy", "full"),
+    [
+        (None, [30, 0, 0], [0, 30, 30], [0, 0, 0]),  # the nearest takes every call
+        (20, [20, 10, 0], [0, 20, 30], [10, 0, 0]),  # until it is full, then the next
+    ],
+)
+async def test_first_come_gives_the_calls_to_the_nearest_worker(
     autojump_clock: trio.testing.MockClock,
+    max_calls: int | None,
+    counts: list[int],
+    busy: list[int],
+    full: list[int],
 ) -> None:
+    latencies = [0.0, 0.002, 0.004]
     with trio.fail_after(60):
-        async with open_workers([0.0, 0.002, 0.004], claim_policy=ClaimPolicy.first_come()) as (
+        async with open_workers(latencies, max_calls=max_calls, claim_policy="first_come") as (
             sim,
             clients,
         ):
             await place(sim, 30)
-            counts = spread(clients)
-            busy = [c.statistics().sessions_busy for c in clients]
-    assert counts == [30, 0, 0]
-    assert busy == [0, 30, 30]
-
-
-async def test_first_come_fills_the_nearest_worker_to_max_calls(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    with trio.fail_after(60):
-        async with open_workers([0.0, 0.002, 0.004], max_calls=20, claim_policy="first_come") as (
-            sim,
-            clients,
-        ):
-            await place(sim, 30)
-            counts = spread(clients)
-            full = [c.statistics().sessions_full for c in clients]
-    assert counts == [20, 10, 0]
-    assert full == [10, 0, 0]
+            stats = [c.statistics() for c in clients]
+    assert [s.calls_active for s in stats] == counts
+    assert [s.sessions_busy for s in stats] == busy
+    assert [s.sessions_full for s in stats] == full
 
 
 @pytest.mark.parametrize("policy", ["first_come", "load_aware"])
@@ -180,19 +177,27 @@ async def test_an_idle_worker_claims_at_once(autojump_clock: trio.testing.MockCl
     assert 0 < loaded.max < policy.max_delay
 
 
+#: With one call (or claim) in progress, the next claim waits 0.5 s.
+SLOW = ClaimPolicy(max_delay=1.0, half_load_calls=1)
+
+
+async def delayed_claim(sim: Simulator, client: TelcoflowClient, script: CallerScript) -> None:
+    """One call held, then a second one offered: its claim is waiting."""
+    await sim.place_call(RINGING)
+    await trio.sleep(1)
+    await sim.place_call(script)
+    await trio.sleep(0.1)
+    assert client.statistics().claims_in_flight == 1
+
+
 async def test_a_caller_hanging_up_during_the_claim_delay_costs_nothing(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # One active call makes the next claim wait 0.5 s; that caller hangs up first
     # (the simulator tells only a bound worker: the late claim is refused quietly).
-    policy = ClaimPolicy(max_delay=1.0, half_load_calls=1)
     with trio.fail_after(60):
-        async with open_workers([0.0], claim_policy=policy) as (sim, (client,)):
-            await sim.place_call(RINGING)
-            await trio.sleep(1)
-            await sim.place_call(CallerScript(hangup_before_answer_after=0.2))
-            await trio.sleep(0.1)
-            assert client.statistics().claims_in_flight == 1
+        async with open_workers([0.0], claim_policy=SLOW) as (sim, (client,)):
+            await delayed_claim(sim, client, CallerScript(hangup_before_answer_after=0.2))
             await trio.sleep(2)
             stats = client.statistics()
             sim_stats = sim.statistics()
@@ -206,10 +211,9 @@ async def test_a_delayed_claim_is_dropped_when_its_session_closes_or_is_renotifi
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="telcoflow_trio")
-    policy = ClaimPolicy(max_delay=1.0, half_load_calls=1)
     async with trio.open_nursery() as nursery:
         server = FakeControl(nursery)  # never sends call.in: claims stay in flight
-        client = TelcoflowClient(wire_config(claim_policy=policy), open_stream=server.open_stream)
+        client = TelcoflowClient(wire_config(claim_policy=SLOW), open_stream=server.open_stream)
         client.on(events.INCOMING_CALL)(hold)
         async with client:
             ws = server.ws
@@ -231,14 +235,9 @@ async def test_a_delayed_claim_is_dropped_when_its_session_closes_or_is_renotifi
 async def test_a_delayed_claim_is_cancelled_with_the_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    policy = ClaimPolicy(max_delay=1.0, half_load_calls=1)
     with trio.fail_after(60):
-        async with open_workers([0.0], claim_policy=policy) as (sim, (client,)):
-            await sim.place_call(RINGING)
-            await trio.sleep(1)
-            await sim.place_call(RINGING)
-            await trio.sleep(0.1)
-            assert client.statistics().claims_in_flight == 1
+        async with open_workers([0.0], claim_policy=SLOW) as (sim, (client,)):
+            await delayed_claim(sim, client, RINGING)
         # Leaving the block mid-delay ended the claim with the connection.
         assert client.statistics().claims_in_flight == 0
         assert client.statistics().sessions_claimed == 1
