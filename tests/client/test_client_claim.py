@@ -268,3 +268,28 @@ async def test_first_come_measures_no_lag(autojump_clock: trio.testing.MockClock
             autojump_clock.jump(0.3)
             await trio.sleep(0.5)
             assert client.statistics().loop_lag == 0.0
+
+
+@pytest.mark.parametrize("policy", ["first_come", "load_aware"])
+async def test_a_full_worker_claims_a_still_ringing_call_when_room_frees_up(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, policy: str
+) -> None:
+    """Offers declined at max_calls are kept; when a call ends the newest is tried
+    first, one that hung up meanwhile is skipped quietly, and the next is claimed."""
+    with trio.fail_after(60):
+        async with open_workers([0.0], max_calls=1, claim_policy=policy) as (sim, (client,)):
+            first = await sim.place_call(CallerScript(hangup_before_answer_after=3))
+            await trio.sleep(0.5)
+            ringing = await sim.place_call(RINGING)
+            await trio.sleep(0.5)
+            await sim.place_call(CallerScript(hangup_before_answer_after=1))  # newest, leaves
+            await trio.sleep(1)
+            assert client.statistics().sessions_full == 2
+            await first.wait_result()
+            await trio.sleep(0.5)
+            stats = client.statistics()
+            sim_stats = sim.statistics()
+            assert [c.call_id for c in client._calls.values()] == [ringing.call_id]
+    assert (stats.calls_total, stats.calls_active, stats.sessions_full) == (2, 1, 2)
+    assert (sim_stats.calls_unclaimed, sim_stats.calls_abandoned_unclaimed) == (0, 1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
