@@ -642,6 +642,14 @@ class ActiveCall:
         who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
         try:
             if self._termination is None and not _cancelled():
+                if reason is TerminationReason.HANDLER_RETURNED:
+                    # The rule 1.0.0 callback code trips over: say it where it bites.
+                    logger.debug(
+                        "call %s: the INCOMING_CALL handler returned, so the call ends "
+                        "(call.close); to keep a call, await call.wait_terminated() "
+                        "in the handler",
+                        self.call_id,
+                    )
                 limit = config.close_timeout if self._shutting_down else math.inf
                 with trio.move_on_after(limit):
                     try:

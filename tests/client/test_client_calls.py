@@ -335,6 +335,38 @@ async def test_d11_close_before_answer_tells_the_server(
     assert call.termination.reason is TerminationReason.HANDLER_RETURNED
 
 
+async def test_a_handler_that_returns_ends_the_call_and_says_so(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="telcoflow_trio._call")
+
+    async def callback_style(call: ActiveCall) -> None:
+        await call.answer()  # 1.0.0 style: answer, then return and let callbacks run
+
+    result, call, t0 = await run_call(callback_style, CallerScript(hangup_after=10))
+    assert (result.ended_by, result.ended_at - t0) == ("agent_close", 0)  # hung up at once
+    [line] = [r for r in caplog.records if "handler returned" in r.getMessage()]
+    assert line.levelno == logging.DEBUG
+    assert line.getMessage() == (
+        f"call {call.call_id}: the INCOMING_CALL handler returned, so the call ends "
+        "(call.close); to keep a call, await call.wait_terminated() in the handler"
+    )
+
+
+async def test_no_handler_returned_line_when_the_call_ended_first(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="telcoflow_trio._call")
+
+    async def holds(call: ActiveCall) -> None:
+        await call.answer()
+        await call.wait_terminated()
+
+    result, _, _ = await run_call(holds, CallerScript(hangup_after=1))
+    assert result.ended_by == "caller_hangup"
+    assert not [r for r in caplog.records if "handler returned" in r.getMessage()]
+
+
 async def test_d9_call_terminated_closes_the_media_socket(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
