@@ -427,7 +427,7 @@ class TelcoflowClient:
     def _session_closed(self, closed: proto.SessionClosed) -> None:
         call = self._by_session.get(closed.session_id)
         if call is not None:
-            call._platform_ended(closed.reason)
+            call._session_closed(closed.reason)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

@@ -57,6 +57,9 @@ _MODES = {
     CallCommand.BARGE: "barge",
     CallCommand.SPY: "spy",
 }
+#: How a call ends when its media connection goes away without a command: no
+#: party hung up, so the platform closes the session (``FORCE_CLOSE``).
+_MEDIA_LOST = ("media_lost", "FORCE_CLOSE")
 #: Ticks the ticker may fall behind before it re-anchors instead of catching up.
 _MAX_LAG_TICKS = 5
 
@@ -370,7 +373,7 @@ class SimulatedCall:
             # simulator is being torn down.
             self._media = None
             if conn.abrupt:
-                self._finish("media_lost", "CALL_TERMINATED")
+                self._finish(*_MEDIA_LOST)
             else:
                 self._finish("server", "FORCE_CLOSE")
             self._wrap_up()
@@ -404,7 +407,7 @@ class SimulatedCall:
                 message = await conn.receive()
             except WSSConnectionClosed as exc:
                 self._media_close_code = exc.code
-                self._finish("media_lost", "CALL_TERMINATED")
+                self._finish(*_MEDIA_LOST)
                 return
             if isinstance(message, bytes):
                 self._on_agent_audio(message)
@@ -418,7 +421,7 @@ class SimulatedCall:
                     logger.warning(
                         "call %s: closing media after a bad frame: %s", self.call_id, exc
                     )
-                    self._finish("media_lost", "CALL_TERMINATED")
+                    self._finish(*_MEDIA_LOST)
                     conn.close(1008, f"bad frame: {exc}")
                     return
                 response = CommandResponse(

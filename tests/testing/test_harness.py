@@ -84,7 +84,7 @@ async def test_echo_agent_returns_the_callers_audio(
     report.assert_agent_audio(min_seconds=2.9, tone=440)
     assert report.sample_rate == 16000
     assert report.termination is not None
-    assert report.termination.reason is TerminationReason.SERVER
+    assert report.termination.reason is TerminationReason.CALLER_HANGUP
     assert not contains_tone(report.agent_audio, GREETING_HZ, 16000)
 
 
@@ -223,9 +223,7 @@ async def test_drive_a_call_live_and_inject_faults(autojump_clock: trio.testing.
         report = await agent.wait_call(call)
     report.assert_ended_by("media_lost")
     assert report.termination is not None
-    # The agent learns it from the broken socket or from the platform's
-    # session.closed, whichever it reads first (both at the same instant).
-    assert report.termination.reason in (TerminationReason.MEDIA_LOST, TerminationReason.SERVER)
+    assert report.termination.reason is TerminationReason.MEDIA_LOST
     assert agent.reports == [report]
 
 
