@@ -543,7 +543,7 @@ class TelcoflowClient:
         call = self._by_session.get(closed.session_id)
         if call is not None:
             with call_context(call.call_id):
-                call._platform_ended(closed.reason)
+                call._session_closed(closed.reason)
 
 
 def _add_audio(total: MediaCounters, counters: MediaCounters) -> None:
