@@ -1,4 +1,4 @@
-"""The ``telcoflow-trio`` command: ``demo``, ``simulate`` and ``call``.
+"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call`` and ``run``.
 
 User mistakes (bad arguments, an unreachable server, an unreadable file) end with a
 one-line message and a non-zero status, never a traceback; Ctrl+C stops cleanly.
@@ -46,6 +46,7 @@ def _demo_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
     from ._demo import add_demo_arguments
+    from .runner import EPILOG as RUN_EPILOG, add_run_arguments, run_main
     from .simulator._cli import (
         add_call_arguments,
         add_simulate_arguments,
@@ -66,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
          add_simulate_arguments, simulate_main),
         ("call", "place a call into a running simulator as the caller (a softphone)",
          add_call_arguments, call_main),
+        ("run", "run your agent in production: workers, graceful drain on SIGTERM, metrics",
+         add_run_arguments, run_main),
     ):  # fmt: skip
         sub = commands.add_parser(
-            name, help=summary, description=summary, epilog=EPILOG[name],
+            name, help=summary, description=summary, epilog={**EPILOG, "run": RUN_EPILOG}[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
         add_arguments(sub)
