@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar, final
@@ -28,6 +28,8 @@ import trio
 from . import proto
 from ._call import ActiveCall, ErrorHook
 from ._control import ControlConnection, ControlCounters
+from ._logging import call_context
+from ._media import MediaCounters
 from ._transport import StreamOpener, open_tcp
 from .config import TelcoflowClientConfig
 from .events import ClientEvent
@@ -43,17 +45,34 @@ _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 _UNCLAIMED_KEPT = 64
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ClientStatistics:
-    """A snapshot of the client's counters.
+    """A snapshot of the client's counters (totals count since the client was made).
 
     Attributes:
+        connected: the control connection is set up right now.
+        claiming: the client takes new calls: connected, an ``INCOMING_CALL``
+            handler registered, not closing or disconnected, below ``max_calls``.
         calls_active: calls whose task is running.
-        calls_total: calls received (``call.in``) since the client started.
+        calls_total: calls received (``call.in``).
         calls_failed: calls whose media connection could not be opened.
+        calls_ended: ended calls by :class:`~telcoflow_trio.TerminationReason`
+            value (only reasons that occurred appear).
         reconnects: control reconnections after a successful first connection.
-        sessions_busy: notifications skipped because another worker claimed them.
+        connects: control connections set up, the first included.
+        notifications: ``session.notify`` frames received (calls offered).
+        sessions_claimed: sessions this client won (``session.ready`` sent).
+        sessions_busy: claims lost to another worker (``SESSION_BUSY``).
+        sessions_full: notifications not claimed because the client was at
+            ``max_calls`` (active calls plus claims in flight).
+        claims_in_flight: sessions notified and being claimed right now.
+        claim_latency: from ``session.notify`` to ``call.in``, of won claims.
+        loop_lag: how late the event loop runs, in seconds (the load-aware
+            claim policy's measure, a decaying peak; 0 under first-come).
         handler_errors: exceptions raised by your handlers.
+        audio_frames_sent, audio_bytes_sent: agent audio sent, all calls.
+        audio_frames_received, audio_bytes_received: caller audio received, all calls.
+        send_buffer_bytes: agent audio queued for sending, summed over active calls.
     """
 
     connected: bool
@@ -68,6 +87,17 @@ class ClientStatistics:
     handler_errors: int
     pings: int
     malformed_frames: int
+    claiming: bool
+    calls_ended: Mapping[str, int]
+    sessions_full: int
+    claims_in_flight: int
+    claim_latency: proto.LatencyHistogram
+    loop_lag: float
+    audio_frames_sent: int
+    audio_bytes_sent: int
+    audio_frames_received: int
+    audio_bytes_received: int
+    send_buffer_bytes: int
 
 
 @final
@@ -115,6 +145,10 @@ class TelcoflowClient:
         self._calls_total = 0
         self._calls_failed = 0
         self._handler_errors_done = 0  # handler errors of calls that have finished
+        self._media_done = MediaCounters()  # audio totals of calls that have finished
+        self._calls_ended: dict[str, int] = {}
+        self._sessions_full = 0
+        self._lag = proto.LagMeter()
         self._calls_changed = trio.lowlevel.ParkingLot()
         self._lifetime_cm: AbstractAsyncContextManager[TelcoflowClient] | None = None
         self._nursery: trio.Nursery | None = None
@@ -157,6 +191,8 @@ class TelcoflowClient:
             async with trio.open_nursery() as nursery:
                 self._nursery = await nursery.start(self._run_background)
                 self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
+                if self._config.claim_policy.load_aware:
+                    self._nursery.start_soon(self._measure_lag)
                 try:
                     await self.connect()
                     yield self
@@ -194,6 +230,14 @@ class TelcoflowClient:
         async with trio.open_nursery() as calls:
             task_status.started(calls)
             await trio.sleep_forever()
+
+    async def _measure_lag(self) -> None:
+        """Feed the lag meter: a timer that should wake every ``lag_interval``."""
+        interval = self._config.claim_policy.lag_interval
+        while True:
+            due = trio.current_time() + interval
+            await trio.sleep_until(due)
+            self._lag.tick(due, trio.current_time())
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -239,6 +283,7 @@ class TelcoflowClient:
             random_source=self._random,
             counters=self._counters,
             should_claim=self._should_claim,
+            claim_delay=self._claim_delay,
             on_call_in=self._call_arrived,
             on_session_closed=self._session_closed,
         )
@@ -361,8 +406,20 @@ class TelcoflowClient:
     def statistics(self) -> ClientStatistics:
         """A snapshot of the client's counters."""
         c = self._counters
+        control = self._control
+        audio = attrs.evolve(self._media_done)
+        send_buffer = 0
+        for call in self._calls.values():
+            _add_audio(audio, call._media.counters)
+            send_buffer += len(call._media.outgoing)
         return ClientStatistics(
-            connected=self._control is not None and self._control.connected,
+            connected=control is not None and control.connected,
+            claiming=control is not None
+            and control.connected
+            and self._incoming is not None
+            and not self._closing
+            and not self._disconnected
+            and not self._full(),
             calls_active=len(self._calls),
             calls_total=self._calls_total,
             calls_failed=self._calls_failed,
@@ -375,7 +432,30 @@ class TelcoflowClient:
             + sum(call.handler_errors for call in self._calls.values()),
             pings=c.pings,
             malformed_frames=c.malformed_frames,
+            calls_ended=dict(self._calls_ended),
+            sessions_full=self._sessions_full,
+            claims_in_flight=control.claims_in_flight if control is not None else 0,
+            claim_latency=c.claim_latency,
+            loop_lag=self._lag.lag,
+            audio_frames_sent=audio.frames_sent,
+            audio_bytes_sent=audio.bytes_sent,
+            audio_frames_received=audio.frames_received,
+            audio_bytes_received=audio.bytes_received,
+            send_buffer_bytes=send_buffer,
         )
+
+    def _full(self) -> bool:
+        """At ``max_calls``: active calls plus claims that sent ``session.open``."""
+        max_calls = self._config.max_calls
+        if max_calls is None:
+            return False
+        opening = self._control.claims_opening if self._control is not None else 0
+        return len(self._calls) + opening >= max_calls
+
+    def _claim_delay(self) -> float:
+        control = self._control
+        load = len(self._calls) + (control.claims_in_flight if control is not None else 0)
+        return self._config.claim_policy.delay(load, self._config.max_calls, self._lag.lag)
 
     def _should_claim(self, notify: proto.SessionNotify) -> bool:
         if self._incoming is None:
@@ -386,7 +466,17 @@ class TelcoflowClient:
                 del self._unclaimed[next(iter(self._unclaimed))]
             return False
         # A session whose call we hold is re-broadcast after a reconnect: keep it.
-        return not self._closing and notify.session_id not in self._by_session
+        if self._closing or notify.session_id in self._by_session:
+            return False
+        if self._full():
+            self._sessions_full += 1
+            logger.debug(
+                "at max_calls (%d): leaving session %s to other workers",
+                self._config.max_calls,
+                notify.session_id,
+            )
+            return False
+        return True
 
     def _call_arrived(self, call_in: proto.CallIn) -> None:
         handler = self._incoming
@@ -406,18 +496,30 @@ class TelcoflowClient:
         self._calls[call.call_id] = call
         self._by_session[call_in.session_id] = call
         self._calls_total += 1
-        logger.info("call %s from %s to %s", call.call_id, call.caller_number, call.callee_number)
+        with call_context(call.call_id):
+            logger.info(
+                "call %s from %s to %s", call.call_id, call.caller_number, call.callee_number
+            )
         self._calls_nursery.start_soon(self._serve_call, call, handler)
 
     async def _serve_call(self, call: ActiveCall, handler: Callable[[ActiveCall], object]) -> None:
-        try:
-            if not await call._serve(handler):
-                self._calls_failed += 1
-        finally:
-            self._calls.pop(call.call_id, None)
-            self._call_ended(call)
-            self._handler_errors_done += call.handler_errors
-            self._calls_changed.unpark_all()
+        # The call's task: what it logs, and the tasks it starts, carry its id.
+        with call_context(call.call_id):
+            try:
+                if not await call._serve(handler):
+                    self._calls_failed += 1
+            finally:
+                self._calls.pop(call.call_id, None)
+                self._call_ended(call)
+                self._finished(call)
+                self._calls_changed.unpark_all()
+
+    def _finished(self, call: ActiveCall) -> None:
+        """Add an ended call to the client's totals."""
+        self._handler_errors_done += call.handler_errors
+        _add_audio(self._media_done, call._media.counters)
+        reason = str(call.termination.reason) if call.termination is not None else "unknown"
+        self._calls_ended[reason] = self._calls_ended.get(reason, 0) + 1
 
     def _call_ended(self, call: ActiveCall) -> None:
         session_id = call._call_in.session_id
@@ -427,7 +529,15 @@ class TelcoflowClient:
     def _session_closed(self, closed: proto.SessionClosed) -> None:
         call = self._by_session.get(closed.session_id)
         if call is not None:
-            call._platform_ended(closed.reason)
+            with call_context(call.call_id):
+                call._platform_ended(closed.reason)
+
+
+def _add_audio(total: MediaCounters, counters: MediaCounters) -> None:
+    total.frames_sent += counters.frames_sent
+    total.bytes_sent += counters.bytes_sent
+    total.frames_received += counters.frames_received
+    total.bytes_received += counters.bytes_received
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

@@ -16,10 +16,11 @@ the supervisor with :class:`~telcoflow_trio.exceptions.WSSAuthenticationError`,
 never retried; so does a first connection that fails, and a backoff policy that
 gives up (:class:`~telcoflow_trio.exceptions.WSSConnectionError`).
 
-Incoming calls are claimed with ``session.open`` and ``session.ready``; a
-``SESSION_BUSY`` answer means another worker took the call and is skipped
-quietly. Calls live on their own media connections and are not touched by a
-control reconnect.
+Incoming calls are claimed with ``session.open`` and ``session.ready``, after
+the delay the client's claim policy asks for (a claim whose session closes or
+arrives meanwhile is dropped); a ``SESSION_BUSY`` answer means another worker
+took the call and is skipped quietly. Calls live on their own media
+connections and are not touched by a control reconnect.
 """
 
 from __future__ import annotations
@@ -69,6 +70,19 @@ class ControlCounters:
     sessions_busy: int = 0
     pings: int = 0
     malformed_frames: int = 0
+    #: From ``session.notify`` to the ``call.in`` of a claimed session.
+    claim_latency: proto.LatencyHistogram = attrs.Factory(proto.LatencyHistogram)
+
+
+@attrs.define
+class _Claim:
+    """A claim in flight: from ``session.notify`` until ``call.in``, closed or given up."""
+
+    notified_at: float
+    #: Set when the session's ``call.in`` or ``session.closed`` arrives.
+    settled: trio.Event = attrs.Factory(trio.Event)
+    #: ``session.open`` is (about to be) sent: it counts as a call for ``max_calls``.
+    opening: bool = False
 
 
 class ControlConnection:
@@ -79,7 +93,9 @@ class ControlConnection:
         open_stream: how to open the byte stream under the WebSocket.
         random_source: floats in ``[0, 1)`` for the backoff jitter.
         counters: where to count what happens.
-        should_claim: whether to claim the call of a ``session.notify``.
+        should_claim: whether to claim the call of a ``session.notify`` (asked
+            again after a claim delay).
+        claim_delay: seconds to wait before claiming a newly notified session.
         on_call_in: a claimed session's call arrived.
         on_session_closed: the server closed a session.
     """
@@ -94,18 +110,22 @@ class ControlConnection:
         should_claim: Callable[[proto.SessionNotify], bool],
         on_call_in: Callable[[proto.CallIn], None],
         on_session_closed: Callable[[proto.SessionClosed], None],
+        claim_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._config = config
         self._open_stream = open_stream
         self._backoff = proto.Backoff(config.reconnect, random_source)
         self.counters = counters
         self._should_claim = should_claim
+        self._claim_delay = claim_delay
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
         self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._requests: dict[str, Reply[proto.Response]] = {}
-        self._claims: dict[str, trio.Event] = {}
+        self._claims: dict[str, _Claim] = {}
+        #: Claims that sent (or are sending) ``session.open``, call not arrived yet.
+        self.claims_opening = 0
         self._ping_ids = itertools.count(1)
         self._log_malformed = ThrottledLog(logger, logging.ERROR)
         self._state_lot = trio.lowlevel.ParkingLot()
@@ -314,15 +334,14 @@ class ControlConnection:
                 self._notified(frame)
             elif isinstance(frame, proto.CallIn):
                 logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
-                claim = self._claims.pop(frame.session_id, None)
+                claim = self._settle(frame.session_id)
                 if claim is not None:
-                    claim.set()
+                    latency = trio.current_time() - claim.notified_at
+                    self.counters.claim_latency = self.counters.claim_latency.observe(latency)
                 self._on_call_in(frame)
             elif isinstance(frame, proto.SessionClosed):
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
-                claim = self._claims.pop(frame.session_id, None)
-                if claim is not None:
-                    claim.set()
+                self._settle(frame.session_id)
                 self._on_session_closed(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
@@ -376,6 +395,11 @@ class ControlConnection:
         finally:
             self._requests.pop(req_id, None)
 
+    @property
+    def claims_in_flight(self) -> int:
+        """Sessions notified and being claimed (delayed or opening)."""
+        return len(self._claims)
+
     def _notified(self, frame: proto.SessionNotify) -> None:
         self.counters.notifications += 1
         self.notified(frame)
@@ -398,11 +422,35 @@ class ControlConnection:
                 session_id,
             )
             return
-        self._claims[session_id] = trio.Event()
-        self._nursery.start_soon(self._claim, session_id)
+        delay = self._claim_delay()  # the load before this claim
+        claim = self._claims[session_id] = _Claim(trio.current_time())
+        self._nursery.start_soon(self._claim, frame, claim, delay)
 
-    async def _claim(self, session_id: str) -> None:
+    def _settle(self, session_id: str, claim: _Claim | None = None) -> _Claim | None:
+        """The claim of ``session_id`` (only if it is ``claim``) is over: forget it."""
+        found = self._claims.get(session_id)
+        if found is None or (claim is not None and found is not claim):
+            return None
+        del self._claims[session_id]
+        found.settled.set()
+        if found.opening:
+            found.opening = False
+            self.claims_opening -= 1
+        return found
+
+    async def _claim(self, frame: proto.SessionNotify, claim: _Claim, delay: float) -> None:
+        session_id = frame.session_id
         try:
+            if delay > 0:
+                with trio.move_on_after(delay):
+                    await claim.settled.wait()
+                if claim.settled.is_set() or self._ws is None or not self._should_claim(frame):
+                    # Closed, taken by us meanwhile, full or offline (a reconnect
+                    # brings a new notification): nothing to say.
+                    logger.debug("session %s: dropping the delayed claim", session_id)
+                    return
+            claim.opening = True
+            self.claims_opening += 1
             try:
                 response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
             except WSSConnectionError as exc:
@@ -425,15 +473,12 @@ class ControlConnection:
             except WSSConnectionClosed:
                 return
             self.counters.sessions_claimed += 1
-            arrived = self._claims.get(session_id)
-            if arrived is None:
-                return
             timeout = self._config.request_timeout
             with trio.move_on_after(timeout):
-                await arrived.wait()
-            if not arrived.is_set():
+                await claim.settled.wait()
+            if not claim.settled.is_set():
                 logger.warning(
                     "session %s: no call.in within %g s of session.ready", session_id, timeout
                 )
         finally:
-            self._claims.pop(session_id, None)
+            self._settle(session_id, claim)

@@ -278,7 +278,16 @@ class CallResult:
 
 @attrs.frozen
 class SimulatorStatistics:
-    """Counters of a running simulator (``*_total`` count since start)."""
+    """Counters of a running simulator (``*_total`` count since start).
+
+    Attributes:
+        calls_unclaimed: calls ringing now that no worker holds (offered, not
+            claimed yet, or their worker's control connection dropped).
+        calls_abandoned_unclaimed: calls that ended before any worker claimed
+            them (every worker full, none connected, or too slow).
+        sessions_busy: ``session.open`` refused with ``SESSION_BUSY`` because
+            another worker had the session.
+    """
 
     control_connections: int
     control_connections_total: int
@@ -291,3 +300,6 @@ class SimulatorStatistics:
     auth_rejections: int
     malformed_frames: int
     handler_errors: int
+    calls_unclaimed: int
+    calls_abandoned_unclaimed: int
+    sessions_busy: int
