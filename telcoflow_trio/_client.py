@@ -189,11 +189,13 @@ class TelcoflowClient:
         self._closing = False
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = await nursery.start(self._run_background)
-                self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
-                if self._config.claim_policy.load_aware:
-                    self._nursery.start_soon(self._measure_lag)
                 try:
+                    # In the try: a cancellation that lands here must still end the
+                    # shielded background task, or leaving the nursery waits for ever.
+                    self._nursery = await nursery.start(self._run_background)
+                    self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
+                    if self._config.claim_policy.load_aware:
+                        self._nursery.start_soon(self._measure_lag)
                     await self.connect()
                     yield self
                 except BaseException as exc:
