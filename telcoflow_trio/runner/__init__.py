@@ -32,6 +32,7 @@ from functools import partial
 import trio
 
 from .._cli_secrets import UsageError
+from .._logging import CallIdFilter
 from ._options import RunSettings, add_run_arguments, resolve_settings
 from ._supervisor import Supervisor, WorkerSlot, launch_process, worker_command
 from ._target import load_target
@@ -51,10 +52,13 @@ the calls at once.
 
 
 def configure_logging(level: str, tag: str) -> None:
-    """Log to standard error, each line tagged with the process's role."""
+    """Log to standard error, each line tagged with the process's role and the call's id."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CallIdFilter())
     handler.setFormatter(
-        logging.Formatter(f"%(asctime)s {tag} %(levelname)s %(name)s: %(message)s")
+        logging.Formatter(
+            f"%(asctime)s {tag} %(levelname)s %(name)s [call %(call_id)s]: %(message)s"
+        )
     )
     root = logging.getLogger()
     root.addHandler(handler)

@@ -23,7 +23,14 @@ from .._cli_secrets import (
     add_api_key_arguments,
     api_key_from as _api_key_from,
 )
-from ..config import PRODUCTION_URL, SAMPLE_RATES, TelcoflowClientConfig, _redact
+from ..config import (
+    PRODUCTION_URL,
+    SAMPLE_RATES,
+    ClaimMode,
+    ClaimPolicy,
+    TelcoflowClientConfig,
+    _redact,
+)
 
 __all__ = ["RunSettings", "add_run_arguments", "resolve_settings"]
 
@@ -54,6 +61,13 @@ def _seconds(text: str) -> float:
     if not value >= 0:
         raise ValueError(f"must be a number of seconds >= 0, not {text}")
     return value
+
+
+def _claim_mode(text: str) -> str:
+    try:
+        return ClaimMode(text.lower().replace("-", "_")).value
+    except ValueError:
+        raise ValueError(f"must be load_aware or first_come, not {text!r}") from None
 
 
 def _port(text: str) -> int:
@@ -108,6 +122,12 @@ OPTIONS: Final = (
             "call audio sample rate: 8000, 16000 or 24000", "HZ"),
     _Option("--workers", "TELCOFLOW_WORKERS", _at_least_one, 1,
             "worker processes, each with its own control connection", "N"),
+    _Option("--max-calls", "TELCOFLOW_MAX_CALLS", _at_least_one, None,
+            "live calls per worker at most; it claims no more until one ends", "N",
+            "default: no limit"),
+    _Option("--claim-policy", "TELCOFLOW_CLAIM_POLICY", _claim_mode, "load_aware",
+            "load_aware: a busier worker claims a new call a little later, so idle "
+            "workers get it; first_come: claim at once", "POLICY"),
     _Option("--drain-timeout", "TELCOFLOW_DRAIN_TIMEOUT", _seconds, 25.0,
             "on SIGTERM or SIGINT, how long live calls may go on before they are ended",
             "SECONDS"),
@@ -131,6 +151,8 @@ class RunSettings:
     connector_uuid: str
     sample_rate: int
     workers: int
+    max_calls: int | None
+    claim_policy: str
     drain_timeout: float
     metrics_host: str
     metrics_port: int | None
@@ -143,7 +165,12 @@ class RunSettings:
             ValueError: a value the client does not accept.
         """
         return TelcoflowClientConfig.sandbox(
-            self.api_key, self.connector_uuid, self.sample_rate, base_url=self.server
+            self.api_key,
+            self.connector_uuid,
+            self.sample_rate,
+            base_url=self.server,
+            max_calls=self.max_calls,
+            claim_policy=ClaimPolicy(mode=self.claim_policy),
         )
 
     def metrics_port_of(self, index: int) -> int | None:
@@ -214,4 +241,12 @@ def resolve_settings(values: Mapping[str, object], environ: Mapping[str, str]) -
         settings.client_config()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if settings.metrics_port is not None:
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--metrics-port needs the prometheus-client package: "
+                "pip install 'telcoflow-trio[metrics]'"
+            ) from None
     return settings

@@ -253,7 +253,8 @@ class Supervisor:
                         slot.handle.pid,
                     )
                     slot.handle.kill()
-                    self._status = EXIT_FAILED
+                    if self._status == EXIT_OK:
+                        self._status = EXIT_FAILED
             self._kill_deadline = float("inf")
 
 

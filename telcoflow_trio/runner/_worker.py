@@ -27,6 +27,7 @@ import trio
 from .._client import TelcoflowClient, _leaves
 from .._transport import StreamOpener, redact_url
 from ..exceptions import WSSAuthenticationError, WSSError
+from ..metrics import serve_metrics
 from ._options import RunSettings, resolve_settings
 from ._target import Install, SetupError, load_target
 
@@ -89,6 +90,7 @@ async def serve_worker(
         WSSAuthenticationError: the platform rejected the credentials.
         WSSConnectionError: the platform could not be reached, or reconnecting gave up.
         SetupError: the agent's setup function failed.
+        OSError: the metrics port cannot be bound.
     """
     status = EXIT_OK
     ready = False
@@ -153,9 +155,18 @@ async def _serve(
             drain.set()
 
     async with trio.open_nursery() as nursery:
+        metrics = ""
+        port = settings.metrics_port_of(index)
+        if port is not None:
+            port = await nursery.start(serve_metrics, client, settings.metrics_host, port)
+            metrics = f", metrics on http://{settings.metrics_host}:{port}/metrics"
         nursery.start_soon(serve)
         logger.info(
-            "worker %d ready: pid %d, serving %s", index, os.getpid(), redact_url(settings.server)
+            "worker %d ready: pid %d, serving %s%s",
+            index,
+            os.getpid(),
+            redact_url(settings.server),
+            metrics,
         )
         on_ready(client)
         await drain.wait()
@@ -205,7 +216,7 @@ def run_worker(settings: RunSettings, install: Install) -> int:
     """``run --workers 1``: serve in this process. Returns the exit status (0, 1 or 130)."""
     try:
         return trio.run(_run_in_process, settings, install)
-    except (WSSError, SetupError) as exc:
+    except (WSSError, SetupError, OSError) as exc:
         return min(_failure_status(exc, 0), EXIT_FAILED)
 
 
@@ -263,7 +274,7 @@ def child_main(argv: Sequence[str]) -> int:
         configure_logging(settings.log_level, f"worker-{index}")
         install = load_target(target)
         return trio.run(partial(_run_child, settings, install, index, status))
-    except (WSSError, SetupError) as exc:
+    except (WSSError, SetupError, OSError) as exc:
         return _failure_status(exc, index)
     except Exception as exc:  # the supervisor checked these; only a changed file gets here
         logger.error("worker %d could not start: %s", index, exc)
