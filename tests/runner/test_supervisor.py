@@ -110,7 +110,7 @@ async def test_start_up_failures_in_a_row_give_up_and_drain_the_others(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     fleet = Fleet({0: [crash_at_start], 1: [serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
+    _send, signals = trio.open_memory_channel[int](2)
     with trio.fail_after(60):
         status = await supervisor(fleet, 2).run(signals)
     assert status == 1
@@ -208,7 +208,8 @@ async def test_a_worker_that_does_not_stop_is_killed_after_drain_timeout_and_gra
     assert trio.current_time() == pytest.approx(1 + 5.0 + 10.0)
     [(_, stubborn)] = fleet.of(0)
     [(_, healthy)] = fleet.of(1)
-    assert stubborn.killed and not healthy.killed
+    assert stubborn.killed
+    assert not healthy.killed
     assert any("did not stop in time: killing it" in m for m in caplog.messages)
 
 
@@ -218,7 +219,7 @@ async def test_a_fatal_worker_is_not_restarted(autojump_clock: trio.testing.Mock
         return EXIT_FATAL
 
     fleet = Fleet({0: [fatal], 1: [serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
+    _send, signals = trio.open_memory_channel[int](2)
     assert await supervisor(fleet, 2).run(signals) == 1
     assert len(fleet.of(0)) == 1
     assert fleet.of(1)[0][1].signals == [signal.SIGTERM]

@@ -82,7 +82,8 @@ async def test_drain_lets_a_live_call_end_and_claims_no_new_one(
         await call.wait_state(CallState.ANSWERED)
         signalled = trio.current_time()
         worker.signal()
-        while sim.statistics().control_connections:  # the worker let go of the control plane
+        # Until the worker has let go of the control plane (virtual time: exact).
+        while sim.statistics().control_connections:  # noqa: ASYNC110
             await trio.sleep(0.01)
         late = await sim.place_call(CallerScript(tone(440), hangup_before_answer_after=2.0))
         result = await call.wait_result()
