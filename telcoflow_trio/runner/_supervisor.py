@@ -60,7 +60,7 @@ class RestartPolicy:
         factory=lambda: BackoffPolicy(initial=0.25, factor=2.0, max_delay=30.0)
     )
     #: Give up after this many start-up failures of one worker in a row.
-    start_failures: int = 4
+    start_failures: int = 3
     #: How long past its drain timeout (or a second signal) a worker may take to exit.
     stop_grace: float = 10.0
 
@@ -184,7 +184,9 @@ class Supervisor:
                 await self._stopping.wait()
 
     def _exited_while_stopping(self, slot: WorkerSlot, status: int) -> None:
-        if status in (EXIT_OK, EXIT_INTERRUPTED):
+        # -signal: it had not taken the signals over yet (still starting), so the
+        # signal ended it, as it should.
+        if status in (EXIT_OK, EXIT_INTERRUPTED, -self._stop_signal):
             logger.info("worker %d exited (%s)", slot.index, describe_status(status))
             return
         logger.error(

@@ -21,7 +21,7 @@ _pids = itertools.count(1000)
 #: No jitter: exact delays 0.25, 0.5, 1.0 ...
 POLICY = RestartPolicy(
     backoff=BackoffPolicy(initial=0.25, factor=2.0, max_delay=30.0, jitter=0.0),
-    start_failures=4,
+    start_failures=4,  # not the default: the test counts four
     stop_grace=10.0,
 )
 
@@ -244,3 +244,24 @@ async def test_after_a_second_signal_a_stuck_worker_is_killed_after_the_grace(
     assert result == [130]
     assert trio.current_time() == pytest.approx(2 + 10.0)  # not 1 + 100 + 10
     assert fleet.of(0)[0][1].killed
+
+
+async def test_a_worker_ended_by_the_stop_signal_while_starting_is_no_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def still_starting(slot: WorkerSlot, worker: FakeWorker) -> int:
+        await worker.wait_signals(1)  # no handler yet: the signal's default action
+        return -worker.signals[0]
+
+    fleet = Fleet({0: [serve_and_drain], 1: [still_starting]})
+    send, signals = trio.open_memory_channel[int](2)
+    result: list[int] = []
+
+    async def run() -> None:
+        result.append(await supervisor(fleet, 2).run(signals))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.sleep(1)
+        await send.send(signal.SIGTERM)
+    assert result == [0]
