@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
-#: Notifications kept while no INCOMING_CALL handler is registered.
+#: Notifications kept to claim later: while no INCOMING_CALL handler is
+#: registered, or while the client is at ``max_calls``.
 _UNCLAIMED_KEPT = 64
 
 
@@ -63,8 +64,9 @@ class ClientStatistics:
         notifications: ``session.notify`` frames received (calls offered).
         sessions_claimed: sessions this client won (``session.ready`` sent).
         sessions_busy: claims lost to another worker (``SESSION_BUSY``).
-        sessions_full: notifications not claimed because the client was at
-            ``max_calls`` (active calls plus claims in flight).
+        sessions_full: notifications not claimed at once because the client was
+            at ``max_calls`` (active calls plus claims in flight); the latest are
+            kept and tried again, newest first, when a call ends.
         claims_in_flight: sessions notified and being claimed right now.
         claim_latency: from ``session.notify`` to ``call.in``, of won claims.
         loop_lag: how late the event loop runs, in seconds (the load-aware
@@ -286,6 +288,7 @@ class TelcoflowClient:
             counters=self._counters,
             should_claim=self._should_claim,
             claim_delay=self._claim_delay,
+            on_claim_done=self._reoffer,
             on_call_in=self._call_arrived,
             on_session_closed=self._session_closed,
         )
@@ -390,12 +393,7 @@ class TelcoflowClient:
             if self._incoming is not None:
                 raise ValueError(f"a handler for {key} is already registered")
             self._incoming = handler
-            # Calls notified before there was a handler: claim them now (one
-            # another worker took meanwhile is answered SESSION_BUSY, quietly).
-            unclaimed, self._unclaimed = self._unclaimed, {}
-            if self._control is not None:
-                for notify in unclaimed.values():
-                    self._control.notified(notify)
+            self._reoffer()  # calls notified before there was a handler
             return handler
 
         return register
@@ -459,13 +457,29 @@ class TelcoflowClient:
         load = len(self._calls) + (control.claims_in_flight if control is not None else 0)
         return self._config.claim_policy.delay(load, self._config.max_calls, self._lag.lag)
 
+    def _keep(self, notify: proto.SessionNotify) -> None:
+        """Keep ``notify`` (bounded, newest last) to claim when there is a handler or room."""
+        self._unclaimed.pop(notify.session_id, None)
+        self._unclaimed[notify.session_id] = notify
+        while len(self._unclaimed) > _UNCLAIMED_KEPT:
+            del self._unclaimed[next(iter(self._unclaimed))]
+
+    def _reoffer(self) -> None:
+        """Claim kept notifications, newest first (the likeliest to still ring), while
+        there is room. One another worker took meanwhile is answered SESSION_BUSY,
+        one that hung up SESSION_CLOSED: both quietly, and the next is offered."""
+        control, max_calls = self._control, self._config.max_calls
+        if control is None or self._incoming is None or self._closing or self._disconnected:
+            return
+        while self._unclaimed:
+            if max_calls is not None and len(self._calls) + control.claims_in_flight >= max_calls:
+                return
+            control.notified(self._unclaimed.popitem()[1])
+
     def _should_claim(self, notify: proto.SessionNotify) -> bool:
         if self._incoming is None:
-            # Kept (bounded) in case the handler is registered in a moment.
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
-            self._unclaimed[notify.session_id] = notify
-            while len(self._unclaimed) > _UNCLAIMED_KEPT:
-                del self._unclaimed[next(iter(self._unclaimed))]
+            self._keep(notify)
             return False
         # A session whose call we hold is re-broadcast after a reconnect: keep it.
         if self._closing or notify.session_id in self._by_session:
@@ -473,10 +487,11 @@ class TelcoflowClient:
         if self._full():
             self._sessions_full += 1
             logger.debug(
-                "at max_calls (%d): leaving session %s to other workers",
+                "at max_calls (%d): leaving session %s to other workers for now",
                 self._config.max_calls,
                 notify.session_id,
             )
+            self._keep(notify)
             return False
         return True
 
@@ -498,10 +513,7 @@ class TelcoflowClient:
         self._calls[call.call_id] = call
         self._by_session[call_in.session_id] = call
         self._calls_total += 1
-        with call_context(call.call_id):
-            logger.info(
-                "call %s from %s to %s", call.call_id, call.caller_number, call.callee_number
-            )
+        logger.info("call %s from %s to %s", call.call_id, call.caller_number, call.callee_number)
         self._calls_nursery.start_soon(self._serve_call, call, handler)
 
     async def _serve_call(self, call: ActiveCall, handler: Callable[[ActiveCall], object]) -> None:
@@ -515,6 +527,7 @@ class TelcoflowClient:
                 self._call_ended(call)
                 self._finished(call)
                 self._calls_changed.unpark_all()
+            self._reoffer()  # room for one more
 
     def _finished(self, call: ActiveCall) -> None:
         """Add an ended call to the client's totals."""

@@ -36,6 +36,7 @@ import attrs
 import trio
 
 from . import proto
+from ._logging import call_context
 from ._reply import Reply
 from ._throttle import ThrottledLog
 from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
@@ -96,6 +97,7 @@ class ControlConnection:
         should_claim: whether to claim the call of a ``session.notify`` (asked
             again after a claim delay).
         claim_delay: seconds to wait before claiming a newly notified session.
+        on_claim_done: a claim ended (won, refused, dropped), unless cancelled.
         on_call_in: a claimed session's call arrived.
         on_session_closed: the server closed a session.
     """
@@ -110,7 +112,8 @@ class ControlConnection:
         should_claim: Callable[[proto.SessionNotify], bool],
         on_call_in: Callable[[proto.CallIn], None],
         on_session_closed: Callable[[proto.SessionClosed], None],
-        claim_delay: Callable[[], float] = lambda: 0.0,
+        claim_delay: Callable[[], float],
+        on_claim_done: Callable[[], None],
     ) -> None:
         self._config = config
         self._open_stream = open_stream
@@ -118,6 +121,7 @@ class ControlConnection:
         self.counters = counters
         self._should_claim = should_claim
         self._claim_delay = claim_delay
+        self._on_claim_done = on_claim_done
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
         self._ws: ClientWebSocket | None = None
@@ -333,18 +337,22 @@ class ControlConnection:
             elif isinstance(frame, proto.SessionNotify):
                 self._notified(frame)
             elif isinstance(frame, proto.CallIn):
-                logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
-                claim = self._settle(frame.session_id)
-                if claim is not None:
-                    latency = trio.current_time() - claim.notified_at
-                    self.counters.claim_latency = self.counters.claim_latency.observe(latency)
-                self._on_call_in(frame)
+                with call_context(frame.call_id):
+                    self._call_in(frame)
             elif isinstance(frame, proto.SessionClosed):
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
                 self._settle(frame.session_id)
                 self._on_session_closed(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
+
+    def _call_in(self, frame: proto.CallIn) -> None:
+        logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
+        claim = self._settle(frame.session_id)
+        if claim is not None:
+            latency = trio.current_time() - claim.notified_at
+            self.counters.claim_latency = self.counters.claim_latency.observe(latency)
+        self._on_call_in(frame)
 
     async def _heartbeat(self, ws: ClientWebSocket) -> None:
         interval = self._config.heartbeat_interval
@@ -424,7 +432,13 @@ class ControlConnection:
             return
         delay = self._claim_delay()  # the load before this claim
         claim = self._claims[session_id] = _Claim(trio.current_time())
+        if delay <= 0:
+            self._opening(claim)  # counted for max_calls at once, before the next notify
         self._nursery.start_soon(self._claim, frame, claim, delay)
+
+    def _opening(self, claim: _Claim) -> None:
+        claim.opening = True
+        self.claims_opening += 1
 
     def _settle(self, session_id: str, claim: _Claim | None = None) -> _Claim | None:
         """The claim of ``session_id`` (only if it is ``claim``) is over: forget it."""
@@ -439,46 +453,49 @@ class ControlConnection:
         return found
 
     async def _claim(self, frame: proto.SessionNotify, claim: _Claim, delay: float) -> None:
-        session_id = frame.session_id
         try:
-            if delay > 0:
-                with trio.move_on_after(delay):
-                    await claim.settled.wait()
-                if claim.settled.is_set() or self._ws is None or not self._should_claim(frame):
-                    # Closed, taken by us meanwhile, full or offline (a reconnect
-                    # brings a new notification): nothing to say.
-                    logger.debug("session %s: dropping the delayed claim", session_id)
-                    return
-            claim.opening = True
-            self.claims_opening += 1
-            try:
-                response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
-            except WSSConnectionError as exc:
-                logger.warning("session %s: could not claim it: %s", session_id, exc)
-                return
-            if not response.ok:
-                code = response.error_code
-                if code == "SESSION_BUSY":
-                    self.counters.sessions_busy += 1
-                if code in _NOT_OURS:
-                    logger.debug("session %s: not ours (%s); skipping", session_id, code)
-                else:
-                    logger.warning("session %s: session.open refused: %s", session_id, code)
-                return
-            ws = self._ws
-            if ws is None:
-                return
-            try:
-                await ws.send_message(proto.SessionReady(session_id).encode())
-            except WSSConnectionClosed:
-                return
-            self.counters.sessions_claimed += 1
-            timeout = self._config.request_timeout
-            with trio.move_on_after(timeout):
-                await claim.settled.wait()
-            if not claim.settled.is_set():
-                logger.warning(
-                    "session %s: no call.in within %g s of session.ready", session_id, timeout
-                )
+            await self._try_claim(frame, claim, delay)
         finally:
-            self._settle(session_id, claim)
+            self._settle(frame.session_id, claim)
+        self._on_claim_done()  # not when cancelled: then the connection is going
+
+    async def _try_claim(self, frame: proto.SessionNotify, claim: _Claim, delay: float) -> None:
+        session_id = frame.session_id
+        if delay > 0:
+            with trio.move_on_after(delay):
+                await claim.settled.wait()
+            if claim.settled.is_set() or self._ws is None or not self._should_claim(frame):
+                # Closed, taken by us meanwhile, full or offline (a reconnect
+                # brings a new notification): nothing to say.
+                logger.debug("session %s: dropping the delayed claim", session_id)
+                return
+            self._opening(claim)
+        try:
+            response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+        except WSSConnectionError as exc:
+            logger.warning("session %s: could not claim it: %s", session_id, exc)
+            return
+        if not response.ok:
+            code = response.error_code
+            if code == "SESSION_BUSY":
+                self.counters.sessions_busy += 1
+            if code in _NOT_OURS:
+                logger.debug("session %s: not ours (%s); skipping", session_id, code)
+            else:
+                logger.warning("session %s: session.open refused: %s", session_id, code)
+            return
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            await ws.send_message(proto.SessionReady(session_id).encode())
+        except WSSConnectionClosed:
+            return
+        self.counters.sessions_claimed += 1
+        timeout = self._config.request_timeout
+        with trio.move_on_after(timeout):
+            await claim.settled.wait()
+        if not claim.settled.is_set():
+            logger.warning(
+                "session %s: no call.in within %g s of session.ready", session_id, timeout
+            )

@@ -78,6 +78,10 @@ def _optional_positive_int(_: object, attribute: attrs.Attribute[Any], value: An
         raise ValueError(f"{attribute.name} must be a positive integer or None; got {value!r}")
 
 
+def _claim_policy(value: ClaimPolicy | ClaimMode | str) -> ClaimPolicy:
+    return ClaimPolicy(mode=value) if isinstance(value, str) else value
+
+
 def _ws_url(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -130,9 +134,12 @@ class TelcoflowClientConfig:
     #: claims in flight) it claims no more, leaving calls to other workers.
     #: ``None``: no limit.
     max_calls: int | None = attrs.field(default=None, validator=_optional_positive_int)
-    #: How this worker races the others for calls (default: load-aware).
+    #: How this worker races the others for calls (default: load-aware); a
+    #: mode name (``"first_come"``) stands for that mode's default policy.
     claim_policy: ClaimPolicy = attrs.field(
-        factory=ClaimPolicy, validator=attrs.validators.instance_of(ClaimPolicy)
+        factory=ClaimPolicy,
+        converter=_claim_policy,
+        validator=attrs.validators.instance_of(ClaimPolicy),
     )
     #: The ``x-sdk-version`` header. Servers gate on it; the default is the
     #: protocol version this library speaks.

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import h11
 import trio
 
-from ._client import ClientStatistics, TelcoflowClient
+from ._client import TelcoflowClient
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -52,12 +52,42 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES: Final = 8192
 #: Bound on one connection: the request arriving and the response being sent.
 REQUEST_TIMEOUT: Final = 10.0
+#: After a response: how long, and how many bytes, to read and discard before closing.
+LINGER: Final = 1.0
+MAX_DRAIN_BYTES: Final = 1 << 16
 #: Connections served at once; more are closed unanswered.
 MAX_CONNECTIONS: Final = 64
 #: Prefix of every metric name.
 PREFIX: Final = "telcoflow_client"
 
 _TEXT: Final = "text/plain; charset=utf-8"
+
+
+#: ``(metric name, help, ClientStatistics field)`` of the gauges, then of the counters.
+_GAUGES: Final = (
+    ("connected", "1 while the control connection is set up.", "connected"),
+    ("claiming", "1 while the client takes new calls.", "claiming"),
+    ("calls_active", "Calls in progress.", "calls_active"),
+    ("claims_in_flight", "Sessions being claimed.", "claims_in_flight"),
+    ("send_buffer_bytes", "Agent audio queued to send.", "send_buffer_bytes"),
+    ("loop_lag_seconds", "How late the event loop runs.", "loop_lag"),
+)
+_COUNTERS: Final = (
+    ("calls_received", "Calls received (call.in).", "calls_total"),
+    ("calls_failed", "Calls whose media could not be opened.", "calls_failed"),
+    ("sessions_notified", "Calls offered (session.notify).", "notifications"),
+    ("sessions_claimed", "Claims won.", "sessions_claimed"),
+    ("sessions_busy", "Claims lost to another worker.", "sessions_busy"),
+    ("sessions_full", "Offers declined at max_calls.", "sessions_full"),
+    ("control_connects", "Control connections set up.", "connects"),
+    ("control_reconnects", "Control reconnections.", "reconnects"),
+    ("handler_errors", "Exceptions raised by handlers.", "handler_errors"),
+    ("malformed_frames", "Malformed control frames.", "malformed_frames"),
+    ("audio_frames_sent", "Agent audio frames sent.", "audio_frames_sent"),
+    ("audio_bytes_sent", "Agent audio bytes sent.", "audio_bytes_sent"),
+    ("audio_frames_received", "Caller audio frames received.", "audio_frames_received"),
+    ("audio_bytes_received", "Caller audio bytes received.", "audio_bytes_received"),
+)
 
 
 def _prometheus() -> None:
@@ -87,6 +117,7 @@ class ClientCollector:
         self._prefix = prefix
 
     def collect(self) -> Iterator[Metric]:
+        """The metric families of a fresh statistics snapshot (called by the registry)."""
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -96,42 +127,16 @@ class ClientCollector:
         s = self._client.statistics()
         p = self._prefix
 
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"{p}_{name}", doc, value=value)
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            return CounterMetricFamily(f"{p}_{name}", doc, value=value)
-
-        yield gauge("connected", "1 while the control connection is set up.", s.connected)
-        yield gauge("claiming", "1 while the client takes new calls.", s.claiming)
-        yield gauge("calls_active", "Calls in progress.", s.calls_active)
-        yield gauge("claims_in_flight", "Sessions being claimed.", s.claims_in_flight)
-        yield gauge("send_buffer_bytes", "Agent audio queued to send.", s.send_buffer_bytes)
-        yield gauge("loop_lag_seconds", "How late the event loop runs.", s.loop_lag)
-        yield counter("calls_received", "Calls received (call.in).", s.calls_total)
-        yield counter("calls_failed", "Calls whose media could not be opened.", s.calls_failed)
+        for name, doc, field in _GAUGES:
+            yield GaugeMetricFamily(f"{p}_{name}", doc, value=getattr(s, field))
+        for name, doc, field in _COUNTERS:
+            yield CounterMetricFamily(f"{p}_{name}", doc, value=getattr(s, field))
         ended = CounterMetricFamily(
             f"{p}_calls_ended", "Calls ended, by reason.", labels=["reason"]
         )
         for reason, n in sorted(s.calls_ended.items()):
             ended.add_metric([reason], n)
         yield ended
-        yield counter("sessions_notified", "Calls offered (session.notify).", s.notifications)
-        yield counter("sessions_claimed", "Claims won.", s.sessions_claimed)
-        yield counter("sessions_busy", "Claims lost to another worker.", s.sessions_busy)
-        yield counter("sessions_full", "Offers declined at max_calls.", s.sessions_full)
-        yield counter("control_connects", "Control connections set up.", s.connects)
-        yield counter("control_reconnects", "Control reconnections.", s.reconnects)
-        yield counter("handler_errors", "Exceptions raised by handlers.", s.handler_errors)
-        yield counter("malformed_frames", "Malformed control frames.", s.malformed_frames)
-        yield counter("audio_frames_sent", "Agent audio frames sent.", s.audio_frames_sent)
-        yield counter("audio_bytes_sent", "Agent audio bytes sent.", s.audio_bytes_sent)
-        yield counter(
-            "audio_frames_received", "Caller audio frames received.", s.audio_frames_received
-        )
-        yield counter(
-            "audio_bytes_received", "Caller audio bytes received.", s.audio_bytes_received
-        )
         latency = s.claim_latency
         yield HistogramMetricFamily(
             f"{p}_claim_latency_seconds",
@@ -143,10 +148,6 @@ class ClientCollector:
 
 def _bound(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(bound)
-
-
-def _ready(stats: ClientStatistics) -> bool:
-    return stats.connected and stats.claiming
 
 
 async def serve_metrics(
@@ -179,8 +180,9 @@ async def serve_metrics(
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
         if path == "/ready":
-            ready = _ready(client.statistics())
-            return (200, _TEXT, b"ready\n") if ready else (503, _TEXT, b"not ready\n")
+            if client.statistics().claiming:  # connected, and taking calls
+                return 200, _TEXT, b"ready\n"
+            return 503, _TEXT, b"not ready\n"
         if path == "/healthz":
             return 200, _TEXT, b"ok\n"
         return 404, _TEXT, b"not found\n"
@@ -266,3 +268,13 @@ async def _send(
     events.append(h11.EndOfMessage())
     with contextlib.suppress(trio.BrokenResourceError):  # the client went away
         await stream.send_all(b"".join(conn.send(event) or b"" for event in events))
+        # Close gently: closing with unread request bytes would reset the
+        # connection and could destroy the response before the client reads it.
+        await stream.send_eof()
+        with trio.move_on_after(LINGER):
+            drained = 0
+            while drained < MAX_DRAIN_BYTES:
+                data = await stream.receive_some(MAX_REQUEST_BYTES)
+                if not data:
+                    break
+                drained += len(data)
