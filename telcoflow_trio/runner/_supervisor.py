@@ -152,7 +152,11 @@ class Supervisor:
         backoff = Backoff(self.policy.backoff, self._random)
         failures = 0
         while not self._stopping.is_set():
-            status = await self._launch(slot)
+            try:
+                status = await self._launch(slot)
+            except OSError as exc:  # the process could not be started at all
+                logger.error("worker %d could not be started: %s", slot.index, exc)
+                status = EXIT_FAILED
             slot.handle = None
             if self._stopping.is_set():
                 self._exited_while_stopping(slot, status)

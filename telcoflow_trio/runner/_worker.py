@@ -127,8 +127,7 @@ async def serve_worker(
                 async with TelcoflowClient(settings.client_config(), open_stream=open_stream) as c:
                     install(c)
                     await _serve(c, settings, drain, index=index, on_ready=became_ready)
-                    ready = False  # the signals that follow come too late to change anything
-                    logger.info("worker %d: stopped", index)
+            logger.info("worker %d: stopped", index)
             nursery.cancel_scope.cancel()
     return status
 
@@ -265,7 +264,11 @@ def child_main(argv: Sequence[str]) -> int:
         )
         return 2
     target, index, fd = argv[0], int(argv[1]), int(argv[2])
-    status = socket.socket(fileno=fd)
+    try:
+        status = socket.socket(fileno=fd)
+    except OSError as exc:
+        sys.stderr.write(f"python -m telcoflow_trio.runner: no status socket {fd}: {exc}\n")
+        return 2
     status.set_inheritable(False)
     from . import configure_logging
 

@@ -223,3 +223,29 @@ async def test_bad_input_is_one_line_and_exit_2(
     assert run.lines == [f"telcoflow-trio run: {run.lines[0].partition(': ')[2]}"]
     assert message in run.output
     assert API_KEY not in run.output
+
+
+async def test_workers_drain_when_the_supervisor_dies() -> None:
+    with trio.fail_after(BOUND):
+        async with open_simulator(listen=True) as sim:
+            run = await Run.start(
+                "agent:on_call",
+                "--server", sim.base_url,
+                "--connector-uuid", sim.connector_uuid,
+                "--workers", "2",
+                env=environ(TELCOFLOW_API_KEY=sim.api_key),
+            )  # fmt: skip
+            await run.wait_for(r"all 2 workers ready")
+            call = await sim.place_call(CallerScript(tone(440)))
+            await call.wait_state(CallState.ANSWERED)
+            run.signal(signal.SIGKILL)
+            for i in range(2):
+                await run.wait_for(rf"worker {i}: the supervisor is gone: draining")
+            await run.wait_for(r"taking no new calls; 1 live call")
+            await call.hang_up()
+            # The workers hold the pipe too: it ends when both have exited.
+            assert await run.finish() == -signal.SIGKILL
+            result = await call.wait_result()
+    assert result.ended_by == "caller_hangup"
+    assert "worker 0: stopped" in run.output
+    assert "worker 1: stopped" in run.output

@@ -265,3 +265,15 @@ async def test_a_worker_ended_by_the_stop_signal_while_starting_is_no_failure(
         await trio.sleep(1)
         await send.send(signal.SIGTERM)
     assert result == [0]
+
+
+async def test_a_worker_that_cannot_be_spawned_counts_as_a_start_up_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def cannot_spawn(slot: WorkerSlot) -> int:
+        raise BlockingIOError("Resource temporarily unavailable")
+
+    sup = Supervisor(cannot_spawn, 1, drain_timeout=5.0, policy=POLICY, random_source=lambda: 0)
+    _send, signals = trio.open_memory_channel[int](2)
+    assert await sup.run(signals) == 1
+    assert trio.current_time() == pytest.approx(0.25 + 0.5 + 1.0)
