@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator, tone
+from telcoflow_trio.simulator import (
+    CallerScript,
+    SimulatedCall,
+    Simulator,
+    SimulatorConfig,
+    open_simulator,
+    tone,
+)
 from telcoflow_trio.simulator._model import CallState
 
 from .conftest import HERE
@@ -88,6 +95,26 @@ class Run:
         return "\n".join(self.lines)
 
 
+async def serve_with_two_workers(sim: Simulator, target: str, *options: str) -> Run:
+    """``run TARGET --workers 2`` against ``sim`` (the key in the environment), once ready."""
+    run = await Run.start(
+        target,
+        "--server", sim.base_url,
+        "--connector-uuid", sim.connector_uuid,
+        "--workers", "2",
+        *options,
+        env=environ(TELCOFLOW_API_KEY=sim.api_key),
+    )  # fmt: skip
+    await run.wait_for(r"all 2 workers ready")
+    return run
+
+
+async def answered_call(sim: Simulator) -> SimulatedCall:
+    call = await sim.place_call(CallerScript(tone(440)))
+    await call.wait_state(CallState.ANSWERED)
+    return call
+
+
 def children_command_lines(pid: int) -> list[str]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [Path(f"/proc/{child}/cmdline").read_bytes().decode() for child in children]
@@ -128,9 +155,7 @@ async def test_two_workers_take_calls_and_sigterm_lets_live_calls_end(
                 for i in range(2)
             ]
             # Workers take at most 2 calls each: 4 calls means both took calls.
-            calls = [await sim.place_call(CallerScript(tone(440))) for _ in range(4)]
-            for call in calls:
-                await call.wait_state(CallState.ANSWERED)
+            calls = [await answered_call(sim) for _ in range(4)]
             for port in ports:
                 status, metrics = await http_get(port, "/metrics")
                 assert status == 200
@@ -155,17 +180,8 @@ async def test_two_workers_take_calls_and_sigterm_lets_live_calls_end(
 async def test_a_second_signal_ends_the_calls_at_once() -> None:
     with trio.fail_after(BOUND):
         async with open_simulator(listen=True) as sim:
-            run = await Run.start(
-                "agent:setup",
-                "--server", sim.base_url,
-                "--connector-uuid", sim.connector_uuid,
-                "--workers", "2",
-                "--drain-timeout", "600",
-                env=environ(TELCOFLOW_API_KEY=sim.api_key),
-            )  # fmt: skip
-            await run.wait_for(r"all 2 workers ready")
-            call = await sim.place_call(CallerScript(tone(440)))
-            await call.wait_state(CallState.ANSWERED)
+            run = await serve_with_two_workers(sim, "agent:setup", "--drain-timeout", "600")
+            call = await answered_call(sim)
             run.signal(signal.SIGINT)
             await run.wait_for(r"taking no new calls; 1 live call")
             run.signal(signal.SIGINT)
@@ -228,16 +244,8 @@ async def test_bad_input_is_one_line_and_exit_2(
 async def test_workers_drain_when_the_supervisor_dies() -> None:
     with trio.fail_after(BOUND):
         async with open_simulator(listen=True) as sim:
-            run = await Run.start(
-                "agent:on_call",
-                "--server", sim.base_url,
-                "--connector-uuid", sim.connector_uuid,
-                "--workers", "2",
-                env=environ(TELCOFLOW_API_KEY=sim.api_key),
-            )  # fmt: skip
-            await run.wait_for(r"all 2 workers ready")
-            call = await sim.place_call(CallerScript(tone(440)))
-            await call.wait_state(CallState.ANSWERED)
+            run = await serve_with_two_workers(sim, "agent:on_call")
+            call = await answered_call(sim)
             run.signal(signal.SIGKILL)
             for i in range(2):
                 await run.wait_for(rf"worker {i}: the supervisor is gone: draining")

@@ -106,14 +106,29 @@ def supervisor(fleet: Fleet, workers: int, drain_timeout: float = 5.0) -> Superv
     )
 
 
+async def run(sup: Supervisor, *signals: tuple[float, int]) -> int:
+    """``sup.run()``'s status; each ``(at, signum)`` is sent ``at`` seconds after the start."""
+    send, receive = trio.open_memory_channel[int](len(signals))
+    result: list[int] = []
+
+    async def supervise() -> None:
+        result.append(await sup.run(receive))
+
+    start = trio.current_time()
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervise)
+            for at, signum in signals:
+                await trio.sleep_until(start + at)
+                await send.send(signum)
+    return result[0]
+
+
 async def test_start_up_failures_in_a_row_give_up_and_drain_the_others(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     fleet = Fleet({0: [crash_at_start], 1: [serve_and_drain]})
-    _send, signals = trio.open_memory_channel[int](2)
-    with trio.fail_after(60):
-        status = await supervisor(fleet, 2).run(signals)
-    assert status == 1
+    assert await run(supervisor(fleet, 2)) == 1
     # Four starts, 0.1 s each, with 0.25, 0.5 and 1.0 s between them.
     starts = [when for when, _ in fleet.of(0)]
     assert starts == pytest.approx([0.0, 0.35, 0.95, 2.05])
@@ -135,12 +150,7 @@ async def test_a_worker_that_was_ready_is_restarted_with_the_backoff_reset(
         return 1
 
     fleet = Fleet({0: [crash_after_a_while] * 5 + [serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
-    sup = supervisor(fleet, 1)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sup.run, signals)
-        await trio.sleep(5 * 60.25 + 1)
-        await send.send(signal.SIGTERM)
+    assert await run(supervisor(fleet, 1), (5 * 60.25 + 1, signal.SIGTERM)) == 0
     starts = [when for when, _ in fleet.of(0)]
     # Never "in a row" at start-up: each restart waits the first delay, 0.25 s.
     assert starts == pytest.approx([i * 60.25 for i in range(6)])
@@ -151,20 +161,9 @@ async def test_first_signal_drains_all_second_stops_at_once(
 ) -> None:
     caplog.set_level(logging.INFO, "telcoflow_trio.runner")
     fleet = Fleet({0: [serve_and_drain], 1: [serve_and_drain], 2: [serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
-    result: list[int] = []
-
-    async def run() -> None:
-        result.append(await supervisor(fleet, 3).run(signals))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await trio.sleep(1)
-        assert "all 3 workers ready" in caplog.messages
-        await send.send(signal.SIGINT)
-        await trio.sleep(1)
-        await send.send(signal.SIGINT)
-    assert result == [130]
+    sup = supervisor(fleet, 3)
+    assert await run(sup, (1, signal.SIGINT), (2, signal.SIGINT)) == 130
+    assert "all 3 workers ready" in caplog.messages
     assert trio.current_time() == pytest.approx(2.0)  # not the 2 s drain: at once
     assert len(fleet.launches) == 3
     for _, _, worker in fleet.launches:
@@ -175,17 +174,8 @@ async def test_drained_workers_exit_0_and_are_not_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fleet = Fleet({0: [serve_and_drain], 1: [crash_at_start, serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
-    result: list[int] = []
-
-    async def run() -> None:
-        result.append(await supervisor(fleet, 2).run(signals))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await trio.sleep(0.2)  # worker 1 crashed at 0.1 and waits 0.25 s to restart
-        await send.send(signal.SIGTERM)
-    assert result == [0]
+    # At 0.2 s worker 1 has crashed (at 0.1) and waits 0.25 s to restart.
+    assert await run(supervisor(fleet, 2), (0.2, signal.SIGTERM)) == 0
     assert trio.current_time() == pytest.approx(2.2)
     assert len(fleet.of(1)) == 1  # its restart was called off
 
@@ -194,17 +184,7 @@ async def test_a_worker_that_does_not_stop_is_killed_after_drain_timeout_and_gra
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     fleet = Fleet({0: [ignore_signals], 1: [serve_and_drain]})
-    send, signals = trio.open_memory_channel[int](2)
-    result: list[int] = []
-
-    async def run() -> None:
-        result.append(await supervisor(fleet, 2, drain_timeout=5.0).run(signals))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await trio.sleep(1)
-        await send.send(signal.SIGTERM)
-    assert result == [1]
+    assert await run(supervisor(fleet, 2, drain_timeout=5.0), (1, signal.SIGTERM)) == 1
     assert trio.current_time() == pytest.approx(1 + 5.0 + 10.0)
     [(_, stubborn)] = fleet.of(0)
     [(_, healthy)] = fleet.of(1)
@@ -219,8 +199,7 @@ async def test_a_fatal_worker_is_not_restarted(autojump_clock: trio.testing.Mock
         return EXIT_FATAL
 
     fleet = Fleet({0: [fatal], 1: [serve_and_drain]})
-    _send, signals = trio.open_memory_channel[int](2)
-    assert await supervisor(fleet, 2).run(signals) == 1
+    assert await run(supervisor(fleet, 2)) == 1
     assert len(fleet.of(0)) == 1
     assert fleet.of(1)[0][1].signals == [signal.SIGTERM]
 
@@ -229,19 +208,8 @@ async def test_after_a_second_signal_a_stuck_worker_is_killed_after_the_grace(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fleet = Fleet({0: [ignore_signals]})
-    send, signals = trio.open_memory_channel[int](2)
-    result: list[int] = []
-
-    async def run() -> None:
-        result.append(await supervisor(fleet, 1, drain_timeout=100.0).run(signals))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await trio.sleep(1)
-        await send.send(signal.SIGTERM)
-        await trio.sleep(1)
-        await send.send(signal.SIGTERM)
-    assert result == [130]
+    sup = supervisor(fleet, 1, drain_timeout=100.0)
+    assert await run(sup, (1, signal.SIGTERM), (2, signal.SIGTERM)) == 130
     assert trio.current_time() == pytest.approx(2 + 10.0)  # not 1 + 100 + 10
     assert fleet.of(0)[0][1].killed
 
@@ -254,17 +222,7 @@ async def test_a_worker_ended_by_the_stop_signal_while_starting_is_no_failure(
         return -worker.signals[0]
 
     fleet = Fleet({0: [serve_and_drain], 1: [still_starting]})
-    send, signals = trio.open_memory_channel[int](2)
-    result: list[int] = []
-
-    async def run() -> None:
-        result.append(await supervisor(fleet, 2).run(signals))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run)
-        await trio.sleep(1)
-        await send.send(signal.SIGTERM)
-    assert result == [0]
+    assert await run(supervisor(fleet, 2), (1, signal.SIGTERM)) == 0
 
 
 async def test_a_worker_that_cannot_be_spawned_counts_as_a_start_up_failure(
@@ -274,6 +232,5 @@ async def test_a_worker_that_cannot_be_spawned_counts_as_a_start_up_failure(
         raise BlockingIOError("Resource temporarily unavailable")
 
     sup = Supervisor(cannot_spawn, 1, drain_timeout=5.0, policy=POLICY, random_source=lambda: 0)
-    _send, signals = trio.open_memory_channel[int](2)
-    assert await sup.run(signals) == 1
+    assert await run(sup) == 1
     assert trio.current_time() == pytest.approx(0.25 + 0.5 + 1.0)
