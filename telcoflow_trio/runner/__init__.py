@@ -24,7 +24,6 @@ Exit status:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from functools import partial
@@ -32,13 +31,12 @@ from functools import partial
 import trio
 
 from .._cli_secrets import UsageError
-from .._logging import CallIdFilter
 from ._options import RunSettings, add_run_arguments, resolve_settings
 from ._supervisor import Supervisor, WorkerSlot, launch_process, worker_command
 from ._target import load_target
-from ._worker import EXIT_INTERRUPTED, STOP_SIGNALS, run_worker
+from ._worker import EXIT_INTERRUPTED, STOP_SIGNALS, configure_logging, run_worker
 
-__all__ = ["add_run_arguments", "configure_logging", "run_main"]
+__all__ = ["EPILOG", "add_run_arguments", "run_main"]
 
 EPILOG = """\
 example: TELCOFLOW_API_KEY=... telcoflow-trio run my_agent:on_call \\
@@ -49,20 +47,6 @@ exit status: 0 drained, 1 a worker failed (unreachable, credentials rejected,
 setup failed, failing at start-up), 2 usage error, 130 a second signal ended
 the calls at once.
 """
-
-
-def configure_logging(level: str, tag: str) -> None:
-    """Log to standard error, each line tagged with the process's role and the call's id."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(CallIdFilter())
-    handler.setFormatter(
-        logging.Formatter(
-            f"%(asctime)s {tag} %(levelname)s %(name)s [call %(call_id)s]: %(message)s"
-        )
-    )
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level)
 
 
 async def _supervise(settings: RunSettings) -> int:

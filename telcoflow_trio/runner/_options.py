@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -42,22 +43,32 @@ def _ws_url(text: str) -> str:
     return text
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be a whole number, not {text!r}") from None
+
+
 def _sample_rate(text: str) -> int:
-    rate = int(text)
+    rate = _int(text)
     if rate not in SAMPLE_RATES:
         raise ValueError(f"must be one of {', '.join(map(str, SAMPLE_RATES))}, not {text}")
     return rate
 
 
 def _at_least_one(text: str) -> int:
-    number = int(text)
+    number = _int(text)
     if number < 1:
         raise ValueError(f"must be at least 1, not {text}")
     return number
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not value >= 0:
         raise ValueError(f"must be a number of seconds >= 0, not {text}")
     return value
@@ -71,7 +82,7 @@ def _claim_mode(text: str) -> str:
 
 
 def _port(text: str) -> int:
-    port = int(text)
+    port = _int(text)
     if not 0 <= port <= 65535:
         raise ValueError(f"must be a port number (0: any free port), not {text}")
     return port

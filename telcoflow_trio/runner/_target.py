@@ -94,7 +94,7 @@ def load_target(spec: str) -> Install:
                 f"{spec}(client) returned an awaitable: setup must be a plain function "
                 "(only the INCOMING_CALL handler is async)"
             )
-        if client._incoming is None:
+        if client._incoming is None:  # (the client has no public way to ask)
             raise SetupError(
                 f"{spec}(client) registered no INCOMING_CALL handler "
                 "(use client.on(events.INCOMING_CALL)(on_call))"

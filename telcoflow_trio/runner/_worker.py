@@ -12,6 +12,7 @@ runs it in its own process (``--workers 1``) or a supervised child does
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from typing import Final
 import trio
 
 from .._client import TelcoflowClient, _leaves
+from .._logging import CallIdFilter
 from .._transport import StreamOpener, redact_url
 from ..exceptions import WSSAuthenticationError, WSSError
 from ..metrics import serve_metrics
@@ -37,6 +39,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "child_main",
+    "configure_logging",
     "run_worker",
     "serve_worker",
 ]
@@ -54,6 +57,20 @@ EXIT_INTERRUPTED: Final = 130
 STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 #: What a child writes on its status socket once it is serving.
 READY_LINE: Final = b"ready\n"
+
+
+def configure_logging(level: str, tag: str) -> None:
+    """Log to standard error, each line tagged with the process's role and the call's id."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CallIdFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s {tag} %(levelname)s %(name)s [call %(call_id)s]: %(message)s"
+        )
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 @contextmanager
@@ -216,7 +233,8 @@ def run_worker(settings: RunSettings, install: Install) -> int:
     try:
         return trio.run(_run_in_process, settings, install)
     except (WSSError, SetupError, OSError) as exc:
-        return min(_failure_status(exc, 0), EXIT_FAILED)
+        _failure_status(exc, 0)
+        return EXIT_FAILED  # EXIT_FATAL only tells a supervisor not to restart
 
 
 async def _run_child(
@@ -229,18 +247,25 @@ async def _run_child(
     send, receive = trio.open_memory_channel[int](len(STOP_SIGNALS) * 2)
     status_socket = trio.socket.from_stdlib_socket(status)
 
+    def stop_request(signum: int) -> None:
+        with contextlib.suppress(trio.WouldBlock):  # two are all serve_worker reads
+            send.send_nowait(signum)
+
     async def forward(signals: AsyncIterator[int]) -> None:
         async for signum in signals:
-            send.send_nowait(signum)
+            stop_request(signum)
 
     async def watch_parent() -> None:
         while await status_socket.recv(64):
             pass
         logger.warning("worker %d: the supervisor is gone: draining", index)
-        send.send_nowait(signal.SIGTERM)
+        stop_request(signal.SIGTERM)
 
     def ready(client: TelcoflowClient) -> None:
-        status.send(READY_LINE)  # a few bytes into an empty socket buffer: never blocks
+        # A few bytes into an empty socket buffer: never blocks. If the supervisor
+        # is gone, watch_parent is draining the worker already.
+        with contextlib.suppress(OSError):
+            status.send(READY_LINE)
 
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals, _lone_errors():
         async with trio.open_nursery() as nursery:
@@ -270,8 +295,6 @@ def child_main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"python -m telcoflow_trio.runner: no status socket {fd}: {exc}\n")
         return 2
     status.set_inheritable(False)
-    from . import configure_logging
-
     try:
         settings = resolve_settings({"target": target}, os.environ)
         configure_logging(settings.log_level, f"worker-{index}")

@@ -81,8 +81,9 @@ def test_api_key_file(tmp_path: Path) -> None:
         (["agent:on_call"], {"TELCOFLOW_CONNECTOR_UUID": ""}, "no connector UUID"),
         (["agent:on_call"], {"TELCOFLOW_API_KEY": " "}, "$TELCOFLOW_API_KEY is empty"),
         (["agent:on_call"], {"TELCOFLOW_WORKERS": "0"}, "$TELCOFLOW_WORKERS must be at least 1"),
+        (["agent:on_call"], {"TELCOFLOW_MAX_CALLS": "x"}, "MAX_CALLS must be a whole number"),
         (["agent:on_call"], {"TELCOFLOW_SERVER": "http://x"}, "$TELCOFLOW_SERVER must be a ws://"),
-        (["agent:on_call"], {"TELCOFLOW_DRAIN_TIMEOUT": "soon"}, "$TELCOFLOW_DRAIN_TIMEOUT could"),
+        (["agent:on_call"], {"TELCOFLOW_DRAIN_TIMEOUT": "soon"}, "TIMEOUT must be a number of"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(
