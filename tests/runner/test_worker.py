@@ -187,3 +187,19 @@ async def test_a_failing_setup_is_fatal(
         with pytest.raises(SetupError, match=re.escape(message)) as info:
             await worker.run()
     assert _failure_status(info.value, 0) == EXIT_FATAL
+
+
+async def test_a_metrics_port_in_use_fails_the_worker_with_one_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    taken = trio.socket.socket()
+    with taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with open_simulator() as sim:
+            worker = Worker(sim, settings_for(sim, metrics_port=port))
+            with pytest.raises(OSError, match=r"(?i)address already in use") as info:
+                await worker.run()
+    assert not worker.ready.is_set()
+    assert _failure_status(info.value, 0) == 1
