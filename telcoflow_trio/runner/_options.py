@@ -28,7 +28,6 @@ from ..config import (
     PRODUCTION_URL,
     SAMPLE_RATES,
     ClaimMode,
-    ClaimPolicy,
     TelcoflowClientConfig,
     _redact,
 )
@@ -181,7 +180,7 @@ class RunSettings:
             self.sample_rate,
             base_url=self.server,
             max_calls=self.max_calls,
-            claim_policy=ClaimPolicy(mode=self.claim_policy),
+            claim_policy=self.claim_policy,
         )
 
     def metrics_port_of(self, index: int) -> int | None:
