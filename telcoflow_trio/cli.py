@@ -22,6 +22,14 @@ EPILOG = {
     "simulate": "example: telcoflow-trio simulate --port 8080   (then type 'help')",
     "call": "example: telcoflow-trio call --server ws://127.0.0.1:8080 --wav hi.wav "
     "--record reply.wav --hangup-after 10",
+    "run": """\
+example: TELCOFLOW_API_KEY=... telcoflow-trio run my_agent:on_call \\
+             --connector-uuid UUID --workers 4 --metrics-port 9100
+
+Every option can also come from the environment ($TELCOFLOW_SERVER, ...).
+exit status: 0 drained, 1 a worker failed (unreachable, credentials rejected,
+setup failed, failing at start-up), 2 usage error, 130 a second signal ended
+the calls at once.""",
 }
 
 
@@ -46,7 +54,7 @@ def _demo_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
     from ._demo import add_demo_arguments
-    from .runner import EPILOG as RUN_EPILOG, add_run_arguments, run_main
+    from .runner import add_run_arguments, run_main
     from .simulator._cli import (
         add_call_arguments,
         add_simulate_arguments,
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
          add_run_arguments, run_main),
     ):  # fmt: skip
         sub = commands.add_parser(
-            name, help=summary, description=summary, epilog={**EPILOG, "run": RUN_EPILOG}[name],
+            name, help=summary, description=summary, epilog=EPILOG[name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
         add_arguments(sub)

@@ -36,17 +36,7 @@ from ._supervisor import Supervisor, WorkerSlot, launch_process, worker_command
 from ._target import load_target
 from ._worker import EXIT_INTERRUPTED, STOP_SIGNALS, configure_logging, run_worker
 
-__all__ = ["EPILOG", "add_run_arguments", "run_main"]
-
-EPILOG = """\
-example: TELCOFLOW_API_KEY=... telcoflow-trio run my_agent:on_call \\
-             --connector-uuid UUID --workers 4 --metrics-port 9100
-
-Every option can also come from the environment ($TELCOFLOW_SERVER, ...).
-exit status: 0 drained, 1 a worker failed (unreachable, credentials rejected,
-setup failed, failing at start-up), 2 usage error, 130 a second signal ended
-the calls at once.
-"""
+__all__ = ["add_run_arguments", "run_main"]
 
 
 async def _supervise(settings: RunSettings) -> int:
