@@ -45,6 +45,7 @@ accurate error.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import ssl
@@ -99,11 +100,37 @@ def _check_url(instance: object, attribute: object, url: str) -> None:
         raise ValueError(f"remote_url must be a ws:// or wss:// URL, got {redact_url(url)!r}")
 
 
+def _is_async_callable(handler: object) -> bool:
+    """Whether calling ``handler`` makes a coroutine: an ``async def`` function or
+    method, a ``functools.partial`` of one, or an object with an ``async def __call__``."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = None if inspect.isroutine(handler) else getattr(handler, "__call__", None)  # noqa: B004
+    return call is not None and _is_async_callable(call)
+
+
 def _check_handler(instance: object, attribute: attrs.Attribute[Any], handler: object) -> None:
-    if not callable(handler):
-        raise TypeError(
-            f"{attribute.name} must be an async callable, got {type(handler).__name__}"
-        )
+    if _is_async_callable(handler):
+        return
+    inner = handler
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if inspect.isroutine(inner):
+        what = f"the plain (non-async) function {getattr(inner, '__qualname__', inner)!r}"
+    elif callable(inner):
+        what = f"a {type(inner).__qualname__} whose __call__ is not async"
+    else:
+        what = f"a {type(inner).__qualname__}, which is not callable"
+    if inner is not handler:
+        what = f"a functools.partial of {what}"
+    expected = "context" if attribute.name == "on_open" else "message) -> (data, StreamOp"
+    raise TypeError(
+        f"{attribute.name} must be an async callable, async ({expected}): an async def "
+        f"function, a functools.partial of one, or an object with an async def "
+        f"__call__; got {what}"
+    )
 
 
 def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -186,7 +213,8 @@ class StreamConnector:
     Raises:
         ValueError: ``remote_url`` is empty or not a WebSocket URL, a timeout is
             not positive, ``stream_type`` is not a :class:`StreamType` value.
-        TypeError: a handler is not callable.
+        TypeError: a handler or ``on_open`` is not an async callable (a plain
+            ``def`` is refused here rather than failing at the first message).
     """
 
     stream_type: StreamType = attrs.field(default=StreamType.BIDIRECTIONAL, converter=StreamType)
@@ -205,7 +233,9 @@ class StreamConnector:
     ping_interval: float | None = attrs.field(default=20.0, kw_only=True, validator=_check_timeout)
     ping_timeout: float = attrs.field(default=20.0, kw_only=True, validator=_check_timeout)
     send_timeout: float | None = attrs.field(default=10.0, kw_only=True, validator=_check_timeout)
-    on_open: OnOpen | None = attrs.field(default=None, kw_only=True)
+    on_open: OnOpen | None = attrs.field(
+        default=None, kw_only=True, validator=attrs.validators.optional(_check_handler)
+    )
     open_stream: StreamOpener = attrs.field(default=open_tcp, kw_only=True, repr=False)
     transport: Transport = attrs.field(
         default=DEFAULT_TRANSPORT, kw_only=True, validator=attrs.validators.in_(TRANSPORTS)

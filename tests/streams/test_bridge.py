@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
@@ -85,6 +86,44 @@ async def test_echo_both_ways_then_teler_hangs_up(
     assert result.remote_to_call.messages_in == 5
     assert result.remote_to_call.messages_out == 4
     assert result.call_to_remote.bytes_in == result.call_to_remote.bytes_out > len(PCM)
+
+
+class Counting:
+    """A handler object: an instance with an ``async def __call__``."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def __call__(self, message: str | bytes) -> HandlerResult:
+        self.seen += 1
+        return message, StreamOp.RELAY
+
+
+async def tagged(tags: list[str], message: str | bytes, ctx: BridgeContext) -> HandlerResult:
+    tags.append(ctx.call_id or "?")
+    return await to_teler(message)
+
+
+async def test_handler_objects_and_partials_relay(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    counting, tags = Counting(), list[str]()
+    bridge = connector(
+        remote, call_stream_handler=counting, remote_stream_handler=partial(tagged, tags)
+    )
+    running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)
+        await peer.wait_audio(len(PCM))
+        await peer.hang_up()
+    result = await running.wait()
+    assert result.end is BridgeEnd.CALL_CLOSED
+    assert counting.seen == 5  # start + 4 audio
+    assert tags == ["call-0001"] * 5  # the context reached the partial
 
 
 async def test_binary_both_ways(
