@@ -53,6 +53,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, cast
 
 import attrs
+import sniffio
 import trio
 
 from .._transport import (
@@ -136,6 +137,35 @@ def _check_handler(instance: object, attribute: attrs.Attribute[Any], handler: o
 def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+
+
+def _require_trio(method: str) -> None:
+    """Refuse to run a bridge outside trio, saying how to run it from asyncio.
+
+    Raises:
+        RuntimeError: not awaited in a trio task (an asyncio host such as uvicorn).
+    """
+    if trio.lowlevel.in_trio_task():
+        return
+    try:
+        host = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        host = "no async library"
+    if method == "bridge_stream":
+        how = (
+            "Serve the app with Hypercorn's trio worker (hypercorn --worker-class "
+            "trio app:app), or, from asyncio, run the bridge in trio through "
+            "telcoflow_trio.asyncio_bridge: await portal.bridge_stream(connector, "
+            "websocket) inside open_trio_portal()"
+        )
+    else:
+        how = (
+            "Bridge the call in its INCOMING_CALL handler, which runs on trio "
+            "(from asyncio: the handler given to portal.open_client)"
+        )
+    raise RuntimeError(
+        f"StreamConnector.{method}() runs on trio, but it was awaited from {host}. {how}"
+    )
 
 
 def _headers(value: Mapping[str, str] | Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -256,7 +286,11 @@ class StreamConnector:
             StreamBridgeError: the bridge ended with an error (see the module
                 docs); ``__cause__`` has the details, ``result`` the outcome.
             TypeError: ``call_ws`` is not a supported socket.
+            RuntimeError: awaited outside trio, e.g. on uvicorn's asyncio loop
+                (use Hypercorn's trio worker, or
+                :meth:`~telcoflow_trio.asyncio_bridge.TrioPortal.bridge_stream`).
         """
+        _require_trio("bridge_stream")
         call = as_message_stream(call_ws, self.close_timeout)
         return await _Bridge(self, call, None, None).run()
 
@@ -271,7 +305,9 @@ class StreamConnector:
 
         Raises:
             StreamBridgeError: as for :meth:`bridge_stream`.
+            RuntimeError: awaited outside trio (see :meth:`bridge_stream`).
         """
+        _require_trio("bridge_call")
         audio = CallAudio(call, self.close_timeout)
         return await _Bridge(self, audio, call.call_id, audio.clear).run()
 
