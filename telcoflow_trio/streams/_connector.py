@@ -13,11 +13,15 @@ closed within ``close_timeout``, with a code that says why:
   remote gets 1000 "call ended"; returns ``CALL_CLOSED``.
 * The remote closes with 1000 or 1001: the call side gets 1000 "remote closed";
   returns ``REMOTE_CLOSED``.
-* The remote closes with any other code (1006 when its connection drops, 1009
-  for an oversized message, 1011, 4xxx), a handler raises or returns a bad
-  result, a socket fails, a send stays blocked for ``send_timeout``, a ping goes
-  unanswered for ``ping_timeout``, the remote cannot be reached, or ``on_open``
-  raises: both sides get 1011 "bridge error" and ``StreamBridgeError`` is raised.
+* Either side sends data its WebSocket refuses (a protocol violation, invalid
+  UTF-8, a message over ``max_message_size``): that side is closed by us with
+  1002, 1007 or 1009 (``CloseInfo.by_peer`` is ``False``), the other with 1011,
+  and ``StreamBridgeError`` is raised.
+* The remote closes with any other code (1006 when its connection drops, 1011,
+  4xxx), a handler raises or returns a bad result, a socket fails, a send stays
+  blocked for ``send_timeout``, a ping goes unanswered for ``ping_timeout``, the
+  remote cannot be reached, or ``on_open`` raises: both sides get 1011 "bridge
+  error" and ``StreamBridgeError`` is raised.
 * The caller cancels ``bridge_*`` (a timeout, server shutdown): both sides get
   1001 "going away", with a proper close handshake, and the cancellation
   propagates.
@@ -602,13 +606,19 @@ class _Bridge:
         self.scope.cancel()
 
     def _peer_closed(self, side: _Side, exc: WSSConnectionClosed) -> None:
+        if side.peer_close is not None or side.closed_by_us is not None:
+            return  # the other relay saw this close first and reported it
         code = int(exc.code)
+        detail = f"code {code}" + (f": {exc.reason}" if exc.reason else "")
+        if not exc.by_peer:
+            # Its transport closed it for bad data (1002, 1007, 1009): our close.
+            side.closed_by_us = (code, exc.reason)
+            raise StreamBridgeError(
+                f"the {side.name} sent data we refused; we closed it with {detail}"
+            ) from exc
         side.peer_close = (code, exc.reason)
         if side is self.remote and code not in NORMAL_CLOSE_CODES:
-            raise StreamBridgeError(
-                f"the remote closed the connection with code {code}"
-                + (f": {exc.reason}" if exc.reason else "")
-            ) from exc
+            raise StreamBridgeError(f"the remote closed the connection with {detail}") from exc
         self._finish(BridgeEnd.CALL_CLOSED if side is self.call else BridgeEnd.REMOTE_CLOSED)
 
     async def _pump(
@@ -733,7 +743,7 @@ class _Bridge:
         self, side: _Side, code: int, reason: str, last_message: str | None
     ) -> None:
         assert side.socket is not None
-        if side.peer_close is None:
+        if side.peer_close is None and side.closed_by_us is None:
             side.closed_by_us = (code, reason)
             if last_message is not None:
                 try:

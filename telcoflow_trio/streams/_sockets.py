@@ -95,9 +95,9 @@ class AsgiWebSocket:
             return text if text is not None else cast(bytes, message["bytes"])
         if kind == "websocket.disconnect":
             self._closed = (message.get("code", 1005), message.get("reason") or None)
-        else:
-            self._closed = (1002, f"unexpected ASGI message {kind!r}")
-        raise WSSConnectionClosed(*self._closed)
+            raise WSSConnectionClosed(*self._closed)
+        self._closed = (1002, f"unexpected ASGI message {kind!r}")
+        raise WSSConnectionClosed(*self._closed, by_peer=False)
 
     async def send_message(self, message: str | bytes) -> None:
         if self._closed is not None:

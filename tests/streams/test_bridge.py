@@ -250,26 +250,6 @@ async def test_remote_closes_abnormally_is_an_error(
     assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
 
 
-async def test_remote_connection_lost(
-    nursery: trio.Nursery,
-    autojump_clock: trio.testing.MockClock,
-    make_remote: Callable[..., MemoryRemote],
-    call_pair: CallPair,
-) -> None:
-    async def drop(ws: WebSocket) -> None:
-        await ws.get_message()
-        await trio.aclose_forcefully(remote.streams[0])
-        await trio.sleep_forever()
-
-    remote = make_remote(drop)
-    app_ws, teler_ws = call_pair
-    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
-    async with open_teler_peer(teler_ws) as peer:
-        assert await peer.wait_closed() == (1011, "bridge error")
-    error = await running.wait_error()
-    assert "code 1006" in str(error)
-
-
 @pytest.mark.parametrize(
     ("returned", "words"),
     [
@@ -563,25 +543,116 @@ async def test_keepalive_detects_a_silent_remote(
     assert trio.current_time() - start <= 5 + 3 + 1 + 0.01
 
 
-async def test_oversized_remote_message(
+#: Data each transport refuses, sent raw by the remote: (frame bytes, close code).
+REFUSED = {
+    "protocol-violation": (b"\xc1\x01x", 1002),  # RSV1 set, no extension
+    "invalid-utf8": (b"\x81\x02\xff\xfe", 1007),
+    "oversized": (b"\x82\x7e\x07\xd0" + b"x" * 2000, 1009),  # 2000 bytes > 1000
+}
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+async def test_remote_sending_refused_data_is_closed_by_us(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    make_remote: Callable[..., MemoryRemote],
+    call_pair: CallPair,
+    kind: str,
+) -> None:
+    frame, code = REFUSED[kind]
+
+    async def bad(ws: WebSocket) -> None:
+        await ws.get_message()
+        await remote.streams[0].inner.send_all(frame)
+        await ws.get_message()  # until our close arrives
+
+    remote = make_remote(bad)
+    app_ws, teler_ws = call_pair
+    bridge = connector(remote, max_message_size=1000, close_timeout=1)
+    running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        assert await peer.wait_closed() == (1011, "bridge error")
+    error = await running.wait_error()
+    assert error.result is not None
+    remote_close = error.result.remote_close
+    assert remote_close is not None
+    assert (remote_close.code, remote_close.by_peer) == (code, False)
+    assert remote_close.reason  # what was wrong, as sent to the remote
+    assert str(error) == (
+        f"the remote sent data we refused; we closed it with code {code}: {remote_close.reason}"
+    )
+    assert isinstance(error.__cause__, WSSConnectionClosed)
+    assert error.result.end is BridgeEnd.ERROR
+    assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
+    await remote.done.wait()
+    assert remote.closes == [(code, remote_close.reason)]  # the remote got our close
+
+
+async def test_call_sending_refused_data_is_closed_by_us(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
+    await teler_ws._conn._stream.send_all(b"\x81\x82abcd" + bytes([0xFF ^ 0x61, 0xFE ^ 0x62]))
+    with pytest.raises(WSSConnectionClosed) as info:
+        await teler_ws.get_message()
+    error = await running.wait_error()
+    assert str(error).startswith("the call sent data we refused; we closed it with code 1007")
+    assert error.result is not None
+    assert error.result.call_close is not None
+    assert (error.result.call_close.code, error.result.call_close.by_peer) == (1007, False)
+    # trio-websocket's server drops TCP as soon as it refuses a frame, before
+    # anything can send the 1007, so Teler sees the connection drop.
+    assert info.value.code == 1006
+    assert error.result.remote_close == CloseInfo(1011, "bridge error", by_peer=False)
+
+
+async def test_remote_connection_lost(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     make_remote: Callable[..., MemoryRemote],
     call_pair: CallPair,
 ) -> None:
-    async def big(ws: WebSocket) -> None:
-        await ws.send_message(b"x" * 2000)
+    async def drop(ws: WebSocket) -> None:
+        await ws.get_message()
+        await trio.aclose_forcefully(remote.streams[0])
         await trio.sleep_forever()
 
-    remote = make_remote(big)
+    remote = make_remote(drop)
     app_ws, teler_ws = call_pair
-    running = spawn(
-        nursery, lambda: connector(remote, max_message_size=1000).bridge_stream(app_ws)
-    )
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
     async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)  # both relays busy when the remote drops
         assert await peer.wait_closed() == (1011, "bridge error")
     error = await running.wait_error()
-    assert "code 1009" in str(error)
+    assert str(error) == "the remote closed the connection with code 1006"
+    assert error.result is not None
+    assert error.result.end is BridgeEnd.ERROR
+    assert error.result.remote_close == CloseInfo(1006, None, by_peer=True)
+    assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
+
+
+async def test_call_media_socket_lost(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)
+        await peer.wait_audio(len(PCM))
+        await trio.aclose_forcefully(teler_ws._conn._stream)  # Teler's TCP drops
+    result = await running.wait()
+    assert result.end is BridgeEnd.CALL_CLOSED
+    assert result.call_close == CloseInfo(1006, None, by_peer=True)
+    assert result.remote_close == CloseInfo(1000, "call ended", by_peer=False)
+    await remote.done.wait()
+    assert remote.closes == [(1000, "call ended")]
 
 
 async def test_unidirectional_is_listen_only(

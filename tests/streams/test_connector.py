@@ -213,6 +213,14 @@ async def test_asgi_adapter_close_once_and_failed_send() -> None:
     assert info.value.code == 1006
 
 
+async def test_asgi_adapter_refusing_an_unexpected_message_is_our_close() -> None:
+    socket = AsgiWebSocket(FakeAsgi({"type": "http.request"}))
+    with pytest.raises(WSSConnectionClosed) as info:
+        await socket.get_message()
+    assert (info.value.code, info.value.by_peer) == (1002, False)
+    assert info.value.reason == "unexpected ASGI message 'http.request'"
+
+
 def test_unsupported_socket_is_named() -> None:
     with pytest.raises(TypeError, match="got int"):
         as_message_stream(42)
