@@ -45,6 +45,16 @@ wait out: the bridge ends with ``StreamBridgeError``. While the remote -> call
 relay is blocked, the remote's pongs wait behind it (trio-websocket reads
 nothing more), so keep ``send_timeout`` below ``ping_timeout`` to get the
 accurate error.
+
+With ``send_timeout=None`` a remote that never reads still gets nothing more
+than its TCP buffers hold (the kernel's, not this process's: a few MB a
+connection on Linux) and the bridge one message a direction; then Teler's own
+sends block. The bridge waits until it is cancelled, unless keep-alive pings
+are on (the default): a ping waits behind the blocked send as well, so the
+bridge ends after ``ping_interval + ping_timeout``. A Telcoflow call
+(``bridge_call``) cannot be held back: its audio waits in the call's inbound
+queue, which keeps the newest ``inbound_queue_chunks`` chunks and drops (and
+counts) older ones. ``benchmarks/stuck_remote.py`` measures all of this.
 """
 
 from __future__ import annotations

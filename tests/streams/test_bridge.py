@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
+from telcoflow_trio._memory_stream import DEFAULT_CAPACITY, BoundedStream
 from telcoflow_trio._transport import TRANSPORTS, Transport, WebSocket
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import (
@@ -28,6 +30,7 @@ from telcoflow_trio.streams import (
     relay,
     teler,
 )
+from telcoflow_trio.testing import MemoryServer, open_memory_server
 from telcoflow_trio.testing.teler import open_teler_peer
 
 from .conftest import CallPair, MemoryRemote, open_call_pair, spawn
@@ -498,6 +501,94 @@ async def test_slow_remote_gets_everything_in_order_with_bounded_buffering(
     ]
     assert max(in_flight) <= 1  # the bridge holds at most the message it is sending
     assert result.call_to_remote.messages_out == 41
+
+
+def never_read_server() -> AbstractAsyncContextManager[MemoryServer]:
+    """The testing kit's memory server, with a handler that never reads."""
+
+    async def never_reads(ws: WebSocket) -> None:
+        await trio.sleep_forever()
+
+    return open_memory_server(never_reads)
+
+
+async def test_a_remote_that_never_reads_pushes_back_on_the_call_leg(
+    autojump_clock: trio.testing.MockClock, call_pair: CallPair
+) -> None:
+    """``send_timeout=None``, no pings: nothing piles up; Teler's own sends block.
+
+    Buffered at most: one message in the bridge, and on each leg the stream's
+    64 KiB plus what trio-websocket holds (one queued message). The bridge
+    then waits (it was told to) until it is cancelled, and closes within
+    ``close_timeout``.
+    """
+    remote_streams: list[BoundedStream] = []
+    contexts: list[BridgeContext] = []
+    async with never_read_server() as server:
+
+        async def opener(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+            stream = await server.open_stream(host, port, None)
+            assert isinstance(stream, BoundedStream)
+            remote_streams.append(stream)
+            return stream
+
+        async def seen(ctx: BridgeContext) -> None:
+            contexts.append(ctx)
+
+        bridge = StreamConnector(
+            remote_url=URL,
+            open_stream=opener,
+            transport=TRANSPORT,
+            send_timeout=None,
+            ping_interval=None,
+            close_timeout=1,
+            on_open=seen,
+        )
+        app_ws, teler_ws = call_pair
+        samples: list[tuple[int, int, int, int]] = []
+        async with open_teler_peer(teler_ws) as peer, trio.open_nursery() as nursery:
+            nursery.start_soon(bridge.bridge_stream, app_ws)
+            nursery.start_soon(peer.send_audio, bytes(320) * 3000)  # 60 s, paced
+            for _ in range(6):
+                await trio.sleep(10)
+                up = contexts[0]._bridge.up
+                unread_by_remote = remote_streams[0].statistics()[0]
+                unread_by_bridge = app_ws._stream.statistics()[1]  # type: ignore[attr-defined]
+                in_flight = up.messages_in - up.messages_out
+                samples.append((up.messages_in, in_flight, unread_by_remote, unread_by_bridge))
+            nursery.cancel_scope.cancel()  # e.g. the server shutting down
+            cancelled_at = trio.current_time()
+        assert peer.close == (1001, "going away")
+        assert trio.current_time() - cancelled_at <= 1
+    read_at_10s, read_at_60s = samples[0][0], samples[-1][0]
+    assert read_at_60s == read_at_10s < 3000  # stalled: Teler's sends are blocked
+    assert max(in_flight for _, in_flight, _, _ in samples) <= 1
+    assert max(unread for *_, unread, _ in samples) <= DEFAULT_CAPACITY
+    assert max(unread for *_, unread in samples) <= DEFAULT_CAPACITY
+
+
+async def test_keepalive_ends_a_bridge_whose_remote_never_reads(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, call_pair: CallPair
+) -> None:
+    """With ``send_timeout=None`` the pings are the policy: their sends block too."""
+    async with never_read_server() as server:
+        bridge = StreamConnector(
+            remote_url=URL,
+            open_stream=server.open_stream,
+            transport=TRANSPORT,
+            send_timeout=None,
+            ping_interval=5,
+            ping_timeout=3,
+            close_timeout=1,
+        )
+        app_ws, teler_ws = call_pair
+        running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+        async with open_teler_peer(teler_ws) as peer:
+            nursery.start_soon(peer.send_audio, bytes(320) * 3000)
+            assert await peer.wait_closed() == (1011, "bridge error")
+        error = await running.wait_error()
+    assert str(error) == "the remote did not answer a ping within 3 s"
+    assert trio.current_time() <= 5 + 3 + 1 + 0.01
 
 
 async def test_stuck_remote_ends_the_bridge_after_send_timeout(
