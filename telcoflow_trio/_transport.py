@@ -21,9 +21,9 @@ connection; see docs/performance.md) and ``"trio-websocket"``. Both pass the
 same protocol tests.
 
 The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
-simulator can hand over one end of an in-memory pair (``_memory_stream``, buffers
-bounded like a socket's) and run the very same WebSocket code with no sockets and
-under ``MockClock``.
+simulator can hand over one end of an in-memory stream pair (the testing kit's
+memory server uses ``_memory_stream``, whose buffers are bounded like a socket's)
+and run the very same WebSocket code with no sockets and under ``MockClock``.
 """
 
 from __future__ import annotations

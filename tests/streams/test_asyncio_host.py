@@ -20,7 +20,7 @@ import trio
 from starlette.websockets import WebSocket as StarletteWebSocket
 
 from telcoflow_trio.asyncio_bridge import open_trio_portal
-from telcoflow_trio.streams import BridgeEnd, CloseInfo, StreamConnector, teler
+from telcoflow_trio.streams import BridgeEnd, BridgeResult, CloseInfo, StreamConnector, teler
 
 from .conftest import MemoryRemote
 
@@ -97,16 +97,22 @@ async def memory_remote() -> AsyncIterator[MemoryRemote]:
         nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def portal_bridge() -> AsyncIterator[tuple[AsyncioAsgi, asyncio.Future[BridgeResult]]]:
+    """An accepted asyncio WebSocket, bridged through the portal to an echoing remote."""
+    async with (
+        open_trio_portal() as portal,
+        portal.open_context(memory_remote) as remote,
+    ):
+        asgi = AsyncioAsgi()
+        websocket = await accepted(asgi)
+        connector = StreamConnector(remote_url=URL, open_stream=remote.open_stream)
+        yield asgi, asyncio.ensure_future(portal.bridge_stream(connector, websocket))
+
+
 def test_the_portal_bridges_an_asyncio_websocket() -> None:
     async def main() -> None:
-        async with (
-            open_trio_portal() as portal,
-            portal.open_context(memory_remote) as remote,
-        ):
-            asgi = AsyncioAsgi()
-            websocket = await accepted(asgi)
-            connector = StreamConnector(remote_url=URL, open_stream=remote.open_stream)
-            bridge = asyncio.ensure_future(portal.bridge_stream(connector, websocket))
+        async with portal_bridge() as (asgi, bridge):
             audio = teler.audio_message(bytes(320), 1)
             asgi.say(START)
             asgi.say(audio)
@@ -123,14 +129,7 @@ def test_the_portal_bridges_an_asyncio_websocket() -> None:
 
 def test_cancelling_a_portal_bridge_closes_the_websocket_with_1001() -> None:
     async def main() -> None:
-        async with (
-            open_trio_portal() as portal,
-            portal.open_context(memory_remote) as remote,
-        ):
-            asgi = AsyncioAsgi()
-            websocket = await accepted(asgi)
-            connector = StreamConnector(remote_url=URL, open_stream=remote.open_stream)
-            bridge = asyncio.ensure_future(portal.bridge_stream(connector, websocket))
+        async with portal_bridge() as (asgi, bridge):
             asgi.say(START)
             assert (await asgi.sent.get())["text"] == START
             bridge.cancel()
