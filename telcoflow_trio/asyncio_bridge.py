@@ -220,7 +220,8 @@ class TrioPortal:
         ``bridge_stream`` does: both sides are closed with 1001.
 
         Raises:
-            StreamBridgeError: as ``StreamConnector.bridge_stream`` does.
+            ~telcoflow_trio.exceptions.StreamBridgeError: as
+                ``StreamConnector.bridge_stream`` does.
             TypeError: ``websocket`` has no ASGI ``receive()``/``send()``.
         """
         receive, send = getattr(websocket, "receive", None), getattr(websocket, "send", None)
