@@ -13,6 +13,7 @@ from functools import partial
 
 import trio
 
+from ._command import warnings_to_stderr
 from ._version import __version__
 
 __all__ = ["main"]
@@ -31,10 +32,10 @@ def _demo_main(args: argparse.Namespace) -> int:
     if args.calls < 1:
         sys.stderr.write("telcoflow-trio demo: --calls must be at least 1\n")
         return 2
+    demo = partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
     try:
-        return trio.run(
-            partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
-        )
+        with warnings_to_stderr("telcoflow-trio demo"):
+            return trio.run(demo)
     except KeyboardInterrupt:
         sys.stderr.write("telcoflow-trio demo: interrupted\n")
         return 130
