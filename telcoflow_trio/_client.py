@@ -155,8 +155,12 @@ class TelcoflowClient:
         self._closing = False
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = await nursery.start(self._run_background)
-                self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
+                # Shielded (no I/O: they only open nurseries): started under a
+                # cancelled caller, the shielded background task would not move
+                # into its nursery, so it would never end, nor would start().
+                with trio.CancelScope(shield=True):
+                    self._nursery = await nursery.start(self._run_background)
+                    self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
                 try:
                     await self.connect()
                     yield self
