@@ -11,9 +11,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-import trio
-
-from ._command import warnings_to_stderr
+from ._command import run_command
 from ._version import __version__
 
 __all__ = ["main"]
@@ -34,8 +32,7 @@ def _demo_main(args: argparse.Namespace) -> int:
         return 2
     demo = partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
     try:
-        with warnings_to_stderr("telcoflow-trio demo"):
-            return trio.run(demo)
+        return run_command("telcoflow-trio demo", demo)
     except KeyboardInterrupt:
         sys.stderr.write("telcoflow-trio demo: interrupted\n")
         return 130
