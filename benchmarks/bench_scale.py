@@ -231,10 +231,13 @@ def latency(claim_ms: dict[str, float]) -> dict[str, float | None]:
 
 def audio(outcomes: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     done = [o for o in outcomes.values() if o is not None]
+    gaps = sum(o["underruns"] for o in done)
+    caller = sum(o["caller_s"] for o in done)
     return {
         "calls_with_underruns": sum(1 for o in done if o["underruns"]),
-        "underruns": sum(o["underruns"] for o in done),
-        "caller_audio_s": round(sum(o["caller_s"] for o in done), 1),
+        "underruns": gaps,
+        "underruns_per_call_minute": round(60 * gaps / caller, 1) if caller else None,
+        "caller_audio_s": round(caller, 1),
         "agent_audio_s": round(sum(o["agent_s"] for o in done), 1),
     }
 
@@ -424,7 +427,7 @@ def markdown(result: dict[str, Any]) -> str:
             " / ".join(map(str, r["spread"]["per_worker"])),
             fmt(r["spread"]["max_over_min"], 2),
             f"{fmt(lat['p50_ms'])} / {fmt(lat['p99_ms'])} / {fmt(lat['max_ms'])}",
-            f"{a['calls_with_underruns']} ({a['underruns']})",
+            f"{a['calls_with_underruns']} ({fmt(a['underruns_per_call_minute'])})",
             fmt(r["foreign_cpu_pct"], 0),
         ])  # fmt: skip
     out = [
@@ -444,7 +447,7 @@ def markdown(result: dict[str, Any]) -> str:
                 "calls per worker",
                 "max/min",
                 "claim p50 / p99 / max (ms)",
-                "calls with underruns (gaps)",
+                "calls with underruns (gaps per call-minute)",
                 "other processes' CPU %",
             ),
             rows,
@@ -460,17 +463,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--calls", type=int, default=None, help="calls per run (default 200)")
     parser.add_argument("--hold", type=float, default=None, help="seconds (default 10)")
     parser.add_argument("--arrivals", type=float, default=40.0, help="new calls per second")
+    parser.add_argument(
+        "--label", default="", help="a side run: write results/scale-LABEL-STAMP.* only"
+    )
     args, _ = parser.parse_known_args(argv)
     args.calls = args.calls or (40 if args.quick else 200)
     args.hold = args.hold if args.hold is not None else (3.0 if args.quick else 10.0)
     if args.calls < WORKERS * 4:
         parser.error(f"--calls must be at least {WORKERS * 4}")
     result = run(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    write_json(f"scale-{stamp}.json", result)
-    write_json("scale-latest.json", result)
+    name = f"scale-{args.label}-" if args.label else "scale-"
+    name += time.strftime("%Y%m%d-%H%M%S")
+    write_json(f"{name}.json", result)
+    if not args.label:
+        write_json("scale-latest.json", result)
     text = markdown(result)
-    (HERE / "results" / f"scale-{stamp}.md").write_text(text + "\n")
+    (HERE / "results" / f"{name}.md").write_text(text + "\n")
     print(text)
     return result
 
