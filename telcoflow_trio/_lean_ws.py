@@ -472,7 +472,7 @@ class LeanWebSocket:
                         continue
                 except _Fail as fail:
                     await self._fail(fail.code, fail.reason)
-                    raise WSSConnectionClosed(fail.code, fail.reason) from None
+                    raise WSSConnectionClosed(fail.code, fail.reason, by_peer=False) from None
                 if message is not None:
                     return message  # type: ignore[return-value]
                 if self._closed is not None:
