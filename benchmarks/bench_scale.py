@@ -251,8 +251,8 @@ def run_policy(
 ) -> dict[str, Any]:
     sim = Simulator(children, args)
     runner = Runner(children, sim, policy)
-    print(f"{policy}: workers ready after {runner.ready_after:.1f} s; placing {args.calls} calls",
-          file=sys.stderr)  # fmt: skip
+    ready = f"workers ready after {runner.ready_after:.1f} s"
+    print(f"{policy}: {ready}; placing {args.calls} calls", file=sys.stderr)
     placed = sim.command(f"place {args.calls}")
     holder = runner.log.holders(placed["ids"])
     ours = runner.pids_now() | {sim.proc.pid}
@@ -286,8 +286,8 @@ def run_policy(
         and len(runner.log.holders(all_ids, timeout=1)) == len(all_ids)
     )
     result["runner_exit"] = runner.stop()
-    result["runner_warnings"] = [line for line in runner.log.lines if " WARNING " in line or
-                                 " ERROR " in line][:20]  # fmt: skip
+    noted = [line for line in runner.log.lines if " WARNING " in line or " ERROR " in line]
+    result["runner_warnings"] = noted[:20]
     sim.close(children)
     return result
 
@@ -323,7 +323,6 @@ def fault_steps(
         "new_to_drained_worker": sum(1 for w in new_holder.values() if w == 0),
         "new_claim_latency": latency(placed["claim_ms"]),
         "drained_calls_ended_by": ended_by(hung["calls"]),
-        "restarted": True,
     }
     # kill -9 worker 1.
     everyone = {**holder, **new_holder}
@@ -421,15 +420,17 @@ def markdown(result: dict[str, Any]) -> str:
     rows = []
     for r in result["runs"]:
         lat, a = r["claim_latency"], r["audio"]
-        rows.append([
-            r["policy"],
-            f"{r['answered']}/{r['calls']}",
-            " / ".join(map(str, r["spread"]["per_worker"])),
-            fmt(r["spread"]["max_over_min"], 2),
-            f"{fmt(lat['p50_ms'])} / {fmt(lat['p99_ms'])} / {fmt(lat['max_ms'])}",
-            f"{a['calls_with_underruns']} ({fmt(a['underruns_per_call_minute'])})",
-            fmt(r["foreign_cpu_pct"], 0),
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["policy"],
+                f"{r['answered']}/{r['calls']}",
+                " / ".join(map(str, r["spread"]["per_worker"])),
+                fmt(r["spread"]["max_over_min"], 2),
+                f"{fmt(lat['p50_ms'])} / {fmt(lat['p99_ms'])} / {fmt(lat['max_ms'])}",
+                f"{a['calls_with_underruns']} ({fmt(a['underruns_per_call_minute'])})",
+                fmt(r["foreign_cpu_pct"], 0),
+            ]
+        )
     out = [
         "### Scale: `run --workers 4`",
         "",

@@ -25,7 +25,7 @@ import sys
 
 import attrs
 import trio
-from sim_driver import LIVE, say
+from sim_driver import LIVE, CallInLog, say
 
 from telcoflow_trio.simulator import (
     CallerScript,
@@ -37,17 +37,6 @@ from telcoflow_trio.simulator import (
 )
 
 WAIT = 30.0  # seconds, for any one command
-
-
-class CallInLog:
-    """A frame log that keeps when each ``call.in`` went out (the simulator's clock)."""
-
-    def __init__(self) -> None:
-        self.sent: dict[str, float] = {}
-
-    def __call__(self, connection: str, direction: str, frame: str | bytes) -> None:
-        if direction == "out" and type(frame) is str and '"call.in"' in frame:
-            self.sent[json.loads(frame)["callId"]] = trio.current_time()
 
 
 def outcome(call: SimulatedCall) -> dict[str, object] | None:
@@ -126,7 +115,7 @@ class Driver:
 
 
 async def main(args: argparse.Namespace) -> None:
-    log = CallInLog()
+    log = CallInLog(trio.current_time)  # the clock of SimulatedCall.placed_at
     config = SimulatorConfig(underrun_max_gap=0.2, max_finished_calls=10_000)
     async with open_simulator(config, listen=True, port=args.port, frame_log=log) as sim:
         driver = Driver(sim, log, args)
