@@ -57,12 +57,10 @@ async def test_four_workers_spread_calls_drain_one_and_survive_kill_9() -> None:
                 "--drain-timeout", "600",
                 env=environ(TELCOFLOW_API_KEY=sim.api_key),
             )  # fmt: skip
-            import sys
-
-            sys.modules["__dbg"] = run  # type: ignore
             await run.wait_for(rf"all {WORKERS} workers ready")
             pids = {
-                i: int((await run.wait_for(rf"worker {i} ready: pid (\d+)"))[1]) for i in range(4)
+                i: int((await run.wait_for(rf"worker {i} ready: pid (\d+)"))[1])
+                for i in range(WORKERS)
             }
 
             # 40 calls, at most 10 per worker: each takes exactly 10, none is lost.
