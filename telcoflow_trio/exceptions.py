@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .streams import BridgeResult
+    from ._bridge_result import BridgeResult
 
 __all__ = [
     "BufferClosedError",

@@ -50,3 +50,60 @@ def test_every_runtime_dependency_has_one_floor() -> None:
     for line in PROJECT["dependencies"]:
         floors = [s for s in Requirement(line).specifier if s.operator == ">="]
         assert len(floors) == 1, f"{line!r}: nox -s oldest needs one floor (>=)"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which telcoflow_trio modules each one imports, ``TYPE_CHECKING`` imports included.
+
+    Importing ``a.b.c`` also imports the packages ``a.b`` and ``a`` unless the
+    importer is inside them already (then they are being imported anyway).
+    """
+    paths = {}
+    for path in (ROOT / "telcoflow_trio").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package[: len(package) - node.level + 1]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.append(sub if sub in paths else base)
+        edges = set()
+        for target in targets:
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                module = ".".join(parts[:i])
+                inside = name == module or name.startswith(module + ".")
+                if module in paths and not inside:
+                    edges.add(module)
+        graph[name] = edges
+    return graph
+
+
+def test_import_graph_has_no_cycles() -> None:
+    # One way only: proto <- ws and I/O <- the public API <- simulator, testing, cli.
+    graph = import_graph()
+    assert "telcoflow_trio.simulator._server" in graph["telcoflow_trio.simulator"]
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycle = [*path[path.index(module) :], module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, Protocol, final
 
 import trio
 
@@ -40,15 +40,34 @@ from ..proto import (
     next_state,
 )
 from ._audio import Silence, mix, write_wav
-from ._connection import Connection, salvage_field
-from ._model import CallerScript, CallResult, CommandRecord
+from ._clock import SlotTimer
+from ._connection import Connection, ControlConnection, salvage_field
+from ._faults import SimulatorFaults
+from ._model import CallerScript, CallResult, CommandRecord, SimulatorConfig
 
-if TYPE_CHECKING:
-    from ._server import ControlConnection, Simulator
-
-__all__ = ["SimulatedCall"]
+__all__ = ["CallHost", "CallObserver", "SimulatedCall"]
 
 logger = logging.getLogger(__name__)
+
+
+class CallHost(Protocol):
+    """What a call needs of its simulator (the ``Simulator`` is one): no import of it."""
+
+    config: SimulatorConfig
+    faults: SimulatorFaults
+    ticks: SlotTimer
+    _malformed_frames: int
+
+    def _observe(self, call: SimulatedCall, event: str) -> None: ...
+
+    def _call_ended(self, call: SimulatedCall) -> None: ...
+
+    def _record_result(self, call: SimulatedCall, result: CallResult) -> None: ...
+
+
+#: Called as ``observer(call, event)`` for ``placed``, ``claimed``, ``media``, each
+#: new state name and ``ended``.
+CallObserver = Callable[["SimulatedCall", str], None]
 
 _P, _A, _C, _D = CallState.PENDING, CallState.ANSWERED, CallState.CONNECTED, CallState.DISCONNECTED
 _LIVE = (_A, _C)
@@ -75,7 +94,7 @@ class SimulatedCall:
 
     def __init__(
         self,
-        sim: Simulator,
+        sim: CallHost,
         script: CallerScript,
         *,
         call_id: str,

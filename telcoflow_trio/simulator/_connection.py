@@ -1,10 +1,10 @@
-"""One accepted WebSocket of the simulator, the byte-stream wrapper under it, the frame log."""
+"""An accepted WebSocket of the simulator (a control one too), the stream under it, the log."""
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import IO, TYPE_CHECKING, Protocol, final
+from typing import IO, Protocol, final
 
 import attrs
 import trio
@@ -12,10 +12,15 @@ import trio
 from ..exceptions import WSSConnectionClosed
 from ..ws._transport import ClientWebSocket
 
-if TYPE_CHECKING:
-    from ._faults import SimulatorFaults
-
-__all__ = ["Connection", "FaultStream", "FrameLog", "JsonLinesFrameLog", "salvage_field"]
+__all__ = [
+    "Connection",
+    "ControlConnection",
+    "FaultStream",
+    "FrameLog",
+    "JsonLinesFrameLog",
+    "PingFaults",
+    "salvage_field",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +98,13 @@ class JsonLinesFrameLog:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+class PingFaults(Protocol):
+    """The switch :class:`FaultStream` reads (``SimulatorFaults`` has it)."""
+
+    #: Control connections do not answer WebSocket pings.
+    pings_stalled: bool
+
+
 @final
 class FaultStream(trio.abc.Stream):
     """A byte stream that can swallow outgoing pongs (the ``stall_pings`` fault).
@@ -102,7 +114,7 @@ class FaultStream(trio.abc.Stream):
 
     __slots__ = ("_faults", "control", "transport")
 
-    def __init__(self, transport: trio.abc.Stream, faults: SimulatorFaults) -> None:
+    def __init__(self, transport: trio.abc.Stream, faults: PingFaults) -> None:
         self.transport = transport
         self._faults = faults
         #: Set once the connection turns out to be a control connection.
@@ -187,3 +199,36 @@ class Connection:
             None if reason is None else reason.encode()[:120].decode(errors="ignore")
         )
         self.scope.cancel()
+
+
+@attrs.define(eq=False)
+class ControlConnection:
+    """A control (session-manager) connection that completed ``setup``."""
+
+    connection: Connection
+    sm_ws_id: str
+    sample_rate: int
+    audio_mode: str
+    outbox: trio.MemorySendChannel[str | bytes]
+    #: ``call_flow.setup`` with ``inboundCall: "NO"`` turns notifications off.
+    wants_calls: bool = True
+    alive: bool = True
+
+    def send_nowait(self, message: str | bytes) -> None:
+        """Queue a frame; a connection whose outbox is full is not reading: drop it."""
+        if not self.alive:
+            return
+        try:
+            self.outbox.send_nowait(message)
+        except trio.WouldBlock:
+            logger.warning("control connection %s stopped reading; dropping it", self.sm_ws_id)
+            self.alive = False
+            self.connection.abort()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.alive = False
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is queued, then close with ``code``."""
+        self.connection.close_code = code
+        self.connection.close_reason = reason
+        self.outbox.close()  # the writer drains it, then ends the connection

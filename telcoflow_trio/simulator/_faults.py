@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, final
+from typing import Protocol, final
 
 import trio
 
 from ..proto import CallEventFrame
+from ._connection import Connection, ControlConnection
 
-if TYPE_CHECKING:
-    from ._call import SimulatedCall
-    from ._server import Simulator
-
-__all__ = ["SimulatorFaults"]
+__all__ = ["FaultHost", "SimulatorFaults"]
 
 logger = logging.getLogger(__name__)
+
+
+class _FaultableCall(Protocol):
+    """What a fault does to one call (``SimulatedCall`` has it)."""
+
+    def _drop_media(self) -> None: ...
+
+    def _media_connection(self) -> Connection: ...
+
+
+class FaultHost(Protocol):
+    """What the faults act on (the ``Simulator`` is one): no import of it."""
+
+    def get_call(self, call_id: str) -> _FaultableCall | None: ...
+
+    def _control_connections(self) -> list[ControlConnection]: ...
 
 
 @final
 class SimulatorFaults:
     """The faults of one simulator (``sim.faults``). Switches stay on until turned off."""
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: FaultHost) -> None:
         self._sim = sim
         #: Control connections do not answer WebSocket pings.
         self.pings_stalled = False
@@ -35,7 +48,7 @@ class SimulatorFaults:
         #: Agent audio frames played (and pulled) per real-time frame; below 1 is slow.
         self.pull_rate = 1.0
 
-    def _call(self, call_id: str) -> SimulatedCall:
+    def _call(self, call_id: str) -> _FaultableCall:
         call = self._sim.get_call(call_id)
         if call is None:
             raise LookupError(f"no active call {call_id!r}")

@@ -51,9 +51,9 @@ from ..proto import (
 from ..ws._connection import LeanRequest, LeanWebSocket, accept_lean_websocket
 from ..ws._streams import start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
-from ._call import SimulatedCall
+from ._call import CallObserver, SimulatedCall
 from ._clock import SlotTimer
-from ._connection import Connection, FaultStream, FrameLog, salvage_field
+from ._connection import Connection, ControlConnection, FaultStream, FrameLog, salvage_field
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
@@ -82,43 +82,6 @@ MEDIA_PATH_PREFIX = "/v1/media/"
 SOFTPHONE_PATH = "/v1/simulator/call"
 #: Host of :attr:`Simulator.base_url` when the simulator is not listening.
 MEMORY_HOST = "simulator.invalid"
-
-#: Called as ``observer(call, event)`` for ``placed``, ``claimed``, ``media``, each
-#: new state name and ``ended``.
-CallObserver = Callable[[SimulatedCall, str], None]
-
-
-@attrs.define(eq=False)
-class ControlConnection:
-    """A control (session-manager) connection that completed ``setup``."""
-
-    connection: Connection
-    sm_ws_id: str
-    sample_rate: int
-    audio_mode: str
-    outbox: trio.MemorySendChannel[str | bytes]
-    #: ``call_flow.setup`` with ``inboundCall: "NO"`` turns notifications off.
-    wants_calls: bool = True
-    alive: bool = True
-
-    def send_nowait(self, message: str | bytes) -> None:
-        """Queue a frame; a connection whose outbox is full is not reading: drop it."""
-        if not self.alive:
-            return
-        try:
-            self.outbox.send_nowait(message)
-        except trio.WouldBlock:
-            logger.warning("control connection %s stopped reading; dropping it", self.sm_ws_id)
-            self.alive = False
-            self.connection.abort()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self.alive = False
-
-    def close(self, code: int, reason: str) -> None:
-        """Send what is queued, then close with ``code``."""
-        self.connection.close_code = code
-        self.connection.close_reason = reason
-        self.outbox.close()  # the writer drains it, then ends the connection
 
 
 async def _send_tls_alert(stream: trio.SSLStream[trio.abc.Stream]) -> None:

@@ -24,7 +24,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -33,16 +33,28 @@ from ..exceptions import WSSConnectionClosed
 from ..ws._streams import StreamOpener, open_tcp
 from ..ws._transport import open_websocket
 from ._audio import pcm_source, read_wav, silence, write_wav
+from ._call import CallObserver, SimulatedCall
 from ._connection import Connection
-from ._model import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, CallerScript
+from ._model import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, CallerScript, SimulatorConfig
 
-if TYPE_CHECKING:
-    from ._call import SimulatedCall
-    from ._server import Simulator
-
-__all__ = ["run_softphone", "serve_softphone"]
+__all__ = ["SoftphoneHost", "run_softphone", "serve_softphone"]
 
 logger = logging.getLogger(__name__)
+
+
+class SoftphoneHost(Protocol):
+    """What a softphone connection needs of its simulator (the ``Simulator`` is one)."""
+
+    config: SimulatorConfig
+
+    async def place_call(
+        self, script: CallerScript | None = None, *, caller: str = ..., callee: str = ...
+    ) -> SimulatedCall: ...
+
+    def add_observer(self, observer: CallObserver) -> None: ...
+
+    def remove_observer(self, observer: CallObserver) -> None: ...
+
 
 #: Bound on the upload-and-dial phase.
 _DIAL_TIMEOUT = 60.0
@@ -77,13 +89,13 @@ def _dial_script(data: dict[str, Any], upload: bytes) -> CallerScript:
     return CallerScript(audio, **options)
 
 
-async def serve_softphone(sim: Simulator, conn: Connection) -> None:
+async def serve_softphone(sim: SoftphoneHost, conn: Connection) -> None:
     """Handle one softphone connection (see the module docstring)."""
     with contextlib.suppress(WSSConnectionClosed):
         await _dial_and_relay(sim, conn)
 
 
-async def _dial_and_relay(sim: Simulator, conn: Connection) -> None:
+async def _dial_and_relay(sim: SoftphoneHost, conn: Connection) -> None:
     upload = bytearray()
     dial: dict[str, Any] | None = None
     with trio.move_on_after(_DIAL_TIMEOUT):
@@ -125,7 +137,7 @@ async def _dial_and_relay(sim: Simulator, conn: Connection) -> None:
         await call.hang_up()  # a no-op if it has ended
 
 
-async def _relay_call(sim: Simulator, conn: Connection, call: SimulatedCall) -> None:
+async def _relay_call(sim: SoftphoneHost, conn: Connection, call: SimulatedCall) -> None:
     send, receive = trio.open_memory_channel[str | bytes](_OUTBOX)
 
     def offer(item: str | bytes) -> None:

@@ -17,10 +17,17 @@ remote WebSocket such as a voice-AI endpoint, through two pluggable handlers::
 ``start``/``audio``, building ``audio``/``clear``/``interrupt``, re-chunking).
 """
 
+from .._bridge_result import (
+    BridgeEnd as BridgeEnd,
+    BridgeResult as BridgeResult,
+    CloseInfo as CloseInfo,
+    DirectionStats as DirectionStats,
+)
 from ..exceptions import StreamBridgeError as StreamBridgeError
 from . import teler as teler
 from ._connector import (
     BridgeContext as BridgeContext,
+    ContextStreamHandler as ContextStreamHandler,
     StreamConnector as StreamConnector,
     bridge_call as bridge_call,
 )
@@ -31,11 +38,6 @@ from ._sockets import (
     as_message_stream as as_message_stream,
 )
 from ._types import (
-    BridgeEnd as BridgeEnd,
-    BridgeResult as BridgeResult,
-    CloseInfo as CloseInfo,
-    ContextStreamHandler as ContextStreamHandler,
-    DirectionStats as DirectionStats,
     HandlerResult as HandlerResult,
     StreamHandler as StreamHandler,
     StreamOp as StreamOp,

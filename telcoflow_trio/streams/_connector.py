@@ -70,6 +70,7 @@ import attrs
 import sniffio
 import trio
 
+from .._bridge_result import BridgeEnd, BridgeResult, CloseInfo, DirectionStats
 from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
 from ..ws._errors import code_and_reason
 from ..ws._streams import StreamOpener, open_tcp
@@ -84,22 +85,17 @@ from ..ws._transport import (
 )
 from . import teler
 from ._sockets import CallAudio, CallLike, as_message_stream
-from ._types import (
-    BridgeEnd,
-    BridgeResult,
-    CloseInfo,
-    ContextStreamHandler,
-    DirectionStats,
-    StreamHandler,
-    StreamOp,
-    StreamType,
-    relay,
-)
+from ._types import HandlerResult, StreamHandler, StreamOp, StreamType, relay
 
-__all__ = ["BridgeContext", "StreamConnector", "bridge_call"]
+__all__ = ["BridgeContext", "ContextStreamHandler", "StreamConnector", "bridge_call"]
 
 logger = logging.getLogger(__name__)
 
+#: A handler that also gets the bridge's :class:`BridgeContext` (who the call is,
+#: per-call state, sending to either side): ``async (message, context) -> (data, op)``.
+ContextStreamHandler: TypeAlias = Callable[
+    [str | bytes, "BridgeContext"], Awaitable[HandlerResult]
+]
 AnyHandler: TypeAlias = StreamHandler | ContextStreamHandler
 OnOpen: TypeAlias = Callable[["BridgeContext"], Awaitable[None]]
 

@@ -1,22 +1,12 @@
-"""The values of the stream bridge API: enums, handler types and the bridge's result."""
+"""The values of the stream bridge API: its enums and handler types."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeAlias
-
-import attrs
-
-if TYPE_CHECKING:
-    from ._connector import BridgeContext
+from typing import TypeAlias
 
 __all__ = [
-    "BridgeEnd",
-    "BridgeResult",
-    "CloseInfo",
-    "ContextStreamHandler",
-    "DirectionStats",
     "HandlerResult",
     "StreamHandler",
     "StreamOp",
@@ -51,66 +41,7 @@ HandlerResult: TypeAlias = tuple[str | bytes | None, StreamOp]
 #: Teler's handler: ``async (message) -> (data, op)``.
 StreamHandler: TypeAlias = Callable[[str | bytes], Awaitable[HandlerResult]]
 
-#: A handler that also gets the bridge's :class:`BridgeContext` (who the call is,
-#: per-call state, sending to either side): ``async (message, context) -> (data, op)``.
-ContextStreamHandler: TypeAlias = Callable[
-    [str | bytes, "BridgeContext"], Awaitable[HandlerResult]
-]
-
 
 async def relay(message: str | bytes) -> HandlerResult:
     """The default handler: relay every message unchanged."""
     return message, StreamOp.RELAY
-
-
-class BridgeEnd(enum.Enum):
-    """Why a bridge ended."""
-
-    #: The call side ended: Teler closed its WebSocket, or the call hung up.
-    CALL_CLOSED = "call_closed"
-    #: The remote closed its WebSocket normally (1000 or 1001).
-    REMOTE_CLOSED = "remote_closed"
-    #: ``call_stream_handler`` returned ``StreamOp.STOP``.
-    CALL_STOP = "call_stop"
-    #: ``remote_stream_handler`` returned ``StreamOp.STOP``.
-    REMOTE_STOP = "remote_stop"
-    #: An error ended it (only seen on :attr:`StreamBridgeError.result`).
-    ERROR = "error"
-
-
-@attrs.frozen
-class CloseInfo:
-    """How one side's connection was closed."""
-
-    code: int
-    reason: str | None
-    #: ``True``: the peer closed first and these are its code and reason;
-    #: ``False``: the bridge closed it with them.
-    by_peer: bool
-
-
-@attrs.frozen
-class DirectionStats:
-    """Traffic one way. Text counts characters (base64 JSON is ASCII), binary bytes."""
-
-    messages_in: int = 0
-    bytes_in: int = 0
-    messages_out: int = 0
-    bytes_out: int = 0
-
-
-@attrs.frozen
-class BridgeResult:
-    """What ``bridge_stream()``/``bridge_call()`` return (and errors carry as ``.result``)."""
-
-    end: BridgeEnd
-    #: How the call side was closed.
-    call_close: CloseInfo | None
-    #: How the remote was closed; ``None`` when it never connected.
-    remote_close: CloseInfo | None
-    #: Messages read from the call and sent to the remote.
-    call_to_remote: DirectionStats
-    #: Messages read from the remote and sent to the call.
-    remote_to_call: DirectionStats
-    #: Seconds from the start of the bridge to the end of its teardown.
-    duration: float
