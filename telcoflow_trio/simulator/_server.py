@@ -48,7 +48,7 @@ from ..proto import (
     WaMsgOut,
     decode_control,
 )
-from ..ws._connection import LeanRequest, LeanWebSocket, accept_lean_websocket
+from ..ws import WebSocketConnection, WebSocketRequest, serve_websocket_stream
 from ..ws._streams import start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import CallObserver, SimulatedCall
@@ -59,7 +59,9 @@ from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatisti
 from ._softphone import serve_softphone
 
 #: An upgrade request from either WebSocket implementation (``SimulatorConfig.transport``).
-_Request = trio_websocket.WebSocketRequest | LeanRequest
+_Request = trio_websocket.WebSocketRequest | WebSocketRequest
+#: A connection's own failures: logged, not counted as handler errors.
+_CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)
 
 __all__ = [
     "CONTROL_PATH",
@@ -382,38 +384,58 @@ class Simulator:
             return
         self._streams += 1
         try:
+            with trio.move_on_after(self.config.connect_timeout) as opening:
+                if isinstance(transport, trio.SSLStream):
+                    try:
+                        await transport.do_handshake()
+                    except trio.BrokenResourceError:
+                        await _send_tls_alert(transport)
+                        raise
+            if opening.cancelled_caught:
+                return
+            remaining = max(opening.deadline - trio.current_time(), 0.0)
+            if self.config.transport == "lean":
+                # On the raw stream (the lean socket's fast path); the
+                # stalled-pings fault goes through its pong_gate instead.
+                await serve_websocket_stream(
+                    partial(self._route_guarded, stream=stream, number=number),
+                    transport,
+                    max_message_size=self.config.max_message_size,
+                    handshake_timeout=remaining,
+                    close_timeout=self.config.close_timeout,
+                )
+                return
             async with trio.open_nursery() as nursery:
-                request: _Request | None = None
-                with trio.move_on_after(self.config.connect_timeout):
-                    if isinstance(transport, trio.SSLStream):
-                        try:
-                            await transport.do_handshake()
-                        except trio.BrokenResourceError:
-                            await _send_tls_alert(transport)
-                            raise
-                    if self.config.transport == "lean":
-                        # On the raw stream (the lean socket's fast path); the
-                        # stalled-pings fault goes through its pong_gate instead.
-                        request = await accept_lean_websocket(
-                            transport,
-                            max_message_size=self.config.max_message_size,
-                            close_timeout=self.config.close_timeout,
-                        )
-                    else:
-                        request = await trio_websocket.wrap_server_stream(
-                            nursery, stream, max_message_size=self.config.max_message_size
-                        )
+                request: trio_websocket.WebSocketRequest | None = None
+                with trio.move_on_after(remaining):
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery, stream, max_message_size=self.config.max_message_size
+                    )
                 if request is not None:
                     await self._route(request, stream, number)
                 nursery.cancel_scope.cancel()
-        except* (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as group:
+        except* _CONNECTION_ERRORS as group:
             logger.info("connection %d failed: %r", number, group.exceptions[0])
         except* Exception as group:
-            self._handler_errors += 1
-            logger.error("connection %d: handler failed", number, exc_info=group)
+            self._count_handler_error(number, group)
         finally:
             self._streams -= 1
             await trio.aclose_forcefully(stream)
+
+    async def _route_guarded(
+        self, request: WebSocketRequest, *, stream: FaultStream, number: int
+    ) -> None:
+        """:meth:`_route` for ``serve_websocket_stream``, failures counted and logged here."""
+        try:
+            await self._route(request, stream, number)
+        except _CONNECTION_ERRORS as exc:
+            logger.info("connection %d failed: %r", number, exc)
+        except Exception as exc:
+            self._count_handler_error(number, exc)
+
+    def _count_handler_error(self, number: int, exc: BaseException) -> None:
+        self._handler_errors += 1
+        logger.error("connection %d: handler failed", number, exc_info=exc)
 
     async def _reject(self, request: _Request, status: int, body: bytes, why: str) -> None:
         if status in (401, 403):
@@ -482,7 +504,7 @@ class Simulator:
         ws: ClientWebSocket | None = None
         with trio.move_on_after(self.config.close_timeout):
             accepted = await request.accept()
-            if isinstance(accepted, LeanWebSocket):
+            if isinstance(accepted, WebSocketConnection):
                 if stream.control:
                     faults = self.faults
                     accepted.pong_gate = lambda: not faults.pings_stalled

@@ -61,6 +61,7 @@ from ._server import (
     WebSocketRequest as WebSocketRequest,
     WebSocketServer as WebSocketServer,
     serve_websocket as serve_websocket,
+    serve_websocket_stream as serve_websocket_stream,
 )
 
 __all__ = [
@@ -77,4 +78,5 @@ __all__ = [
     "open_websocket",
     "open_websocket_url",
     "serve_websocket",
+    "serve_websocket_stream",
 ]

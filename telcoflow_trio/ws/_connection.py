@@ -169,8 +169,8 @@ class LeanWebSocket(FrameCodec):
         self.request_headers = list(request_headers)
         #: The headers of the server's 101 answer, ``(bytes, bytes)`` pairs.
         self.response_headers = list(response_headers)
-        #: Pings are answered while this returns true (``None``: always); a
-        #: test server uses it to play a peer whose heartbeat has stalled.
+        #: The peer's pings are answered while this returns true (``None``: always);
+        #: a test server sets it to play a peer whose heartbeat has stalled.
         self.pong_gate: Callable[[], bool] | None = None
 
     @property

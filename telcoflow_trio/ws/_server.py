@@ -1,10 +1,11 @@
-"""The server side of :mod:`telcoflow_trio.ws`: :func:`serve_websocket` and its requests."""
+"""The server side of :mod:`telcoflow_trio.ws`: :func:`serve_websocket`, one stream, requests."""
 
 from __future__ import annotations
 
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import ClassVar, NoReturn, cast, final
 
 import trio
@@ -14,7 +15,7 @@ from ._connection import LeanRequest, LeanWebSocket, WebSocketConnection, accept
 from ._handshake import Headers, str_headers
 from ._streams import accept_tls
 
-__all__ = ["WebSocketRequest", "WebSocketServer", "serve_websocket"]
+__all__ = ["WebSocketRequest", "WebSocketServer", "serve_websocket", "serve_websocket_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,38 +113,63 @@ async def serve_websocket(
         OSError: the address cannot be listened on.
     """
 
-    async def one(stream: trio.SocketStream) -> None:
-        request: WebSocketRequest | None = None
-        try:
-            with trio.move_on_after(handshake_timeout):
-                tls = stream if ssl_context is None else await accept_tls(stream, ssl_context)
-                got = await accept_lean_websocket(
-                    tls,
-                    max_message_size=max_message_size,
-                    close_timeout=close_timeout,
-                    request_class=WebSocketRequest,
-                )
-                request = cast(WebSocketRequest | None, got)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            logger.debug("WebSocket opening failed: %r", exc.__cause__ or exc)
-        if request is None:  # a bad request was answered with 400 already
-            await trio.aclose_forcefully(stream)
-            return
-        where = request.path.split("?", 1)[0]  # a query string may hold secrets
-        code = 1000
-        try:
-            await handler(request)
-        except WSSConnectionClosed as exc:
-            logger.debug("WebSocket %s: %s", where, exc)
-        except Exception:
-            logger.exception("WebSocket handler for %s failed", where)
-            code = 1011
-        finally:
-            await _finish(request, code)
-
+    one = partial(
+        serve_websocket_stream,
+        handler,
+        ssl_context=ssl_context,
+        max_message_size=max_message_size,
+        handshake_timeout=handshake_timeout,
+        close_timeout=close_timeout,
+    )
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(WebSocketServer(listeners))
     await trio.serve_listeners(one, listeners, handler_nursery=handler_nursery)
+
+
+async def serve_websocket_stream(
+    handler: Callable[[WebSocketRequest], Awaitable[object]],
+    stream: trio.abc.Stream,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    max_message_size: int = 1 << 20,
+    handshake_timeout: float = 10.0,
+    close_timeout: float = 2.0,
+) -> None:
+    """Serve one connection that is already open: what :func:`serve_websocket` does for each.
+
+    For streams that come from elsewhere than its TCP listener: an in-memory
+    pair in a test, a listener of your own, TLS you did yourself. Everything
+    said of :func:`serve_websocket`'s handler holds (its exception is logged,
+    not raised), and the stream is closed on return. A :class:`trio.SocketStream`
+    gets the plain-TCP fast path.
+    """
+    request: WebSocketRequest | None = None
+    try:
+        with trio.move_on_after(handshake_timeout):
+            tls = stream if ssl_context is None else await accept_tls(stream, ssl_context)
+            got = await accept_lean_websocket(
+                tls,
+                max_message_size=max_message_size,
+                close_timeout=close_timeout,
+                request_class=WebSocketRequest,
+            )
+            request = cast(WebSocketRequest | None, got)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        logger.debug("WebSocket opening failed: %r", exc.__cause__ or exc)
+    if request is None:  # a bad request was answered with 400 already
+        await trio.aclose_forcefully(stream)
+        return
+    where = request.path.split("?", 1)[0]  # a query string may hold secrets
+    code = 1000
+    try:
+        await handler(request)
+    except WSSConnectionClosed as exc:
+        logger.debug("WebSocket %s: %s", where, exc)
+    except Exception:
+        logger.exception("WebSocket handler for %s failed", where)
+        code = 1011
+    finally:
+        await _finish(request, code)
 
 
 async def _finish(request: WebSocketRequest, code: int) -> None:

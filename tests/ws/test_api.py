@@ -26,7 +26,9 @@ from telcoflow_trio.ws import (
     open_websocket,
     open_websocket_url,
     serve_websocket,
+    serve_websocket_stream,
 )
+from telcoflow_trio.ws._transport import open_websocket as transport_websocket
 
 Handler = Callable[[WebSocketRequest], Awaitable[None]]
 
@@ -276,3 +278,65 @@ async def test_bridge_stream_takes_a_served_connection_as_is() -> None:
     (result,) = results
     assert result.end is BridgeEnd.CALL_CLOSED
     assert result.call_close == CloseInfo(1000, "hung up", by_peer=True)
+
+
+async def test_serve_websocket_stream_serves_a_stream_of_its_own() -> None:
+    """An in-memory stream, served like a listener's: the handler, then the close."""
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        message = await ws.get_message()
+        if message == "fail":
+            raise RuntimeError("handler bug")
+        await ws.send_message(message)  # then returns: closed with 1000
+
+    async with trio.open_nursery() as nursery:
+
+        async def opener(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+            client, server = trio.testing.memory_stream_pair()
+            nursery.start_soon(serve_websocket_stream, handler, server)
+            return client
+
+        with trio.fail_after(10):
+            for message, code in (("hello", 1000), ("fail", 1011)):
+                url = "ws://memory.invalid/x"
+                async with transport_websocket(url, open_stream=opener) as ws:
+                    await ws.send_message(message)
+                    if code == 1000:
+                        assert await ws.get_message() == "hello"
+                    with pytest.raises(WSSConnectionClosed) as info:
+                        await ws.get_message()
+                    assert info.value.code == code
+
+
+async def test_pong_gate_holds_back_pongs_while_it_returns_false() -> None:
+    answering = False
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        ws.pong_gate = lambda: answering
+        while True:
+            await ws.send_message(await ws.get_message())
+
+    with trio.fail_after(10):
+        async with serving(handler) as port, open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            pinged = trio.Event()
+
+            async def ping() -> None:
+                await ws.ping(b"first")
+                pinged.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping)
+                await trio.testing.wait_all_tasks_blocked()
+                # The echo comes after the server read the ping: any pong is in front of it.
+                await ws.send_message("after the ping")
+                assert await ws.get_message() == "after the ping"
+                await trio.testing.wait_all_tasks_blocked()
+                assert not pinged.is_set()
+                answering = True
+                nursery.start_soon(ws.ping, b"second")  # its pong answers both pings
+                await trio.testing.wait_all_tasks_blocked()
+                await ws.send_message("again")
+                assert await ws.get_message() == "again"
+                await pinged.wait()
