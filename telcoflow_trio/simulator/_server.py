@@ -1,4 +1,4 @@
-"""The simulator: a Telcoflow platform in a box, on trio-websocket.
+"""The simulator: a Telcoflow platform in a box, on telcoflow_trio.ws (or trio-websocket).
 
 One nursery owns everything: the listener (if any), one handler task per
 accepted connection, one task per call. Connections arrive as trio byte
