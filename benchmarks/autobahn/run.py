@@ -39,21 +39,23 @@ from typing import Any
 import trio
 import trustme
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+# The checkout this file is in is the one measured, whatever else is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from _proc import free_port  # noqa: E402
-from _report import RESULTS, machine, markdown_table, write_json  # noqa: E402
+from _proc import free_port
+from _report import RESULTS, machine, markdown_table, write_json
 
-from telcoflow_trio._lean_ws import (  # noqa: E402
+from telcoflow_trio.exceptions import WSSConnectionClosed, WSSError
+from telcoflow_trio.ws._connection import (
     LeanWebSocket,
     accept_lean_websocket,
     serve_lean_websocket,
 )
-from telcoflow_trio._transport import open_websocket  # noqa: E402
-from telcoflow_trio.exceptions import WSSConnectionClosed, WSSError  # noqa: E402
+from telcoflow_trio.ws._transport import open_websocket
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 REQUIREMENTS = HERE / "requirements-py27.txt"
 AGENT = "telcoflow_trio"
 RUNS = ("server-plain", "server-tls", "client-plain", "client-tls")
