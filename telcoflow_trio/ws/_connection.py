@@ -62,6 +62,7 @@ from ._handshake import (
     check_upgrade_request,
     client_request,
     header_values,
+    refusal_headers,
     reject_bytes,
 )
 from ._poller import EpollPoller, current_poller
@@ -550,11 +551,13 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
+        # Only an unfinished head counts: the bytes after it (the first frames
+        # a server may send with its 101) are the WebSocket's, whatever their size.
+        if len(conn.trailing_data[0]) > MAX_HANDSHAKE:
+            raise WSSConnectionError("WebSocket upgrade message too large")
         data = await stream.receive_some(_RECEIVE_SIZE)
         if not data:
             raise WSSConnectionError("the peer closed the connection during the WebSocket upgrade")
-        if len(data) + len(conn.trailing_data[0]) > MAX_HANDSHAKE:
-            raise WSSConnectionError("WebSocket upgrade message too large")
         conn.receive_data(bytes(data))
 
 
@@ -672,9 +675,15 @@ class LeanRequest:
         await _reject(self._stream, self._conn, status_code, body)
 
 
-async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
+async def _reject(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     try:
-        await stream.send_all(reject_bytes(conn, status, body))
+        await stream.send_all(reject_bytes(conn, status, body, headers))
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:
@@ -706,7 +715,7 @@ async def accept_lean_websocket(
         return None
     why = check_upgrade_request(event)
     if why is not None:
-        await _reject(stream, conn, 400, why)
+        await _reject(stream, conn, 400, why, refusal_headers(event))
         return None
     # h11 pauses after an upgrade request; the 101 switches it over.
     while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):

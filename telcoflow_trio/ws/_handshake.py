@@ -26,6 +26,7 @@ __all__ = [
     "check_upgrade_request",
     "client_request",
     "header_values",
+    "refusal_headers",
     "reject_bytes",
 ]
 
@@ -100,6 +101,14 @@ def check_upgrade_request(request: h11.Request) -> bytes | None:
     return None
 
 
+def refusal_headers(request: h11.Request) -> list[tuple[bytes, bytes]]:
+    """Headers of the 400 to a refused ``request``: the version we speak, if it asked for
+    another (RFC 6455 4.2.2), so the client can retry with it."""
+    if header_values(list(request.headers), b"sec-websocket-version") != [b"13"]:
+        return [(b"Sec-WebSocket-Version", b"13")]
+    return []
+
+
 def accept_response(
     key: bytes, subprotocol: str | None, extra_headers: Sequence[tuple[str, str]] = ()
 ) -> h11.InformationalResponse:
@@ -117,13 +126,19 @@ def accept_response(
     )
 
 
-def reject_bytes(conn: h11.Connection, status: int, body: bytes) -> bytes:
-    """An HTTP error response with ``body`` (the connection closes after it).
+def reject_bytes(
+    conn: h11.Connection, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """An HTTP error response with ``body`` and ``headers`` (the connection closes after it).
 
     Raises:
         h11.LocalProtocolError: ``conn`` cannot send a response now, or ``status``
             is not an error status.
     """
-    headers = [(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")]
+    headers = [
+        *headers,
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Connection", b"close"),
+    ]
     data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
     return data + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
