@@ -307,7 +307,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append(markdown_table(("run", "cases", *VERDICTS, "seconds"), rows))
     for run in result["runs"]:
         if run["not_ok"]:
-            lines += [f"Not OK in {run['run']}:", ""]
+            lines += [f"Cases not OK (informational ones too) in {run['run']}:", ""]
             table = [
                 [e["case"], e["behavior"], e["close"], e["result"].replace("|", "/")]
                 for e in run["not_ok"]
