@@ -10,8 +10,9 @@ negotiated.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 import h11
 from wsproto.utilities import generate_accept_token, generate_nonce
@@ -21,13 +22,16 @@ from ..exceptions import WSSConnectionError
 __all__ = [
     "MAX_HANDSHAKE",
     "MAX_REJECT_BODY",
+    "Headers",
     "accept_response",
+    "check_headers",
     "check_switch",
     "check_upgrade_request",
     "client_request",
     "header_values",
     "refusal_headers",
     "reject_bytes",
+    "str_headers",
 ]
 
 #: Most bytes an upgrade request or response may take.
@@ -39,6 +43,45 @@ MAX_REJECT_BODY: Final = 4096
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """Every comma-separated value of the headers called ``name`` (lower case), stripped."""
     return [v.strip() for k, v in headers for v in v.split(b",") if k.lower() == name]
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def check_headers(headers: Sequence[tuple[str, str]]) -> None:
+    """Refuse headers the handshake would reject, without echoing values (often secrets).
+
+    Raises:
+        ValueError: a name is not an HTTP token, or a value has control characters
+            or leading/trailing white space.
+    """
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if not _VALUE.fullmatch(value) or value != value.strip():
+            raise ValueError(
+                f"invalid value for HTTP header {name!r}: control characters or "
+                "leading/trailing white space (value not shown)"
+            )
+
+
+#: Extra HTTP headers: ``(name, value)`` pairs of ``str``, or of ``bytes`` (as trio-websocket).
+Headers: TypeAlias = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]
+
+
+def str_headers(headers: Headers | None) -> list[tuple[str, str]]:
+    """``headers`` as checked ``str`` pairs (``bytes`` decoded as UTF-8).
+
+    Raises:
+        ValueError: as :func:`check_headers`, or bytes that are not UTF-8.
+    """
+    pairs = [
+        (k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+        for k, v in headers or ()
+    ]
+    check_headers(pairs)
+    return pairs
 
 
 def client_request(
@@ -101,11 +144,11 @@ def check_upgrade_request(request: h11.Request) -> bytes | None:
     return None
 
 
-def refusal_headers(request: h11.Request) -> list[tuple[bytes, bytes]]:
+def refusal_headers(request: h11.Request) -> list[tuple[str, str]]:
     """Headers of the 400 to a refused ``request``: the version we speak, if it asked for
     another (RFC 6455 4.2.2), so the client can retry with it."""
     if header_values(list(request.headers), b"sec-websocket-version") != [b"13"]:
-        return [(b"Sec-WebSocket-Version", b"13")]
+        return [("Sec-WebSocket-Version", "13")]
     return []
 
 
@@ -127,18 +170,15 @@ def accept_response(
 
 
 def reject_bytes(
-    conn: h11.Connection, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    conn: h11.Connection, status: int, body: bytes, extra_headers: Sequence[tuple[str, str]] = ()
 ) -> bytes:
-    """An HTTP error response with ``body`` and ``headers`` (the connection closes after it).
+    """An HTTP error response with ``body`` (the connection closes after it).
 
     Raises:
         h11.LocalProtocolError: ``conn`` cannot send a response now, or ``status``
             is not an error status.
     """
-    headers = [
-        *headers,
-        (b"Content-Length", str(len(body)).encode()),
-        (b"Connection", b"close"),
-    ]
+    headers = [(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")]
+    headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
     return data + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")

@@ -324,7 +324,7 @@ def test_a_refusal_for_a_wrong_version_names_ours() -> None:
     headers = [(k, b"8" if k == b"sec-websocket-version" else v) for k, v in request.headers]
     old = h11.Request(method="GET", target=b"/", headers=headers)
     assert b"Version" in (handshake.check_upgrade_request(old) or b"")
-    assert handshake.refusal_headers(old) == [(b"Sec-WebSocket-Version", b"13")]
+    assert handshake.refusal_headers(old) == [("Sec-WebSocket-Version", "13")]
 
 
 def test_a_rejection_is_a_whole_http_response() -> None:
