@@ -4,10 +4,11 @@ Never part of the tests or CI: it needs Python 2.7 and takes minutes. It
 
 1. makes a Python 2.7 virtualenv with ``autobahntestsuite==0.8.2`` and the pins of
    ``requirements-py27.txt`` (once; ``--venv`` says where, ``--python2`` with what);
-2. server side: serves our echo on 127.0.0.1, plain and TLS (a trustme certificate),
-   and runs ``wstest -m fuzzingclient`` against it;
+2. server side: serves our echo (``telcoflow_trio.ws.serve_websocket``) on 127.0.0.1,
+   plain and TLS (a trustme certificate), and runs ``wstest -m fuzzingclient`` on it;
 3. client side: runs ``wstest -m fuzzingserver`` on 127.0.0.1, plain and TLS, and our
-   client through every case (``getCaseCount``, ``runCase``, ``updateReports``);
+   client (``telcoflow_trio.ws.open_websocket_url``) through every case
+   (``getCaseCount``, ``runCase``, ``updateReports``);
 4. reads wstest's JSON reports and writes ``results/autobahn-latest.json`` and
    ``results/autobahn-latest.md``: the count of each verdict per run and every case
    that is not OK.
@@ -32,6 +33,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,13 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from _proc import free_port
 from _report import RESULTS, machine, markdown_table, write_json
 
-from telcoflow_trio.exceptions import WSSConnectionClosed, WSSError
-from telcoflow_trio.ws._connection import (
-    LeanWebSocket,
-    accept_lean_websocket,
-    serve_lean_websocket,
+from telcoflow_trio.exceptions import WSSError
+from telcoflow_trio.ws import (
+    ConnectionClosed,
+    WebSocketConnection,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
 )
-from telcoflow_trio.ws._transport import open_websocket
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -98,53 +101,22 @@ def ensure_wstest(venv: Path, python2: str) -> Path:
 # -- our side ---------------------------------------------------------------------------
 
 
-async def echo(ws: LeanWebSocket) -> None:
+async def echo(ws: WebSocketConnection) -> None:
     """Send every message back until the connection closes."""
-    with contextlib.suppress(WSSConnectionClosed):
+    with contextlib.suppress(ConnectionClosed):
         while True:
             await ws.send_message(await ws.get_message())
 
 
-async def serve_echo(
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Our echo server on 127.0.0.1:``port``, TLS with ``ssl_context``."""
-    if ssl_context is None:
-        await serve_lean_websocket(
-            echo, "127.0.0.1", port, max_message_size=MAX_MESSAGE, task_status=task_status
-        )
-        return
-
-    # The private server has no TLS listener: upgrade each TLS stream ourselves.
-    async def one(stream: trio.abc.Stream) -> None:
-        ws = None
-        with trio.move_on_after(10):
-            request = await accept_lean_websocket(stream, max_message_size=MAX_MESSAGE)
-            if request is not None:
-                ws = await request.accept()
-        if ws is None:
-            await trio.aclose_forcefully(stream)
-            return
-        try:
-            await echo(ws)
-        finally:
-            await ws.aclose()
-
-    listeners = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host="127.0.0.1")
-    task_status.started()
-    await trio.serve_listeners(one, listeners)
+async def accept_and_echo(request: WebSocketRequest) -> None:
+    await echo(await request.accept())
 
 
 async def run_client(url: str, ssl_context: ssl.SSLContext | None, log: list[str]) -> None:
     """Our client through every case of the fuzzing server at ``url``."""
 
-    def opening(path: str) -> Any:
-        return open_websocket(
-            url + path, ssl_context=ssl_context, max_message_size=MAX_MESSAGE, transport="lean"
-        )
+    def opening(path: str) -> AbstractAsyncContextManager[WebSocketConnection]:
+        return open_websocket_url(url + path, ssl_context, max_message_size=MAX_MESSAGE)
 
     async with opening("/getCaseCount") as ws:
         count = int(await ws.get_message())
@@ -152,13 +124,13 @@ async def run_client(url: str, ssl_context: ssl.SSLContext | None, log: list[str
         with trio.move_on_after(CASE_TIMEOUT) as scope:
             try:
                 async with opening(f"/runCase?case={case}&agent={AGENT}") as ws:
-                    await echo(ws)  # type: ignore[arg-type]
+                    await echo(ws)
             except WSSError as exc:  # the case may well refuse or break the connection
                 log.append(f"case {case}: {type(exc).__name__}: {exc}")
         if scope.cancelled_caught:
             log.append(f"case {case}: still running after {CASE_TIMEOUT} s, abandoned")
     async with opening(f"/updateReports?agent={AGENT}") as ws:
-        with contextlib.suppress(WSSConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):
             await ws.get_message()  # the server closes once the reports are written
 
 
@@ -221,7 +193,16 @@ async def one_run(
             (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
             async with trio.open_nursery() as nursery:
                 context = certs.server_context() if tls else None
-                await nursery.start(serve_echo, port, context)
+                await nursery.start(
+                    partial(
+                        serve_websocket,
+                        accept_and_echo,
+                        "127.0.0.1",
+                        port,
+                        context,
+                        max_message_size=MAX_MESSAGE,
+                    )
+                )
                 command = [str(wstest), "-m", "fuzzingclient", "-s", "spec.json"]
                 done = await trio.run_process(
                     command, cwd=workdir, stdout=out, stderr=out, check=False
