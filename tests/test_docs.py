@@ -49,11 +49,13 @@ PUBLIC_MODULES = [
     "telcoflow_trio.config",
     "telcoflow_trio.events",
     "telcoflow_trio.exceptions",
+    "telcoflow_trio.metrics",
     "telcoflow_trio.streams",
     "telcoflow_trio.streams.teler",
     "telcoflow_trio.simulator",
     "telcoflow_trio.testing",
     "telcoflow_trio.testing.teler",
+    "telcoflow_trio.ws",
 ]
 
 _DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<name>[\w:-]+):: *(?P<arg>\S*)")
