@@ -1,6 +1,6 @@
 """telcoflow_trio: trio-native voice agents on the Telcoflow telephony platform."""
 
-import logging as _logging
+import logging as _stdlib_logging
 
 from . import events as events, exceptions as exceptions
 from ._call import (
@@ -23,7 +23,7 @@ from .proto import LatencyHistogram as LatencyHistogram
 
 # A library leaves output to the application: without this, its warnings would reach
 # stderr through logging's last resort in a program that never configured logging.
-_logging.getLogger(__name__).addHandler(_logging.NullHandler())
+_stdlib_logging.getLogger(__name__).addHandler(_stdlib_logging.NullHandler())
 
 __all__ = [
     "ActiveCall",
