@@ -73,10 +73,26 @@ RUN_TIMEOUT = 1800.0  # one wstest run, at most
 
 
 def find_python2() -> str | None:
-    """A Python 2.7: ``$AUTOBAHN_PYTHON2``, ``python2.7`` on PATH, or a pyenv 2.7."""
+    """A Python 2.7 that runs: ``$AUTOBAHN_PYTHON2``, ``python2.7`` on PATH, or a pyenv 2.7.
+
+    Each is tried (a pyenv shim is on PATH even where its version is not selected).
+    """
     pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python")))
-    for name in (os.environ.get("AUTOBAHN_PYTHON2"), shutil.which("python2.7"), *pyenv):
-        if name and Path(name).exists():
+    candidates = [os.environ.get("AUTOBAHN_PYTHON2"), shutil.which("python2.7"), *pyenv]
+    for name in candidates:
+        if not name:
+            continue
+        try:
+            found = subprocess.run(
+                [name, "-c", "import sys; print(sys.version_info[:2] == (2, 7))"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if found.stdout.strip() == "True":
             return name
     return None
 
