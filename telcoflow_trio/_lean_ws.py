@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -46,6 +47,7 @@ from trio_websocket import ConnectionRejected
 from wsproto.utilities import generate_accept_token, generate_nonce
 
 from ._poller import EpollPoller, current_poller
+from ._tls import TLSSocketStream, send_all, start_tls
 from .exceptions import WSSConnectionClosed, WSSConnectionError
 
 __all__ = [
@@ -126,10 +128,12 @@ class LeanWebSocket:
         "_raw",
         "_raw_drained",
         "_receiving",
+        "_retry",
         "_send_waiters",
         "_sending",
         "_skip",
         "_stream",
+        "_tls",
         "_unsent",
         "close_timeout",
         "path",
@@ -161,13 +165,19 @@ class LeanWebSocket:
         # epoll drops a closed descriptor without a word.)
         self._raw: socket.socket | None = None
         self._poller: EpollPoller | None = None
+        # TLS on a socket (_tls.py) is the same path on the SSLSocket, read
+        # until it would block (a short read ends a record, not the data).
+        self._tls = type(stream) is TLSSocketStream
         if type(stream) is trio.SocketStream:
             self._raw = socket.socket(fileno=stream.socket.detach())
             stream.socket = trio.socket.from_stdlib_socket(self._raw)  # non-blocking
             self._poller = current_poller()
             if self._poller is not None:
                 self._poller.register(self._raw.fileno())
-        self._raw_drained = not leftover
+        elif self._tls:
+            assert isinstance(stream, TLSSocketStream)
+            self._raw, self._poller = stream.socket, stream.poller
+        self._raw_drained = not leftover and not self._tls
         self._client = client
         self._buf = bytes(leftover)
         self._pos = 0
@@ -186,6 +196,7 @@ class LeanWebSocket:
         self._owed_close = b""
         self._unsent = b""  # owed before anything else: deferred frames, or what a flush left
         self._queued = False  # _unsent waits for the poller's flush (see _defer)
+        self._retry = False  # _unsent is a write cut short: it goes first, alone, as it is
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
         self._masks = b""  # random masking keys, drawn 4 bytes at a time from _mask_at
@@ -229,12 +240,12 @@ class LeanWebSocket:
                     return b""
             try:
                 data = raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                self._raw_drained = True
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                self._raw_drained = True  # WantWrite: the poller wakes us on room too
                 continue
-            except OSError:
+            except OSError:  # a reset, a bad TLS record: the peer is gone
                 return b""
-            self._raw_drained = len(data) < _RECEIVE_SIZE
+            self._raw_drained = len(data) < _RECEIVE_SIZE and not self._tls
             return data
 
     async def _write(self, data: bytes) -> None:
@@ -246,22 +257,12 @@ class LeanWebSocket:
         raw = self._raw
         if raw is None:
             await self._stream.send_all(data)
-            return
-        view = memoryview(data)
-        while True:
-            try:
-                sent = raw.send(view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
-            if sent == len(view):
-                return
-            view = view[sent:]
-            try:
-                await trio.lowlevel.wait_writable(raw)
-            except trio.ClosedResourceError as exc:
-                raise trio.BrokenResourceError("socket closed during send") from exc
+        else:
+            await send_all(raw, data, self._keep)
+
+    def _keep(self, rest: bytes) -> None:
+        """A write was cancelled: ``rest`` goes out before anything else (see ``_tls``)."""
+        self._unsent, self._retry = rest, True
 
     async def _drop(self) -> None:
         """Close the TCP connection (the stream, and with it our socket)."""
@@ -288,7 +289,10 @@ class LeanWebSocket:
             await self._send_waiters.park()
         self._sending = True
         try:
-            if self._unsent:
+            if self._retry:
+                unsent, self._unsent, self._retry = self._unsent, b"", False
+                await self._write(unsent)
+            elif self._unsent:
                 data, self._unsent, self._queued = self._unsent + data, b"", False
             if data:
                 await self._write(data)
@@ -356,8 +360,10 @@ class LeanWebSocket:
         try:
             sent = raw.send(self._unsent)
         except OSError:  # full, or broken: the next write or read reports which
+            self._retry = self._retry or self._tls  # TLS: OpenSSL may hold part of it
             return
         self._unsent = self._unsent[sent:]
+        self._retry = self._retry and bool(self._unsent)
 
     async def send_messages(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, with one write (one system call).
@@ -944,6 +950,7 @@ async def serve_lean_websocket(
     host: str,
     port: int,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 10.0,
     max_message_size: int = 1 << 20,
     close_timeout: float = 2.0,
@@ -951,20 +958,32 @@ async def serve_lean_websocket(
 ) -> None:
     """Accept every upgrade on ``host:port`` and run ``handler(ws)`` per connection.
 
-    A handler's exception is logged and ends only its own connection. The
-    connection is closed with 1000 (bounded) when the handler returns.
+    With ``ssl_context``, TLS first (on the socket itself, see ``_tls``);
+    ``handshake_timeout`` bounds TLS and the upgrade together. A client that
+    fails either is logged at debug level and dropped. A handler's exception
+    is logged and ends only its own connection. The connection is closed with
+    1000 (bounded) when the handler returns.
     """
 
     async def one(stream: trio.SocketStream) -> None:
         ws = None
+        transport: trio.abc.Stream = stream
         with trio.move_on_after(handshake_timeout):
+            if ssl_context is not None:
+                try:
+                    transport = await start_tls(
+                        stream, ssl_context, server_side=True, close_timeout=close_timeout
+                    )
+                except trio.BrokenResourceError as exc:
+                    logger.debug("%s", exc)  # closed already
+                    return
             request = await accept_lean_websocket(
-                stream, max_message_size=max_message_size, close_timeout=close_timeout
+                transport, max_message_size=max_message_size, close_timeout=close_timeout
             )
             if request is not None:
                 ws = await request.accept()
         if ws is None:
-            await trio.aclose_forcefully(stream)
+            await trio.aclose_forcefully(transport)
             return
         try:
             await handler(ws)

@@ -39,6 +39,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from ._lean_ws import lean_client_handshake
+from ._tls import start_tls
 from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
 
 __all__ = [
@@ -124,27 +125,12 @@ DEFAULT_TRANSPORT: Transport = "lean"
 
 
 async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-    """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked."""
+    """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked.
+
+    TLS runs on the socket itself where the run has a poller (see ``_tls``).
+    """
     tcp = await trio.open_tcp_stream(host, port)
     return tcp if ssl_context is None else await start_tls(tcp, ssl_context, host)
-
-
-async def start_tls(
-    stream: trio.abc.Stream, ssl_context: ssl.SSLContext, host: str
-) -> trio.SSLStream[trio.abc.Stream]:
-    """Run the client side of a TLS handshake over ``stream``; close it on failure.
-
-    Raises:
-        trio.BrokenResourceError: the handshake failed (``__cause__`` is the
-            ``ssl.SSLError``).
-    """
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=host)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
