@@ -30,20 +30,23 @@ import trustme
 from _proc import HERE, cpu_seconds, free_port, pin, wait_port
 from _report import fmt, machine, markdown_table, median, write_json
 
-from telcoflow_trio._lean_ws import LeanWebSocket, accept_lean_websocket
-from telcoflow_trio._tls import start_tls
-from telcoflow_trio._transport import open_websocket
+from telcoflow_trio.ws._connection import LeanWebSocket, accept_lean_websocket
+from telcoflow_trio.ws._streams import accept_tls, start_tls
+from telcoflow_trio.ws._transport import open_websocket
 
 MESSAGE = b"x" * 400
 MODES = ("sslstream", "socket")
 
 
 async def tls(
-    stream: trio.abc.Stream, context: ssl.SSLContext, mode: str, **kw: object
+    stream: trio.abc.Stream, context: ssl.SSLContext, mode: str, host: str | None
 ) -> trio.abc.Stream:
+    """TLS over ``stream``: the library's way (``socket``) or ``trio.SSLStream``."""
     if mode == "socket":
-        return await start_tls(stream, context, **kw)  # type: ignore[arg-type]
-    wrapped = trio.SSLStream(stream, context, **kw)  # type: ignore[arg-type]
+        if host is None:
+            return await accept_tls(stream, context)
+        return await start_tls(stream, context, host)
+    wrapped = trio.SSLStream(stream, context, server_side=host is None, server_hostname=host)
     await wrapped.do_handshake()
     return wrapped
 
@@ -54,9 +57,7 @@ async def serve(port: int, mode: str, cert: str, key: str) -> None:
 
     async def one(stream: trio.SocketStream) -> None:
         with contextlib.suppress(Exception):  # wait_port's probe, the client's end
-            request = await accept_lean_websocket(
-                await tls(stream, context, mode, server_side=True)
-            )
+            request = await accept_lean_websocket(await tls(stream, context, mode, None))
             if request is None:
                 return
             ws: LeanWebSocket = await request.accept()
@@ -75,7 +76,7 @@ async def client(port: int, mode: str, ca: str, rounds: int, server_pid: int) ->
     async def opener(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
         assert ssl_context is not None
         stream = await trio.open_tcp_stream(host, port)
-        return await tls(stream, ssl_context, mode, server_hostname=host)
+        return await tls(stream, ssl_context, mode, host)
 
     async with open_websocket(
         f"wss://127.0.0.1:{port}/", ssl_context=context, open_stream=opener

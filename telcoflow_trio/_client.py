@@ -30,10 +30,10 @@ from ._call import ActiveCall, ErrorHook
 from ._control import ControlConnection, ControlCounters
 from ._logging import call_context
 from ._media import MediaCounters
-from ._transport import StreamOpener, open_tcp
 from .config import TelcoflowClientConfig
 from .events import ClientEvent
 from .exceptions import WSSConnectionError, WSSError
+from .ws._streams import StreamOpener, open_tcp
 
 __all__ = ["ClientStatistics", "TelcoflowClient"]
 

@@ -39,7 +39,6 @@ from . import proto
 from ._logging import call_context
 from ._reply import Reply
 from ._throttle import ThrottledLog
-from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
     RemoteProtocolError,
@@ -48,6 +47,8 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
 )
+from .ws._streams import StreamOpener
+from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
 __all__ = ["ControlConnection", "ControlCounters"]
 

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from .proto._backoff import BackoffPolicy
 from .proto._claim import ClaimMode, ClaimPolicy
+from .ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 
 __all__ = [
     "PRODUCTION_URL",

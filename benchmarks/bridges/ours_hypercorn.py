@@ -14,8 +14,8 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from telcoflow_trio._transport import DEFAULT_TRANSPORT, TRANSPORTS
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
+from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
 
 port, remote, rest = bridge_args(__doc__.splitlines()[0])
 parser = argparse.ArgumentParser()

@@ -1,6 +1,6 @@
 """(b) Our StreamConnector on plain trio: our own server side, no web framework.
 
-``--transport lean`` (the library's default) uses :mod:`telcoflow_trio._lean_ws`
+``--transport lean`` (the library's default) uses :mod:`telcoflow_trio.ws._connection`
 for both legs; ``--transport trio-websocket`` accepts calls with trio-websocket's
 ``serve_websocket`` and opens the remote with trio-websocket.
 
@@ -14,8 +14,8 @@ import trio
 import trio_websocket
 from _transform import bridge_args, call_to_remote, remote_to_call
 
-from telcoflow_trio._transport import DEFAULT_TRANSPORT, TRANSPORTS
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
+from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
 
 port, remote, rest = bridge_args(__doc__.splitlines()[0])
 parser = argparse.ArgumentParser()
@@ -51,7 +51,7 @@ async def on_tw_call(request: trio_websocket.WebSocketRequest) -> None:
 
 async def main() -> None:
     if TRANSPORT == "lean":
-        from telcoflow_trio._lean_ws import serve_lean_websocket
+        from telcoflow_trio.ws._connection import serve_lean_websocket
 
         async def on_lean_call(ws) -> None:
             try:

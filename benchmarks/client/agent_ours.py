@@ -15,9 +15,9 @@ import time
 import trio
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio._transport import DEFAULT_TRANSPORT, TRANSPORTS
 from telcoflow_trio.exceptions import BufferClosedError, WSSCallClosedError
 from telcoflow_trio.simulator import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
+from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
 
 
 async def main(args: argparse.Namespace) -> None:

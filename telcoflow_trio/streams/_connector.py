@@ -54,18 +54,17 @@ from typing import Any, TypeAlias, cast
 import attrs
 import trio
 
-from .._transport import (
+from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
+from ..ws._streams import StreamOpener, open_tcp
+from ..ws._transport import (
     DEFAULT_TRANSPORT,
     TRANSPORTS,
     ClientWebSocket,
     MessageStream,
-    StreamOpener,
     Transport,
-    open_tcp,
     open_websocket,
     redact_url,
 )
-from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
 from . import teler
 from ._sockets import CallAudio, CallLike, as_message_stream
 from ._types import (

@@ -18,15 +18,15 @@ import trio
 import trio.testing
 import trio_websocket
 
-from telcoflow_trio import _lean_ws as lean_ws
-from telcoflow_trio._lean_ws import (
+from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
+from telcoflow_trio.ws import _connection as lean_ws
+from telcoflow_trio.ws._connection import (
     LeanWebSocket,
     accept_lean_websocket,
     lean_client_handshake,
     serve_lean_websocket,
 )
-from telcoflow_trio._transport import open_websocket
-from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
+from telcoflow_trio.ws._transport import open_websocket
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 

@@ -15,21 +15,22 @@ on a trio byte stream. Two decisions live here:
   code inside ``async with open_websocket(...)`` passes through unchanged.
 
 Two WebSocket implementations sit behind the seam, chosen with ``transport=``:
-``"lean"`` (the default: :mod:`telcoflow_trio._lean_ws`, a frame codec run in
+``"lean"`` (the default: :mod:`telcoflow_trio.ws._connection`, a frame codec run in
 the caller's task, no reader task, about half the CPU and memory per
 connection; see docs/performance.md) and ``"trio-websocket"``. Both pass the
 same protocol tests.
 
-The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
-simulator can hand over one end of a ``trio.testing.memory_stream_pair()`` and run
-the very same WebSocket code with no sockets and under ``MockClock``.
+The byte stream comes from a :data:`~telcoflow_trio.ws._streams.StreamOpener`
+(:mod:`~telcoflow_trio.ws._streams` makes TCP and TLS streams), so tests and the
+in-process simulator can hand over one end of a ``trio.testing.memory_stream_pair()``
+and run the very same WebSocket code with no sockets and under ``MockClock``.
 """
 
 from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Literal, Protocol, TypeAlias, cast, final
 from urllib.parse import urlsplit
@@ -38,25 +39,19 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from ._lean_ws import lean_client_handshake
-from ._tls import start_tls
-from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ._connection import lean_client_handshake
+from ._streams import StreamOpener, open_tcp
 
 __all__ = [
     "TRANSPORTS",
     "ClientWebSocket",
     "MessageStream",
-    "StreamOpener",
     "Transport",
     "WebSocket",
-    "open_tcp",
     "open_websocket",
     "redact_url",
-    "start_tls",
 ]
-
-#: Opens the byte stream under a WebSocket: ``(host, port, ssl_context) -> stream``.
-StreamOpener: TypeAlias = Callable[[str, int, ssl.SSLContext | None], Awaitable[trio.abc.Stream]]
 
 
 class MessageStream(Protocol):
@@ -122,15 +117,6 @@ Transport: TypeAlias = Literal["trio-websocket", "lean"]
 TRANSPORTS: tuple[Transport, ...] = ("trio-websocket", "lean")
 #: What every ``transport=`` defaults to (the benchmarks chose it).
 DEFAULT_TRANSPORT: Transport = "lean"
-
-
-async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-    """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked.
-
-    TLS runs on the socket itself where the run has a poller (see ``_tls``).
-    """
-    tcp = await trio.open_tcp_stream(host, port)
-    return tcp if ssl_context is None else await start_tls(tcp, ssl_context, host)
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -467,7 +453,7 @@ async def _open_lean(
     close_timeout: float,
     max_message_size: int,
 ) -> AsyncIterator[ClientWebSocket]:
-    """:func:`open_websocket` on :mod:`telcoflow_trio._lean_ws` (no nursery, no reader task)."""
+    """:func:`open_websocket` on :mod:`~telcoflow_trio.ws._connection` (no reader task)."""
     async with _opening(url, connect_timeout) as opening:
         opening.stream = await open_stream(hostname, port, ssl_context)
         ws = await lean_client_handshake(

@@ -10,7 +10,7 @@ epoll set (``_poller.py``), which reports room as well as data.
 What edge triggering asks of TLS: OpenSSL returns at most one record per read
 and may hold decrypted bytes (``SSLSocket.pending()``) that epoll never shows,
 so a short read says nothing: read until ``SSLWantReadError`` before waiting
-(:class:`~telcoflow_trio._lean_ws.LeanWebSocket` does, and so does
+(:class:`~telcoflow_trio.ws._connection.LeanWebSocket` does, and so does
 :meth:`TLSSocketStream.receive_some`, which always reads before it waits). A
 write that raised ``SSLWantWriteError`` may have been taken in part: it must be
 retried with the same bytes before anything else is written.
@@ -20,8 +20,8 @@ The end: the peer's close_notify and a TCP close without one both read as
 an abrupt one (1006). :meth:`TLSSocketStream.aclose` sends our close_notify
 without waiting for the peer's, and waits for room at most ``close_timeout``.
 
-:func:`start_tls` picks this path for a ``trio.SocketStream`` when the run has
-a poller (Linux) and ``trio.SSLStream`` otherwise (in-memory streams, other
+``_streams.py`` picks this path for a ``trio.SocketStream`` when the run has
+a poller (Linux), and ``trio.SSLStream`` otherwise (in-memory streams, other
 systems).
 """
 
@@ -33,15 +33,15 @@ from collections.abc import Callable
 
 import trio
 
-from ._poller import EpollPoller, current_poller
+from ._poller import EpollPoller
 
-__all__ = ["TLSSocketStream", "send_all", "start_tls"]
+__all__ = ["TLSSocketStream", "send_all", "tls_over_socket"]
 
 _RECEIVE_SIZE = 65536
 
 
 class TLSSocketStream(trio.abc.Stream):
-    """A ``trio.abc.Stream`` over a non-blocking ``ssl.SSLSocket`` (made by :func:`start_tls`).
+    """A ``trio.abc.Stream`` on a non-blocking ``ssl.SSLSocket``, from :func:`tls_over_socket`.
 
     One task may receive and one send at a time. The socket is registered with
     ``poller``; the stream owns it and closes it in :meth:`aclose`.
@@ -184,38 +184,25 @@ async def send_all(
             raise
 
 
-async def start_tls(
-    stream: trio.abc.Stream,
+async def tls_over_socket(
+    stream: trio.SocketStream,
     ssl_context: ssl.SSLContext,
-    server_hostname: str | None = None,
+    poller: EpollPoller,
     *,
-    server_side: bool = False,
+    server_side: bool,
+    server_hostname: str | None,
     close_timeout: float = 2.0,
-) -> trio.abc.Stream:
-    """TLS over ``stream``, handshake done; ``stream`` is closed on failure.
+) -> TLSSocketStream:
+    """TLS on ``stream``'s own socket, handshake done; the socket is closed on failure.
 
-    A ``trio.SocketStream`` in a run with a poller gets a
-    :class:`TLSSocketStream`; any other stream a ``trio.SSLStream``. The
-    client checks the server's certificate and name as ``ssl_context`` says
-    (``ssl.create_default_context()``: verification and hostname check on).
-    The caller bounds the handshake in time.
+    ``stream`` gives its socket up (it is left detached). The caller bounds
+    the handshake in time; a cancellation closes the socket too.
 
     Raises:
         trio.BrokenResourceError: the handshake failed; ``__cause__`` is the
-            ``ssl.SSLError`` (a certificate's ``verify_message`` names why).
+            ``ssl.SSLError`` (a certificate's ``verify_message`` names why) or
+            the ``OSError``.
     """
-    poller = current_poller() if type(stream) is trio.SocketStream else None
-    if poller is None:
-        tls = trio.SSLStream(
-            stream, ssl_context, server_hostname=server_hostname, server_side=server_side
-        )
-        try:
-            await tls.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        return tls
-    assert isinstance(stream, trio.SocketStream)
     raw = socket.socket(fileno=stream.socket.detach())
     try:
         raw.setblocking(False)
@@ -229,16 +216,12 @@ async def start_tls(
         raw.close()
         raise
     try:
-        tls_stream = TLSSocketStream(sock, poller, close_timeout)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        await tls_stream.do_handshake()
+        tls = TLSSocketStream(sock, poller, close_timeout)
+        await tls.do_handshake()
     except BaseException as exc:
         poller.forget(sock.fileno())
         sock.close()
         if isinstance(exc, OSError):
             raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
         raise
-    return tls_stream
+    return tls

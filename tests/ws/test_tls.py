@@ -25,15 +25,20 @@ import trio.testing
 import trio_websocket
 import trustme
 
-from telcoflow_trio._lean_ws import LeanWebSocket, accept_lean_websocket, serve_lean_websocket
-from telcoflow_trio._poller import current_poller
-from telcoflow_trio._tls import TLSSocketStream, start_tls
-from telcoflow_trio._transport import open_websocket
 from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionClosed,
     WSSConnectionError,
 )
+from telcoflow_trio.ws._connection import (
+    LeanWebSocket,
+    accept_lean_websocket,
+    serve_lean_websocket,
+)
+from telcoflow_trio.ws._poller import current_poller
+from telcoflow_trio.ws._streams import start_tls
+from telcoflow_trio.ws._tls import TLSSocketStream
+from telcoflow_trio.ws._transport import open_websocket
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux: epoll, /proc")
 
