@@ -83,13 +83,18 @@ class TLSSocketStream(trio.abc.Stream):
         sock = self.socket
         while True:
             try:
-                return sock.recv(max_bytes or _RECEIVE_SIZE)
+                data = sock.recv(max_bytes or _RECEIVE_SIZE)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 await self.poller.wait_ready(sock)
+                continue
+            except ssl.SSLZeroReturnError:
+                data = b""
             except OSError as exc:
                 if sock.fileno() < 0:
                     raise trio.ClosedResourceError("the stream was closed") from None
                 raise trio.BrokenResourceError(f"TLS receive failed: {exc}") from exc
+            await trio.lowlevel.checkpoint()  # as trio's streams: a reader never starves others
+            return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt and send all of ``data``.
