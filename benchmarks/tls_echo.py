@@ -2,12 +2,14 @@
 
 Why: wss:// used to run on ``trio.SSLStream`` (OpenSSL over memory BIOs);
 it now runs on a non-blocking ``ssl.SSLSocket`` driven by the lean poller
-(``telcoflow_trio/_tls.py``). Both paths stay reachable, so one script
+(``telcoflow_trio/ws/_tls.py``). Both paths stay reachable, so one script
 measures both: ``sslstream`` puts ``trio.SSLStream`` under the lean WebSocket
-at both ends (what the library did before), ``socket`` uses ``start_tls``
-(what it does now). The echo server is a child process; the client sends one
-400-byte binary message, waits for its echo, and again. CPU is read from
-/proc for each process; the figures are per round trip.
+at both ends (what the library did before), ``socket`` uses ``start_tls`` and
+``accept_tls`` (what it does now); ``plain`` is the same echo without TLS, for
+scale. The echo server is a child process pinned to core 1, the client runs
+on core 0: it sends one 400-byte binary message, waits for its echo, and
+again. CPU is read from /proc for each process; the figures are per round
+trip.
 
 Usage: ``python tls_echo.py [--rounds N] [--repeats R]``; prints a table and
 writes ``results/tls-echo-<time>.json``.
@@ -35,13 +37,15 @@ from telcoflow_trio.ws._streams import accept_tls, start_tls
 from telcoflow_trio.ws._transport import open_websocket
 
 MESSAGE = b"x" * 400
-MODES = ("sslstream", "socket")
+MODES = ("plain", "sslstream", "socket")
 
 
 async def tls(
     stream: trio.abc.Stream, context: ssl.SSLContext, mode: str, host: str | None
 ) -> trio.abc.Stream:
-    """TLS over ``stream``: the library's way (``socket``) or ``trio.SSLStream``."""
+    """TLS over ``stream``: the library's way (``socket``), ``trio.SSLStream``, or none."""
+    if mode == "plain":
+        return stream
     if mode == "socket":
         if host is None:
             return await accept_tls(stream, context)
@@ -118,7 +122,7 @@ def measure(mode: str, rounds: int, files: dict[str, str]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -133,7 +137,10 @@ def main() -> None:
         ca.cert_pem.write_to_path(files["ca"])
         leaf.cert_chain_pems[0].write_to_path(files["cert"])
         leaf.private_key_pem.write_to_path(files["key"])
-        runs = {m: [measure(m, args.rounds, files) for _ in range(args.repeats)] for m in MODES}
+        runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+        for _ in range(args.repeats):  # interleaved: a change in the machine's load hits all
+            for mode in MODES:
+                runs[mode].append(measure(mode, args.rounds, files))
     summary = {
         mode: {key: median([r[key] for r in results]) for key in results[0]}
         for mode, results in runs.items()
