@@ -1,8 +1,9 @@
 """TLS on the fast path: a non-blocking ``ssl.SSLSocket`` driven by the run's poller.
 
 Why: ``trio.SSLStream`` runs OpenSSL over memory BIOs and moves every record
-through trio's stream machinery, which costs about twice the CPU of the same
-echo on a non-blocking ``SSLSocket`` (docs/performance.md). Here OpenSSL reads
+through trio's stream machinery; what TLS adds to an echo round trip there is
+about 2.5 times what it adds on a non-blocking ``SSLSocket``
+(docs/performance.md, benchmarks/tls_echo.py). Here OpenSSL reads
 and writes the socket itself; a read or write that would block raises
 ``SSLWantReadError``/``SSLWantWriteError`` and the task waits on the shared
 epoll set (``_poller.py``), which reports room as well as data.
