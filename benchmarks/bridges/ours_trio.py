@@ -1,7 +1,8 @@
 """(b) Our StreamConnector on plain trio: our own server side, no web framework.
 
-``--transport lean`` (the library's default) uses :mod:`telcoflow_trio.ws._connection`
-for both legs; ``--transport trio-websocket`` accepts calls with trio-websocket's
+``--transport lean`` (the library's default) accepts calls with
+:func:`telcoflow_trio.ws.serve_websocket` and opens the remote with the same lean
+connection; ``--transport trio-websocket`` accepts calls with trio-websocket's
 ``serve_websocket`` and opens the remote with trio-websocket.
 
 Usage: ``python ours_trio.py --port P --remote URL [--transport trio-websocket|lean]``
@@ -51,15 +52,13 @@ async def on_tw_call(request: trio_websocket.WebSocketRequest) -> None:
 
 async def main() -> None:
     if TRANSPORT == "lean":
-        from telcoflow_trio.ws._connection import serve_lean_websocket
+        from telcoflow_trio import ws
 
-        async def on_lean_call(ws) -> None:
-            try:
-                await connector.bridge_stream(ws)
-            except Exception as exc:
-                log.warning("call failed: %r", exc)
+        async def on_lean_call(request: ws.WebSocketRequest) -> None:
+            # A handler's exception ends only its call (serve_websocket logs it).
+            await connector.bridge_stream(await request.accept())
 
-        await serve_lean_websocket(on_lean_call, "127.0.0.1", port)
+        await ws.serve_websocket(on_lean_call, "127.0.0.1", port, None)
     else:
         await trio_websocket.serve_websocket(on_tw_call, "127.0.0.1", port, ssl_context=None)
 

@@ -7,7 +7,10 @@ reason once it has closed), ``send_message(str | bytes)`` and a bounded,
 idempotent ``aclose(code, reason)``. :func:`as_message_stream` turns what a user
 hands to ``bridge_stream`` into one:
 
-* a trio-websocket ``WebSocketConnection`` (for example from ``serve_websocket``)
+* a :class:`telcoflow_trio.ws.WebSocketConnection` (from
+  :func:`telcoflow_trio.ws.serve_websocket`) is used as it is: it is a
+  :class:`MessageStream`, with no adapter in between;
+* a trio-websocket ``WebSocketConnection`` (for example from its ``serve_websocket``)
   is wrapped in :class:`~telcoflow_trio.ws._transport.WebSocket`;
 * an ASGI WebSocket (Starlette/FastAPI ``WebSocket``, or anything with the ASGI
   message-level ``receive()``/``send()``) is wrapped in :class:`AsgiWebSocket`;

@@ -25,6 +25,7 @@ import trio
 
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..streams import teler
+from ..ws._errors import code_and_reason
 from ..ws._streams import StreamOpener, open_tcp
 from ..ws._transport import MessageStream, open_websocket
 
@@ -138,7 +139,7 @@ class TelerPeer:
             while True:
                 self._record(await self.stream.get_message())
         except WSSConnectionClosed as exc:
-            self.close = (exc.code, exc.reason)
+            self.close = code_and_reason(exc)
             self._notify()
 
     def _record(self, message: str | bytes) -> None:

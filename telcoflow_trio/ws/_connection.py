@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar
 
 import h11
 import trio
-from trio_websocket import ConnectionRejected
 
 from ..exceptions import WSSConnectionClosed, WSSConnectionError
+from ._errors import CloseReason, ConnectionClosed, ConnectionRejected
 from ._framing import (
     BINARY,
     CLOSE,
@@ -66,12 +68,12 @@ from ._handshake import (
     reject_bytes,
 )
 from ._poller import EpollPoller, current_poller
-from ._streams import accept_tls
 from ._tls import TLSSocketStream, send_all
 
 __all__ = [
     "LeanRequest",
     "LeanWebSocket",
+    "WebSocketConnection",
     "accept_lean_websocket",
     "lean_client_handshake",
     "serve_lean_websocket",
@@ -111,6 +113,8 @@ class LeanWebSocket(FrameCodec):
         "close_timeout",
         "path",
         "pong_gate",
+        "request_headers",
+        "response_headers",
         "subprotocol",
     )
 
@@ -124,6 +128,8 @@ class LeanWebSocket(FrameCodec):
         close_timeout: float = 2.0,
         path: str = "",
         subprotocol: str | None = None,
+        request_headers: Sequence[tuple[bytes, bytes]] = (),
+        response_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         super().__init__(client=client, max_message_size=max_message_size, leftover=leftover)
         self._stream = stream
@@ -152,7 +158,7 @@ class LeanWebSocket(FrameCodec):
             assert isinstance(stream, TLSSocketStream)
             self._raw, self._poller = stream.socket, stream.poller
         self._raw_drained = not leftover and not self._tls
-        self._closed: tuple[int, str | None] | None = None
+        self._closed: CloseReason | None = None
         self._sending = False
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
@@ -170,14 +176,32 @@ class LeanWebSocket(FrameCodec):
         self.path = path
         #: The subprotocol both sides agreed on, if any.
         self.subprotocol = subprotocol
+        #: The upgrade request's headers, ``(bytes, bytes)`` pairs.
+        self.request_headers = list(request_headers)
+        #: The headers of the server's 101 answer, ``(bytes, bytes)`` pairs.
+        self.response_headers = list(response_headers)
         #: Pings are answered while this returns true (``None``: always); a
         #: test server uses it to play a peer whose heartbeat has stalled.
         self.pong_gate: Callable[[], bool] | None = None
 
     @property
-    def closed(self) -> tuple[int, str | None] | None:
-        """``(code, reason)`` once closed (the code we sent, or the peer's), else ``None``."""
+    def closed(self) -> CloseReason | None:
+        """How it closed (the code we sent, or the peer's) once closed, else ``None``."""
         return self._closed
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is the client side of the connection."""
+        return self._client
+
+    @property
+    def handshake_headers(self) -> list[tuple[bytes, bytes]]:
+        """The peer's upgrade headers: the 101's on a client, the request's on a server."""
+        return self.response_headers if self._client else self.request_headers
+
+    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
+        """What a closed connection raises (the public connection: its own subclass)."""
+        return WSSConnectionClosed(code, reason)
 
     # -- I/O ----------------------------------------------------------------------------
 
@@ -258,9 +282,9 @@ class LeanWebSocket(FrameCodec):
                 await self._write(owed)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if self._closed is None:
-                self._closed = (1006, None)
+                self._closed = CloseReason(1006, None)
             self._wake_pings()
-            raise WSSConnectionClosed(*self._closed) from exc
+            raise self._closed_error(*self._closed) from exc
         finally:
             self._sending = False
             if self._send_waiters:
@@ -279,7 +303,7 @@ class LeanWebSocket(FrameCodec):
             TypeError: ``message`` is neither ``str`` nor ``bytes``.
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
         frame = self.message_frame(message)
         if not self._defer(frame):
             await self._send_raw(frame)
@@ -327,7 +351,7 @@ class LeanWebSocket(FrameCodec):
             TypeError: a message is neither ``str`` nor ``bytes`` (nothing is sent).
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
         frames = b"".join([self.message_frame(m) for m in messages])
         if not self._defer(frames):
             await self._send_raw(frames)
@@ -361,15 +385,20 @@ class LeanWebSocket(FrameCodec):
         """
         await self._send_raw(b"")
 
-    async def ping(self, payload: bytes) -> None:
+    async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for its pong (seen while a task is in :meth:`get_message`).
+
+        ``payload`` (at most 125 bytes) defaults to 4 random bytes. Bound the
+        wait in time: a peer may never answer.
 
         Raises:
             WSSConnectionClosed: the connection closed before the pong came.
             ValueError: a ping with this payload is already waiting.
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
+        if payload is None:
+            payload = os.urandom(4)
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes")
         if payload in self._pings:
@@ -381,7 +410,7 @@ class LeanWebSocket(FrameCodec):
         finally:
             self._pings.pop(payload, None)
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
 
     def _wake_pings(self) -> None:
         for event in self._pings.values():
@@ -414,7 +443,7 @@ class LeanWebSocket(FrameCodec):
         if self._receiving:
             raise trio.BusyResourceError("another task is already in get_message()")
         if self._skip:
-            raise WSSConnectionClosed(*self._closed or (1009, None))  # after our 1009
+            raise self._closed_error(*self._closed or (1009, None))  # after our 1009
         self._receiving = True
         try:
             while True:
@@ -425,17 +454,17 @@ class LeanWebSocket(FrameCodec):
                         continue
                 except FrameError as fail:
                     await self._fail(fail.code, fail.reason)
-                    raise WSSConnectionClosed(fail.code, fail.reason) from None
+                    raise self._closed_error(fail.code, fail.reason) from None
                 if message is not None:
                     return message  # type: ignore[return-value]
                 if self._closed is not None:
-                    raise WSSConnectionClosed(*self._closed)
+                    raise self._closed_error(*self._closed)
                 data = await self._recv()
                 if not data:
                     if self._closed is None:
-                        self._closed = (1006, None)
+                        self._closed = CloseReason(1006, None)
                     self._wake_pings()
-                    raise WSSConnectionClosed(*self._closed)
+                    raise self._closed_error(*self._closed)
                 self.receive_data(data)
         finally:
             self._receiving = False
@@ -462,7 +491,7 @@ class LeanWebSocket(FrameCodec):
     async def _close_received(self, code: int, reason: str | None) -> None:
         """The peer closed: echo its code (unless we closed first), then drop TCP."""
         answer = self._closed is None
-        self._closed = (code, reason)
+        self._closed = CloseReason(code, reason)
         self._wake_pings()
         with self._closing_scope():
             if answer:
@@ -483,7 +512,7 @@ class LeanWebSocket(FrameCodec):
         waiting on the peer.
         """
         if self._closed is None:
-            self._closed = (code, reason)
+            self._closed = CloseReason(code, reason)
             self._wake_pings()
             with self._closing_scope(), contextlib.suppress(WSSConnectionClosed):
                 await self._send_control(self.close_frame(code, reason), close=True)
@@ -524,7 +553,7 @@ class LeanWebSocket(FrameCodec):
                 self._skip = 0
             await self._drop()
             return
-        self._closed = (code, reason)
+        self._closed = CloseReason(code, reason)
         self._wake_pings()
         with self._closing_scope():
             try:
@@ -574,11 +603,12 @@ async def lean_client_handshake(
     subprotocols: Sequence[str] = (),
     max_message_size: int = 1 << 20,
     close_timeout: float = 2.0,
+    connection_class: type[LeanWebSocket] = LeanWebSocket,
 ) -> LeanWebSocket:
     """Upgrade ``stream`` as a client; the caller bounds it in time.
 
     Raises:
-        trio_websocket.ConnectionRejected: the server answered with another status.
+        ConnectionRejected: the server answered with another status.
         WSSConnectionError: the server's answer is not a valid WebSocket upgrade.
     """
     conn = h11.Connection(h11.CLIENT)
@@ -592,7 +622,7 @@ async def lean_client_handshake(
         ) from None
     if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
         subprotocol = check_switch(list(event.headers), nonce, subprotocols)
-        return LeanWebSocket(
+        return connection_class(
             stream,
             client=True,
             leftover=conn.trailing_data[0],
@@ -600,6 +630,8 @@ async def lean_client_handshake(
             close_timeout=close_timeout,
             path=resource,
             subprotocol=subprotocol,
+            request_headers=[(k.lower(), v) for k, v in request.headers],
+            response_headers=list(event.headers),
         )
     if isinstance(event, h11.Response | h11.InformationalResponse):
         body = b""
@@ -617,6 +649,7 @@ class LeanRequest:
     """A client's upgrade request, to :meth:`accept` or :meth:`reject`."""
 
     __slots__ = (
+        "_accepted",
         "_conn",
         "_done",
         "_stream",
@@ -626,6 +659,9 @@ class LeanRequest:
         "path",
         "subprotocols",
     )
+
+    #: The class :meth:`accept` makes.
+    _connection_class: ClassVar[type[LeanWebSocket]] = LeanWebSocket
 
     def __init__(
         self,
@@ -638,6 +674,7 @@ class LeanRequest:
         self._stream = stream
         self._conn = conn
         self._done = False
+        self._accepted: LeanWebSocket | None = None
         #: The request path with its query string.
         self.path = request.target.decode("ascii", "replace")
         #: Header names lower-cased, as ``(bytes, bytes)`` pairs.
@@ -663,7 +700,7 @@ class LeanRequest:
         key = header_values(self.headers, b"sec-websocket-key")[0]
         response = accept_response(key, subprotocol, extra_headers)
         await self._stream.send_all(self._conn.send(response) or b"")
-        return LeanWebSocket(
+        self._accepted = self._connection_class(
             self._stream,
             client=False,
             leftover=self._conn.trailing_data[0],
@@ -671,17 +708,28 @@ class LeanRequest:
             close_timeout=self.close_timeout,
             path=self.path,
             subprotocol=subprotocol,
+            request_headers=self.headers,
+            response_headers=[(k.lower(), v) for k, v in response.headers],
         )
+        return self._accepted
 
-    async def reject(self, status_code: int, body: bytes = b"") -> None:
+    async def reject(
+        self, status_code: int, body: bytes = b"", extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Answer with an HTTP error and close the connection."""
         self._done = True
-        await _reject(self._stream, self._conn, status_code, body)
+        await _reject(self._stream, self._conn, status_code, body, extra_headers)
 
 
-async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
+async def _reject(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    body: bytes,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> None:
     try:
-        await stream.send_all(reject_bytes(conn, status, body))
+        await stream.send_all(reject_bytes(conn, status, body, extra_headers))
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:
@@ -689,7 +737,11 @@ async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, bo
 
 
 async def accept_lean_websocket(
-    stream: trio.abc.Stream, *, max_message_size: int = 1 << 20, close_timeout: float = 2.0
+    stream: trio.abc.Stream,
+    *,
+    max_message_size: int = 1 << 20,
+    close_timeout: float = 2.0,
+    request_class: type[LeanRequest] = LeanRequest,
 ) -> LeanRequest | None:
     """Read a client's upgrade request from ``stream``; the caller bounds it in time.
 
@@ -718,7 +770,7 @@ async def accept_lean_websocket(
     # h11 pauses after an upgrade request; the 101 switches it over.
     while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):
         pass
-    return LeanRequest(stream, conn, event, max_message_size, close_timeout)
+    return request_class(stream, conn, event, max_message_size, close_timeout)
 
 
 async def serve_lean_websocket(
@@ -726,7 +778,6 @@ async def serve_lean_websocket(
     host: str,
     port: int,
     *,
-    ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 10.0,
     max_message_size: int = 1 << 20,
     close_timeout: float = 2.0,
@@ -734,30 +785,20 @@ async def serve_lean_websocket(
 ) -> None:
     """Accept every upgrade on ``host:port`` and run ``handler(ws)`` per connection.
 
-    With ``ssl_context``, TLS first (on the socket itself, see ``_tls``);
-    ``handshake_timeout`` bounds TLS and the upgrade together. A client that
-    fails either is logged at debug level and dropped. A handler's exception
-    is logged and ends only its own connection. The connection is closed with
-    1000 (bounded) when the handler returns.
+    A handler's exception is logged and ends only its own connection. The
+    connection is closed with 1000 (bounded) when the handler returns.
     """
 
     async def one(stream: trio.SocketStream) -> None:
         ws = None
-        transport: trio.abc.Stream = stream
         with trio.move_on_after(handshake_timeout):
-            if ssl_context is not None:
-                try:
-                    transport = await accept_tls(stream, ssl_context, close_timeout)
-                except trio.BrokenResourceError as exc:
-                    logger.debug("%s", exc)  # closed already
-                    return
             request = await accept_lean_websocket(
-                transport, max_message_size=max_message_size, close_timeout=close_timeout
+                stream, max_message_size=max_message_size, close_timeout=close_timeout
             )
             if request is not None:
                 ws = await request.accept()
         if ws is None:
-            await trio.aclose_forcefully(transport)
+            await trio.aclose_forcefully(stream)
             return
         try:
             await handler(ws)
@@ -770,3 +811,24 @@ async def serve_lean_websocket(
     async with trio.open_nursery() as nursery:
         task_status.started(listeners)
         await trio.serve_listeners(one, listeners, handler_nursery=nursery)
+
+
+class WebSocketConnection(LeanWebSocket):
+    """An open WebSocket, client or server side: the public face of :class:`LeanWebSocket`.
+
+    ``await get_message()`` returns the next whole message (``str`` for text,
+    ``bytes`` for binary); ``await send_message(m)`` sends one; ``await
+    ping()`` waits for the pong; ``await aclose(code, reason)`` closes (bounded
+    by ``close_timeout``). After a close these raise :class:`ConnectionClosed`,
+    whose ``reason`` is :attr:`closed`.
+
+    There is no background reader: pings from the peer are answered, pongs to
+    :meth:`ping` seen and the peer's close noticed while a task is in
+    :meth:`get_message`, so keep one reading for as long as the connection
+    lives. Several tasks may send at once; one at a time may receive.
+    """
+
+    __slots__ = ()
+
+    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
+        return ConnectionClosed.of(code, reason)

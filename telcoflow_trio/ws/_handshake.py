@@ -10,8 +10,9 @@ negotiated.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 import h11
 from wsproto.utilities import generate_accept_token, generate_nonce
@@ -21,12 +22,15 @@ from ..exceptions import WSSConnectionError
 __all__ = [
     "MAX_HANDSHAKE",
     "MAX_REJECT_BODY",
+    "Headers",
     "accept_response",
+    "check_headers",
     "check_switch",
     "check_upgrade_request",
     "client_request",
     "header_values",
     "reject_bytes",
+    "str_headers",
 ]
 
 #: Most bytes an upgrade request or response may take.
@@ -38,6 +42,45 @@ MAX_REJECT_BODY: Final = 4096
 def header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """Every comma-separated value of the headers called ``name`` (lower case), stripped."""
     return [v.strip() for k, v in headers for v in v.split(b",") if k.lower() == name]
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def check_headers(headers: Sequence[tuple[str, str]]) -> None:
+    """Refuse headers the handshake would reject, without echoing values (often secrets).
+
+    Raises:
+        ValueError: a name is not an HTTP token, or a value has control characters
+            or leading/trailing white space.
+    """
+    for name, value in headers:
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if not _VALUE.fullmatch(value) or value != value.strip():
+            raise ValueError(
+                f"invalid value for HTTP header {name!r}: control characters or "
+                "leading/trailing white space (value not shown)"
+            )
+
+
+#: Extra HTTP headers: ``(name, value)`` pairs of ``str``, or of ``bytes`` (as trio-websocket).
+Headers: TypeAlias = Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]]
+
+
+def str_headers(headers: Headers | None) -> list[tuple[str, str]]:
+    """``headers`` as checked ``str`` pairs (``bytes`` decoded as UTF-8).
+
+    Raises:
+        ValueError: as :func:`check_headers`, or bytes that are not UTF-8.
+    """
+    pairs = [
+        (k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+        for k, v in headers or ()
+    ]
+    check_headers(pairs)
+    return pairs
 
 
 def client_request(
@@ -117,7 +160,9 @@ def accept_response(
     )
 
 
-def reject_bytes(conn: h11.Connection, status: int, body: bytes) -> bytes:
+def reject_bytes(
+    conn: h11.Connection, status: int, body: bytes, extra_headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
     """An HTTP error response with ``body`` (the connection closes after it).
 
     Raises:
@@ -125,5 +170,6 @@ def reject_bytes(conn: h11.Connection, status: int, body: bytes) -> bytes:
             is not an error status.
     """
     headers = [(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")]
+    headers += [(k.encode(), v.encode()) for k, v in extra_headers]
     data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
     return data + (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")

@@ -28,7 +28,6 @@ and run the very same WebSocket code with no sockets and under ``MockClock``.
 
 from __future__ import annotations
 
-import re
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -40,7 +39,9 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from . import _errors
 from ._connection import lean_client_handshake
+from ._handshake import check_headers
 from ._streams import StreamOpener, open_tcp
 
 __all__ = [
@@ -117,27 +118,6 @@ Transport: TypeAlias = Literal["trio-websocket", "lean"]
 TRANSPORTS: tuple[Transport, ...] = ("trio-websocket", "lean")
 #: What every ``transport=`` defaults to (the benchmarks chose it).
 DEFAULT_TRANSPORT: Transport = "lean"
-
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
-
-
-def _check_headers(headers: Sequence[tuple[str, str]]) -> None:
-    """Refuse headers the handshake would reject, without echoing values (often secrets).
-
-    Raises:
-        ValueError: a name is not an HTTP token, or a value has control characters
-            or leading/trailing white space.
-    """
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid HTTP header name {name!r}")
-        if not _VALUE.fullmatch(value) or value != value.strip():
-            raise ValueError(
-                f"invalid value for HTTP header {name!r}: control characters or "
-                "leading/trailing white space (value not shown)"
-            )
 
 
 def redact_url(url: str) -> str:
@@ -221,7 +201,7 @@ class WebSocket:
 def _translate_open_error(exc: BaseException, url: str, timeout: float) -> WSSError | None:
     """The library error an exception raised while opening stands for."""
     where = redact_url(url)
-    if isinstance(exc, ConnectionRejected):
+    if isinstance(exc, ConnectionRejected | _errors.ConnectionRejected):
         status = exc.status_code
         body = (exc.body or b"").decode("utf-8", "replace").strip()[:200]
         detail = f"{where} refused the WebSocket upgrade with HTTP {status}" + (
@@ -359,7 +339,7 @@ async def open_websocket(
     if parts.query:
         resource += "?" + parts.query
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    _check_headers(headers)
+    check_headers(headers)
     if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
     if transport == "lean":

@@ -19,7 +19,7 @@ import trio.testing
 import trio_websocket
 
 from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
-from telcoflow_trio.ws import _connection as lean_ws
+from telcoflow_trio.ws import ConnectionRejected, _connection as lean_ws
 from telcoflow_trio.ws._connection import (
     LeanWebSocket,
     accept_lean_websocket,
@@ -486,7 +486,7 @@ async def test_lean_request_reject_sends_the_status_and_body() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server)
-        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+        with pytest.raises(ConnectionRejected) as info:
             await lean_client_handshake(client_stream, "h", "/")
     assert (info.value.status_code, info.value.body) == (401, b"bad key")
 

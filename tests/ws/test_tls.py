@@ -30,11 +30,8 @@ from telcoflow_trio.exceptions import (
     WSSConnectionClosed,
     WSSConnectionError,
 )
-from telcoflow_trio.ws._connection import (
-    LeanWebSocket,
-    accept_lean_websocket,
-    serve_lean_websocket,
-)
+from telcoflow_trio.ws import WebSocketRequest, serve_websocket
+from telcoflow_trio.ws._connection import LeanWebSocket, accept_lean_websocket
 from telcoflow_trio.ws._poller import current_poller
 from telcoflow_trio.ws._streams import start_tls
 from telcoflow_trio.ws._tls import TLSSocketStream
@@ -87,20 +84,24 @@ async def lean_server(
     handler: Callable[[LeanWebSocket], Awaitable[None]] = echo,
     **options: Any,
 ) -> AsyncIterator[int]:
-    """Our TLS server on 127.0.0.1; yields its port."""
+    """Our TLS server (the public ``serve_websocket``) on 127.0.0.1; yields its port."""
+
+    async def accept(request: WebSocketRequest) -> None:
+        await handler(await request.accept())
+
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            lambda task_status: serve_lean_websocket(
-                handler,
+        server = await nursery.start(
+            functools.partial(
+                serve_websocket,
+                accept,
                 "127.0.0.1",
                 0,
-                ssl_context=context,
+                context,
                 max_message_size=1 << 23,
-                task_status=task_status,
                 **options,
             )
         )
-        yield listeners[0].socket.getsockname()[1]
+        yield server.port
         nursery.cancel_scope.cancel()
 
 
@@ -187,17 +188,23 @@ async def test_a_server_that_never_answers_tls_times_out_and_leaks_nothing(
     assert open_fds() == before
 
 
-async def test_a_client_that_never_speaks_tls_is_dropped_at_the_handshake_timeout(
-    ca: trustme.CA, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize("silent_after", ["tcp", "tls"])
+async def test_a_client_that_goes_silent_is_dropped_at_the_handshake_timeout(
+    ca: trustme.CA, silent_after: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with lean_server(server_context(ca.issue_cert(NAME)), handshake_timeout=5) as port:
+    """Silent after TCP (no TLS hello) or after TLS (no upgrade request)."""
+    async with lean_server(
+        server_context(ca.issue_cert("127.0.0.1")), handshake_timeout=5
+    ) as port:
         current_poller()  # the run's epoll set exists before the count
         before = open_fds()
         start = trio.current_time()
-        tcp = await trio.open_tcp_stream("127.0.0.1", port)
-        assert await tcp.receive_some() == b""  # the server hung up
+        stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", port)
+        if silent_after == "tls":
+            stream = await start_tls(stream, client_context(ca), "127.0.0.1")
+        assert await stream.receive_some() == b""  # the server hung up
         assert trio.current_time() - start == pytest.approx(5)
-        await tcp.aclose()
+        await stream.aclose()
         await trio.testing.wait_all_tasks_blocked()
         assert open_fds() == before
 
