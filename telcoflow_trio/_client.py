@@ -191,11 +191,18 @@ class TelcoflowClient:
         self._closing = False
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = await nursery.start(self._run_background)
-                self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
-                if self._config.claim_policy.load_aware:
-                    self._nursery.start_soon(self._measure_lag)
                 try:
+                    # In the try, so that a cancellation landing here still ends the
+                    # shielded background task. Not nursery.start(): trio leaves a task
+                    # whose start() was cancelled where it is, and start() would wait
+                    # for ever for a shielded one.
+                    background_started = trio.Event()
+                    nursery.start_soon(self._run_background, background_started)
+                    await background_started.wait()
+                    assert self._nursery is not None
+                    self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
+                    if self._config.claim_policy.load_aware:
+                        self._nursery.start_soon(self._measure_lag)
                     await self.connect()
                     yield self
                 except BaseException as exc:
@@ -219,13 +226,14 @@ class TelcoflowClient:
         if body_error is not None:
             raise body_error
 
-    async def _run_background(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async def _run_background(self, started: trio.Event) -> None:
         # Shielded: a cancellation from outside reaches the connections and
         # calls only through _shutdown(), which closes them properly (a socket
         # whose reader task was cancelled cannot finish its close handshake).
         with self._background_scope:
             async with trio.open_nursery() as background:
-                task_status.started(background)
+                self._nursery = background
+                started.set()
                 await trio.sleep_forever()
 
     async def _hold_calls_nursery(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
@@ -543,7 +551,7 @@ class TelcoflowClient:
         call = self._by_session.get(closed.session_id)
         if call is not None:
             with call_context(call.call_id):
-                call._platform_ended(closed.reason)
+                call._session_closed(closed.reason)
 
 
 def _add_audio(total: MediaCounters, counters: MediaCounters) -> None:

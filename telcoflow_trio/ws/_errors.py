@@ -61,14 +61,14 @@ class ConnectionClosed(WSSConnectionClosed):
 
     reason: CloseReason  # type: ignore[assignment]
 
-    def __init__(self, reason: CloseReason) -> None:
-        super().__init__(reason.code, reason.reason)
+    def __init__(self, reason: CloseReason, *, by_peer: bool = True) -> None:
+        super().__init__(reason.code, reason.reason, by_peer=by_peer)
         self.reason = reason
 
     @classmethod
-    def of(cls, code: int, reason: str | None) -> ConnectionClosed:
+    def of(cls, code: int, reason: str | None, *, by_peer: bool = True) -> ConnectionClosed:
         """The exception for a close with ``code`` and ``reason``."""
-        return cls(CloseReason(code, reason))
+        return cls(CloseReason(code, reason), by_peer=by_peer)
 
 
 def code_and_reason(exc: WSSConnectionClosed) -> tuple[int, str | None]:
