@@ -105,22 +105,32 @@ async def lean_server(
         nursery.cancel_scope.cancel()
 
 
+def our_client(ca: trustme.CA, port: int) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Our client, on the fast path (checked by the caller), to ``NAME`` at ``port``."""
+    return open_websocket(
+        f"wss://{NAME}:{port}/",
+        ssl_context=client_context(ca),
+        open_stream=to_loopback,
+        max_message_size=1 << 23,
+    )
+
+
+async def check_echo(conn: Any) -> None:
+    """Each of ``MESSAGES`` comes back as it went (any connection with these two methods)."""
+    for message in MESSAGES:
+        await conn.send_message(message)
+        assert await conn.get_message() == message
+
+
 async def test_echo_ours_against_ours_both_ways(ca: trustme.CA) -> None:
     current_poller()
     before = open_fds()
     with trio.fail_after(30):
         async with lean_server(server_context(ca.issue_cert(NAME))) as port:
-            async with open_websocket(
-                f"wss://{NAME}:{port}/",
-                ssl_context=client_context(ca),
-                open_stream=to_loopback,
-                max_message_size=1 << 23,
-            ) as ws:
-                assert type(ws._stream) is TLSSocketStream  # type: ignore[attr-defined]
-                assert ws._stream.socket.server_hostname == NAME  # type: ignore[attr-defined]
-                for message in MESSAGES:
-                    await ws.send_message(message)
-                    assert await ws.get_message() == message
+            async with our_client(ca, port) as ws:
+                assert type(ws._stream) is TLSSocketStream
+                assert ws._stream.socket.server_hostname == NAME  # SNI and the name checked
+                await check_echo(ws)
                 await ws.send_messages(["a", "b"])
                 assert [await ws.get_message(), await ws.get_message()] == ["a", "b"]
             await trio.testing.wait_all_tasks_blocked()
@@ -146,16 +156,9 @@ async def test_our_client_against_trio_websocket_on_sslstream(ca: trustme.CA) ->
                     task_status=task_status,
                 )
             )
-            async with open_websocket(
-                f"wss://{NAME}:{server.port}/",
-                ssl_context=client_context(ca),
-                open_stream=to_loopback,
-                max_message_size=1 << 23,
-            ) as ws:
-                assert type(ws._stream) is TLSSocketStream  # type: ignore[attr-defined]
-                for message in MESSAGES:
-                    await ws.send_message(message)
-                    assert await ws.get_message() == message
+            async with our_client(ca, server.port) as ws:
+                assert type(ws._stream) is TLSSocketStream
+                await check_echo(ws)
             nursery.cancel_scope.cancel()
 
 
@@ -168,9 +171,7 @@ async def test_trio_websocket_on_sslstream_against_our_server(ca: trustme.CA) ->
             ) as conn,
         ):
             assert isinstance(conn._stream, trio.SSLStream)
-            for message in MESSAGES:
-                await conn.send_message(message)
-                assert await conn.get_message() == message
+            await check_echo(conn)
 
 
 async def test_a_server_that_never_answers_tls_times_out_and_leaks_nothing(
