@@ -6,7 +6,7 @@ generic frame generators, pure-Python masking). Here the data path is a small
 frame codec (the sans-IO :mod:`~telcoflow_trio.ws._framing`) run in the
 caller's task: :meth:`LeanWebSocket.get_message` parses frames straight out of
 ``receive_some`` buffers, and :meth:`LeanWebSocket.send_message` writes header
-and payload in one ``send``. On plain TCP, small writes wait for the end of
+and payload in one ``send``. On a socket (TCP, or TLS on it), small writes wait for the end of
 trio's current batch of tasks and go out back to back with the other
 connections' (``_poller.py`` says why). The HTTP upgrade uses h11 (the HTTP
 layer wsproto itself uses); what it writes and checks is the sans-IO
@@ -295,7 +295,7 @@ class LeanWebSocket(FrameCodec):
     async def send_message(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message.
 
-        On plain TCP a small message is written when trio's current batch of
+        On a socket (TCP or TLS) a small message is written when trio's current batch of
         tasks is done, with the other connections' (see ``_poller``): always
         before trio waits for I/O, so nothing waits on it. A connection broken
         meanwhile is then reported by the next send or receive.
@@ -313,7 +313,7 @@ class LeanWebSocket(FrameCodec):
     def _defer(self, frame: bytes) -> bool:
         """Leave ``frame`` to the poller's flush; ``False``: it must be written now, in order.
 
-        Only on plain TCP, at most ``_DEFER_MAX`` bytes a connection, and never
+        Only on a socket (TCP or TLS), at most ``_DEFER_MAX`` bytes a connection, and never
         behind a send in progress or bytes a flush could not write.
         """
         if self._queued:
@@ -362,7 +362,7 @@ class LeanWebSocket(FrameCodec):
         """Send a binary message from a synchronous caller, if that can be done now.
 
         ``True``: taken; it leaves with the next flush of writes (see
-        :meth:`send_message`). ``False``: nothing was taken (not plain TCP, the
+        :meth:`send_message`). ``False``: nothing was taken (not on a socket, the
         connection is closed, a send is in progress, a flush found the socket
         full, or the message is large); use :meth:`send_message`.
         """
