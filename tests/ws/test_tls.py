@@ -367,3 +367,32 @@ async def test_a_large_message_against_full_socket_buffers_completes(ca: trustme
                 assert not reading.is_set()
                 reading.set()
             assert await ws.get_message() == message
+
+
+async def test_a_send_cancelled_on_a_full_socket_is_finished_before_the_next(
+    ca: trustme.CA,
+) -> None:
+    """OpenSSL holds part of a write that would block and wants the same bytes
+    again: the rest of a cancelled send goes out first, so the stream stays whole."""
+    reading = trio.Event()
+
+    async def late_echo(ws: LeanWebSocket) -> None:
+        await reading.wait()
+        await echo(ws)
+
+    message = os.urandom(8 << 20)
+    with trio.fail_after(30):
+        async with (
+            lean_server(server_context(ca.issue_cert(NAME)), late_echo) as port,
+            our_client(ca, port) as ws,
+        ):
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(ws.send_message, message)
+                    await trio.testing.wait_all_tasks_blocked()  # stuck on a full socket
+                    scope.cancel()
+            assert scope.cancelled_caught
+            reading.set()
+            await ws.send_message("after")
+            assert await ws.get_message() == message
+            assert await ws.get_message() == "after"
