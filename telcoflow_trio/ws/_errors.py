@@ -65,11 +65,6 @@ class ConnectionClosed(WSSConnectionClosed):
         super().__init__(reason.code, reason.reason, by_peer=by_peer)
         self.reason = reason
 
-    @classmethod
-    def of(cls, code: int, reason: str | None, *, by_peer: bool = True) -> ConnectionClosed:
-        """The exception for a close with ``code`` and ``reason``."""
-        return cls(CloseReason(code, reason), by_peer=by_peer)
-
 
 def code_and_reason(exc: WSSConnectionClosed) -> tuple[int, str | None]:
     """``(code, reason text)`` of any close exception, this module's or the library's."""

@@ -86,6 +86,6 @@ async def _tls(
     try:
         await tls.do_handshake()
     except BaseException:
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(tls.transport_stream)
         raise
     return tls

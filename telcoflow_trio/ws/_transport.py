@@ -22,9 +22,8 @@ same protocol tests.
 
 The byte stream comes from a :data:`~telcoflow_trio.ws._streams.StreamOpener`
 (:mod:`~telcoflow_trio.ws._streams` makes TCP and TLS streams), so tests and the
-in-process simulator can hand over one end of an in-memory stream pair (the
-testing kit's memory server uses ``_memory_stream``, whose buffers are bounded
-like a socket's)
+in-process simulator can hand over one end of an in-memory stream pair (the testing
+kit's memory server uses ``_memory_stream``, whose buffers are bounded like a socket's)
 and run the very same WebSocket code with no sockets and under ``MockClock``.
 """
 
