@@ -145,19 +145,18 @@ class LeanWebSocket(FrameCodec):
         # epoll drops a closed descriptor without a word.)
         self._raw: socket.socket | None = None
         self._poller: EpollPoller | None = None
-        # TLS on a socket (_tls.py) is the same path on the SSLSocket, read
-        # until it would block (a short read ends a record, not the data).
-        self._tls = type(stream) is TLSSocketStream
+        # TLS on a socket (_tls.py) is the same path on the SSLSocket; a short
+        # read ends a record, not the data: TLSSocketStream.drained() tells.
+        self._tls = stream if type(stream) is TLSSocketStream else None
         if type(stream) is trio.SocketStream:
             self._raw = socket.socket(fileno=stream.socket.detach())
             stream.socket = trio.socket.from_stdlib_socket(self._raw)  # non-blocking
             self._poller = current_poller()
             if self._poller is not None:
                 self._poller.register(self._raw.fileno())
-        elif self._tls:
-            assert isinstance(stream, TLSSocketStream)
-            self._raw, self._poller = stream.socket, stream.poller
-        self._raw_drained = not leftover and not self._tls
+        elif self._tls is not None:
+            self._raw, self._poller = self._tls.socket, self._tls.poller
+        self._raw_drained = not leftover and self._tls is None
         self._closed: CloseReason | None = None
         self._sending = False
         self._receiving = False
@@ -235,7 +234,8 @@ class LeanWebSocket(FrameCodec):
                 continue
             except OSError:  # a reset, a bad TLS record: the peer is gone
                 return b""
-            self._raw_drained = len(data) < _RECEIVE_SIZE and not self._tls
+            tls = self._tls
+            self._raw_drained = len(data) < _RECEIVE_SIZE if tls is None else tls.drained()
             return data
 
     async def _write(self, data: bytes) -> None:
@@ -340,7 +340,7 @@ class LeanWebSocket(FrameCodec):
         try:
             sent = raw.send(self._unsent)
         except OSError:  # full, or broken: the next write or read reports which
-            self._retry = self._retry or self._tls  # TLS: OpenSSL may hold part of it
+            self._retry = self._retry or self._tls is not None  # OpenSSL may hold part
             return
         self._unsent = self._unsent[sent:]
         self._retry = self._retry and bool(self._unsent)

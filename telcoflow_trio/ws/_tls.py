@@ -2,7 +2,7 @@
 
 Why: ``trio.SSLStream`` runs OpenSSL over memory BIOs and moves every record
 through trio's stream machinery; what TLS adds to an echo round trip there is
-about 2.5 times what it adds on a non-blocking ``SSLSocket``
+several times what it adds on a non-blocking ``SSLSocket``
 (docs/performance.md, benchmarks/tls_echo.py). Here OpenSSL reads
 and writes the socket itself; a read or write that would block raises
 ``SSLWantReadError``/``SSLWantWriteError`` and the task waits on the shared
@@ -10,9 +10,10 @@ epoll set (``_poller.py``), which reports room as well as data.
 
 What edge triggering asks of TLS: OpenSSL returns at most one record per read
 and may hold decrypted bytes (``SSLSocket.pending()``) that epoll never shows,
-so a short read says nothing: read until ``SSLWantReadError`` before waiting
-(:class:`~telcoflow_trio.ws._connection.LeanWebSocket` does, and so does
-:meth:`TLSSocketStream.receive_some`, which always reads before it waits). A
+so a short read says nothing: before waiting, read until ``SSLWantReadError``
+(:meth:`TLSSocketStream.receive_some` always reads first) or check that
+nothing is held (:meth:`TLSSocketStream.drained`, which
+:class:`~telcoflow_trio.ws._connection.LeanWebSocket` uses). A
 write that raised ``SSLWantWriteError`` may have been taken in part: it must be
 retried with the same bytes before anything else is written.
 
@@ -28,8 +29,11 @@ systems).
 
 from __future__ import annotations
 
+import array
+import fcntl
 import socket
 import ssl
+import termios
 from collections.abc import Callable
 
 import trio
@@ -48,7 +52,7 @@ class TLSSocketStream(trio.abc.Stream):
     ``poller``; the stream owns it and closes it in :meth:`aclose`.
     """
 
-    __slots__ = ("_rest", "close_timeout", "poller", "socket")
+    __slots__ = ("_nread", "_rest", "close_timeout", "poller", "socket")
 
     def __init__(
         self, sock: ssl.SSLSocket, poller: EpollPoller, close_timeout: float = 2.0
@@ -57,6 +61,7 @@ class TLSSocketStream(trio.abc.Stream):
         self.poller = poller
         self.close_timeout = close_timeout
         self._rest = b""  # what a cancelled send_all left: OpenSSL wants it first
+        self._nread = array.array("i", [0])  # FIONREAD's answer
         poller.register(sock.fileno())
 
     async def do_handshake(self) -> None:
@@ -73,6 +78,22 @@ class TLSSocketStream(trio.abc.Stream):
                 return
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 await self.poller.wait_ready(self.socket)
+
+    def drained(self) -> bool:
+        """After a read: whether the next would block (no decrypted bytes held by
+        OpenSSL, none in the kernel), so that waiting for an edge cannot miss data.
+
+        Cheaper than the read that would raise ``SSLWantReadError`` (about 1 µs
+        against 7 here): the exception and OpenSSL's error queue cost the most.
+        """
+        sock = self.socket
+        if sock.pending():
+            return False
+        try:
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, self._nread)
+        except OSError:  # closed meanwhile: the next read says so
+            return False
+        return not self._nread[0]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Some decrypted bytes; ``b""`` at the end (close_notify or a TCP close).
