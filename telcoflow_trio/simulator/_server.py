@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, final
+from typing import final
 
 import attrs
 import trio
@@ -49,7 +49,7 @@ from ..proto import (
     decode_control,
 )
 from ..ws._connection import LeanRequest, LeanWebSocket, accept_lean_websocket
-from ..ws._streams import start_tls
+from ..ws._streams import accept_tls, start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import SimulatedCall
 from ._clock import SlotTimer
@@ -394,13 +394,8 @@ class Simulator:
     # -- connections --------------------------------------------------------------------------
 
     async def _listen(self, listeners: list[trio.SocketListener], host: str) -> None:
-        wrapped: list[trio.abc.Listener[Any]] = list(listeners)
-        if self._ssl_context is not None:
-            wrapped = [
-                trio.SSLListener(listener, self._ssl_context, https_compatible=True)
-                for listener in listeners
-            ]
-        await self._nursery.start(trio.serve_listeners, self._handle_stream, wrapped)
+        # TLS, if any, is done per connection (_handle_stream), on the socket.
+        await self._nursery.start(trio.serve_listeners, self._handle_stream, listeners)
         self.port = listeners[0].socket.getsockname()[1]
         advertised = "127.0.0.1" if host in ("", "0.0.0.0") else host
         if ":" in advertised:
@@ -422,12 +417,16 @@ class Simulator:
             async with trio.open_nursery() as nursery:
                 request: _Request | None = None
                 with trio.move_on_after(self.config.connect_timeout):
-                    if isinstance(transport, trio.SSLStream):
+                    if isinstance(transport, trio.SSLStream):  # in memory (open_stream)
                         try:
                             await transport.do_handshake()
                         except trio.BrokenResourceError:
                             await _send_tls_alert(transport)
                             raise
+                    elif self._ssl_context is not None:  # a listener's socket
+                        transport = stream.transport = await accept_tls(
+                            transport, self._ssl_context, self.config.close_timeout
+                        )
                     if self.config.transport == "lean":
                         # On the raw stream (the lean socket's fast path); the
                         # stalled-pings fault goes through its pong_gate instead.
@@ -667,7 +666,10 @@ class Simulator:
             error = {"message": f"session {frame.session_id} is not open"}
             return Response(frame.req_id, False, None, code, error)
         bound = call._bound
-        if bound is not None and bound is not control and bound.alive:
+        # A call on its media connection stays with its worker even once that
+        # worker's control connection is gone (it drains): only a ringing call
+        # is offered again (see _control_gone).
+        if bound is not None and bound is not control and (bound.alive or call._media_used):
             self._sessions_busy += 1
             return Response(
                 frame.req_id, False, None, "SESSION_BUSY", {"boundSmWsId": bound.sm_ws_id}
