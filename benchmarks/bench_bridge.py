@@ -65,6 +65,8 @@ PY = sys.executable
 BRIDGE_CORE = {0}
 LOAD_CORE = {1}
 P99_LIMIT_MS = 20.0
+#: the layout of a result file (run.py renders only this one)
+FORMAT = 2
 
 #: set-up key -> how it reads in the tables
 SETUPS = {
@@ -172,8 +174,7 @@ class Bench:
             ],
             LOAD_CORE,
         )
-        wait_port(port, self.echo)
-        wait_port(tls_port, self.echo)
+        wait_port(port, self.echo)  # the echo opens its TLS port first
         #: the echo's URL, by "is it TLS"
         self.remote = {False: f"ws://127.0.0.1:{port}/", True: f"wss://127.0.0.1:{tls_port}/"}
         self.baseline: dict[str, float] = {}
@@ -418,6 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.children.stop_all()
     return {
         "benchmark": "bridge",
+        "format": FORMAT,
         "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k != "func"},
         "seconds": round(time.monotonic() - started, 1),

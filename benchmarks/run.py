@@ -60,7 +60,13 @@ def render(bridges: list[dict[str, Any]], client: dict[str, Any] | None) -> str:
 
 def load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}-latest.json"
-    return json.loads(path.read_text()) if path.exists() else None  # type: ignore[no-any-return]
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    if data.get("benchmark") == "bridge" and data.get("format") != bench_bridge.FORMAT:
+        print(f"warning: {path} is from an older harness; left out of the tables", file=sys.stderr)
+        return None
+    return data
 
 
 def publish(text: str) -> None:

@@ -30,14 +30,11 @@ class Echo(WSListener):  # type: ignore[misc]
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = await ws_create_server(lambda request: Echo(), "127.0.0.1", args.port)
-    if args.tls_port:
+    if args.tls_port:  # listening before the plain port is, so a runner waits for that one
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(args.certfile, args.keyfile)
-        secure = await ws_create_server(
-            lambda request: Echo(), "127.0.0.1", args.tls_port, ssl=context
-        )
-        await secure.start_serving()
+        await ws_create_server(lambda request: Echo(), "127.0.0.1", args.tls_port, ssl=context)
+    server = await ws_create_server(lambda request: Echo(), "127.0.0.1", args.port)
     async with server:
         await server.serve_forever()
 
