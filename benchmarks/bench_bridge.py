@@ -264,7 +264,7 @@ class Bench:
         scheme = "wss" if BRIDGES[name].call_tls else "ws"
         url = f"{scheme}://127.0.0.1:{port}/media-stream"
         # Warm-up: one short call, so imports and first-use costs are paid.
-        self.loadgen(url, 1, proc, warmup=0.2, duration=0.5)
+        self.loadgen(url, 1, proc, warmup=0.1, duration=0.3)
         return proc, url
 
     def point(self, name: str, calls: int, repeats: int | None = None) -> dict[str, Any]:
@@ -554,7 +554,7 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     )
     parser.add_argument("--rate", type=int, choices=(8000, 16000), default=8000)
     parser.add_argument("--repeats", type=int, default=1 if quick else 3)
-    parser.add_argument("--duration", type=float, default=1.0 if quick else 2.5)
+    parser.add_argument("--duration", type=float, default=0.8 if quick else 2.5)
     parser.add_argument("--warmup", type=float, default=0.3 if quick else 0.75)
     parser.add_argument("--cpu-calls", type=int, default=60)
     parser.add_argument("--cpu-repeats", type=int, default=3)
