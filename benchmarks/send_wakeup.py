@@ -1,7 +1,7 @@
 """What a loopback ``send`` costs when it wakes its peer, and when the peer is awake.
 
 Why: the lean transport defers small writes to the end of trio's batch and does
-them back to back (``telcoflow_trio/_poller.py``). This measures the reason.
+them back to back (``telcoflow_trio/ws/_poller.py``). This measures the reason.
 One process (core 0) writes a 480-byte message (about one 8 kHz Teler frame)
 on each of 100 loopback TCP connections; another (core 1) reads them with
 epoll, sleeping whenever it has nothing to read. Two patterns, same messages:

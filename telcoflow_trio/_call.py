@@ -30,7 +30,6 @@ import trio
 
 from . import proto
 from ._media import MediaConnection
-from ._transport import StreamOpener
 from .config import TelcoflowClientConfig
 from .events import CallEvent, CallState
 from .exceptions import (
@@ -41,6 +40,7 @@ from .exceptions import (
     WSSCallError,
     WSSError,
 )
+from .ws._streams import StreamOpener
 
 __all__ = ["ActiveCall", "CallErrorInfo", "CallStatistics", "TerminationInfo", "TerminationReason"]
 

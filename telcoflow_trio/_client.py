@@ -28,10 +28,10 @@ import trio
 from . import proto
 from ._call import ActiveCall, ErrorHook
 from ._control import ControlConnection, ControlCounters
-from ._transport import StreamOpener, open_tcp
 from .config import TelcoflowClientConfig
 from .events import ClientEvent
 from .exceptions import WSSConnectionError, WSSError
+from .ws._streams import StreamOpener, open_tcp
 
 __all__ = ["ClientStatistics", "TelcoflowClient"]
 

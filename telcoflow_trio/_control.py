@@ -37,7 +37,6 @@ import trio
 from . import proto
 from ._reply import Reply
 from ._throttle import ThrottledLog
-from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
     RemoteProtocolError,
@@ -46,6 +45,8 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
 )
+from .ws._streams import StreamOpener
+from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
 __all__ = ["ControlConnection", "ControlCounters"]
 

@@ -37,7 +37,6 @@ import trio
 from . import proto
 from ._reply import Reply
 from ._throttle import ThrottledLog
-from ._transport import ClientWebSocket, StreamOpener, open_websocket, redact_url
 from .config import TelcoflowClientConfig
 from .exceptions import (
     BufferClosedError,
@@ -48,6 +47,8 @@ from .exceptions import (
     WSSError,
     WSSMediaError,
 )
+from .ws._streams import StreamOpener
+from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
 __all__ = ["AudioStream", "InboundAudio", "MediaConnection", "MediaCounters"]
 

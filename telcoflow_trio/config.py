@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from .proto._backoff import BackoffPolicy
+from .ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 
 __all__ = ["PRODUCTION_URL", "AudioMode", "AuthMode", "TelcoflowClientConfig"]
 

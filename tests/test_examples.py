@@ -17,7 +17,6 @@ import pytest
 import trio
 
 from telcoflow_trio import TelcoflowClientConfig
-from telcoflow_trio._transport import MessageStream
 from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 from telcoflow_trio.streams import bridge_call
 from telcoflow_trio.testing import (
@@ -28,6 +27,7 @@ from telcoflow_trio.testing import (
     open_memory_server,
     tone,
 )
+from telcoflow_trio.ws._transport import MessageStream
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 

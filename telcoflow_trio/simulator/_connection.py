@@ -9,8 +9,8 @@ from typing import IO, TYPE_CHECKING, Protocol, final
 import attrs
 import trio
 
-from .._transport import ClientWebSocket
 from ..exceptions import WSSConnectionClosed
+from ..ws._transport import ClientWebSocket
 
 if TYPE_CHECKING:
     from ._faults import SimulatorFaults

@@ -8,8 +8,8 @@ from typing import Any
 
 import attrs
 
-from .._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from ..proto import CallState
+from ..ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from ._audio import AudioSource, Silence
 
 __all__ = [

@@ -31,8 +31,6 @@ import trio
 import trio.testing
 import trio_websocket
 
-from .._lean_ws import LeanRequest, LeanWebSocket, accept_lean_websocket
-from .._transport import ClientWebSocket, WebSocket, start_tls
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..proto import (
     CallFlowSetup,
@@ -50,6 +48,9 @@ from ..proto import (
     WaMsgOut,
     decode_control,
 )
+from ..ws._connection import LeanRequest, LeanWebSocket, accept_lean_websocket
+from ..ws._streams import start_tls
+from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import SimulatedCall
 from ._clock import SlotTimer
 from ._connection import Connection, FaultStream, FrameLog, salvage_field
@@ -214,7 +215,7 @@ class Simulator:
     async def open_stream(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None
     ) -> trio.abc.Stream:
-        """A :data:`~telcoflow_trio._transport.StreamOpener` connected to this simulator in memory.
+        """A :data:`~telcoflow_trio.ws._streams.StreamOpener` to this simulator, in memory.
 
         ``host`` and ``port`` are ignored (any URL reaches the simulator). With
         ``ssl_context``, TLS runs over the in-memory pair, handshake included.

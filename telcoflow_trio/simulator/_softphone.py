@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._transport import StreamOpener, open_tcp, open_websocket
 from ..exceptions import WSSConnectionClosed
+from ..ws._streams import StreamOpener, open_tcp
+from ..ws._transport import open_websocket
 from ._audio import pcm_source, read_wav, silence, write_wav
 from ._connection import Connection
 from ._model import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, CallerScript

@@ -54,18 +54,18 @@ from typing import Any, TypeAlias, cast
 import attrs
 import trio
 
-from .._transport import (
+from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
+from ..ws._errors import code_and_reason
+from ..ws._streams import StreamOpener, open_tcp
+from ..ws._transport import (
     DEFAULT_TRANSPORT,
     TRANSPORTS,
     ClientWebSocket,
     MessageStream,
-    StreamOpener,
     Transport,
-    open_tcp,
     open_websocket,
     redact_url,
 )
-from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
 from . import teler
 from ._sockets import CallAudio, CallLike, as_message_stream
 from ._types import (
@@ -215,9 +215,12 @@ class StreamConnector:
         """Relay between ``call_ws`` and a new connection to ``remote_url`` until one ends.
 
         Args:
-            call_ws: the call's WebSocket, already accepted: a Starlette/FastAPI
-                ``WebSocket`` (ASGI, e.g. under Hypercorn's trio worker), a
-                trio-websocket ``WebSocketConnection`` or a ``MessageStream``.
+            call_ws: the call's WebSocket, already accepted: a
+                :class:`telcoflow_trio.ws.WebSocketConnection` (from
+                :func:`telcoflow_trio.ws.serve_websocket`, the fast path), a
+                Starlette/FastAPI ``WebSocket`` (ASGI, e.g. under Hypercorn's
+                trio worker), a trio-websocket ``WebSocketConnection`` or a
+                ``MessageStream``.
 
         Returns:
             why the bridge ended, both close codes and the traffic each way.
@@ -536,12 +539,12 @@ class _Bridge:
         self.scope.cancel()
 
     def _peer_closed(self, side: _Side, exc: WSSConnectionClosed) -> None:
-        code = int(exc.code)
-        side.peer_close = (code, exc.reason)
+        code, reason = code_and_reason(exc)
+        side.peer_close = (code, reason)
         if side is self.remote and code not in NORMAL_CLOSE_CODES:
             raise StreamBridgeError(
                 f"the remote closed the connection with code {code}"
-                + (f": {exc.reason}" if exc.reason else "")
+                + (f": {reason}" if reason else "")
             ) from exc
         self._finish(BridgeEnd.CALL_CLOSED if side is self.call else BridgeEnd.REMOTE_CLOSED)
 

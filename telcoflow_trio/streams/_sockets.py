@@ -1,14 +1,17 @@
 """One small socket interface for the bridge, and an adapter for each kind of peer.
 
 The bridge talks to both of its sides through
-:class:`~telcoflow_trio._transport.MessageStream`: ``get_message()`` (raising
+:class:`~telcoflow_trio.ws._transport.MessageStream`: ``get_message()`` (raising
 :class:`~telcoflow_trio.exceptions.WSSConnectionClosed` with the peer's code and
 reason once it has closed), ``send_message(str | bytes)`` and a bounded,
 idempotent ``aclose(code, reason)``. :func:`as_message_stream` turns what a user
 hands to ``bridge_stream`` into one:
 
-* a trio-websocket ``WebSocketConnection`` (for example from ``serve_websocket``)
-  is wrapped in :class:`~telcoflow_trio._transport.WebSocket`;
+* a :class:`telcoflow_trio.ws.WebSocketConnection` (from
+  :func:`telcoflow_trio.ws.serve_websocket`) is used as it is: it is a
+  :class:`MessageStream`, with no adapter in between;
+* a trio-websocket ``WebSocketConnection`` (for example from its ``serve_websocket``)
+  is wrapped in :class:`~telcoflow_trio.ws._transport.WebSocket`;
 * an ASGI WebSocket (Starlette/FastAPI ``WebSocket``, or anything with the ASGI
   message-level ``receive()``/``send()``) is wrapped in :class:`AsgiWebSocket`;
 * a :class:`MessageStream` is used as it is.
@@ -27,13 +30,13 @@ from typing import Any, Protocol, cast, runtime_checkable
 import trio
 import trio_websocket
 
-from .._transport import MessageStream, WebSocket
 from ..exceptions import (
     BufferClosedError,
     WSSCallClosedError,
     WSSConnectionClosed,
     WSSError,
 )
+from ..ws._transport import MessageStream, WebSocket
 
 __all__ = ["AsgiWebSocket", "CallAudio", "CallLike", "as_message_stream"]
 

@@ -21,8 +21,8 @@ import trio
 import trio.testing
 import trio_websocket
 
-from .._transport import ClientWebSocket, WebSocket, open_websocket
 from ..exceptions import WSSConnectionClosed
+from ..ws._transport import ClientWebSocket, WebSocket, open_websocket
 
 __all__ = ["MemoryServer", "echo", "open_memory_server"]
 
@@ -143,7 +143,7 @@ async def open_memory_server(
     """Serve WebSockets in memory for the duration of the block.
 
     Each connection runs ``handler(ws)`` (default :func:`echo`) with a
-    :class:`~telcoflow_trio._transport.WebSocket`: ``await ws.get_message()``,
+    :class:`~telcoflow_trio.ws._transport.WebSocket`: ``await ws.get_message()``,
     ``await ws.send_message(...)``, ``ws.path``. When the handler returns the
     connection closes with 1000; when it raises, with 1011 (and the exception is
     kept in :attr:`MemoryServer.errors`). Leaving the block cancels every handler.

@@ -1,7 +1,7 @@
 """A Teler-side media-stream peer, for testing stream bridges against the platform's behaviour.
 
 :func:`open_teler_peer` connects to an app's stream URL (or takes a
-:class:`~telcoflow_trio._transport.MessageStream`, e.g. one end of an in-memory
+:class:`~telcoflow_trio.ws._transport.MessageStream`, e.g. one end of an in-memory
 WebSocket), sends ``start`` like Teler does, and records everything the app
 sends back: decoded audio, ``chunk_id``s, ``clear`` and ``interrupt`` messages,
 binary frames, malformed messages and the close code. Audio goes out with
@@ -23,9 +23,11 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-from .._transport import MessageStream, StreamOpener, open_tcp, open_websocket
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..streams import teler
+from ..ws._errors import code_and_reason
+from ..ws._streams import StreamOpener, open_tcp
+from ..ws._transport import MessageStream, open_websocket
 
 __all__ = ["TelerPeer", "open_teler_peer"]
 
@@ -137,7 +139,7 @@ class TelerPeer:
             while True:
                 self._record(await self.stream.get_message())
         except WSSConnectionClosed as exc:
-            self.close = (exc.code, exc.reason)
+            self.close = code_and_reason(exc)
             self._notify()
 
     def _record(self, message: str | bytes) -> None:

@@ -11,10 +11,10 @@ import trio
 import trio.testing
 
 from telcoflow_trio import ActiveCall, events, proto
-from telcoflow_trio._lean_ws import LeanWebSocket
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import BufferFullError, WSSCallCommandTimeoutError
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, tone
+from telcoflow_trio.ws._connection import LeanWebSocket
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import open_pair
 

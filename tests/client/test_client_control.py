@@ -12,11 +12,11 @@ import trio_websocket
 
 from telcoflow_trio import TelcoflowClient, events, proto
 from telcoflow_trio._control import ControlConnection
-from telcoflow_trio._lean_ws import LeanWebSocket
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import WSSAuthenticationError, WSSConnectionError, WSSError
 from telcoflow_trio.proto import BackoffPolicy
 from telcoflow_trio.simulator import CallerScript, open_simulator
+from telcoflow_trio.ws._connection import LeanWebSocket
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import client_config, client_tasks, open_pair
 

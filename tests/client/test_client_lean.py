@@ -10,8 +10,8 @@ import trio
 import trio.testing
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio._lean_ws import LeanWebSocket
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator, tone
+from telcoflow_trio.ws._connection import LeanWebSocket
 
 from .conftest import open_pair
 

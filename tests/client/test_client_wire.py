@@ -13,8 +13,8 @@ import trio_websocket
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events, proto
 from telcoflow_trio._control import MAX_CLAIMS_IN_FLIGHT
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import WSSConnectionClosed
+from telcoflow_trio.ws._transport import WebSocket
 
 
 @attrs.define

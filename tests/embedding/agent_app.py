@@ -23,8 +23,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketState
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio._transport import StreamOpener
 from telcoflow_trio.streams import StreamConnector
+from telcoflow_trio.ws._streams import StreamOpener
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import pytest
 import trio
 
 from telcoflow_trio import TelcoflowClientConfig
-from telcoflow_trio._transport import MessageStream, open_websocket
 from telcoflow_trio.exceptions import WSSConnectionClosed
 from telcoflow_trio.simulator import CallerScript, Simulator, open_simulator, tone
 from telcoflow_trio.testing import MemoryServer, contains_tone, make_tone, open_memory_server
 from telcoflow_trio.testing.teler import open_teler_peer
+from telcoflow_trio.ws._transport import MessageStream, open_websocket
 
 from .agent_app import Gateway, fastapi_app, starlette_app
 

@@ -19,9 +19,9 @@ import trio.testing
 import trio_websocket
 
 from telcoflow_trio import TelcoflowClientConfig, proto
-from telcoflow_trio._transport import TRANSPORTS, WebSocket, open_websocket
 from telcoflow_trio.exceptions import WSSConnectionClosed
 from telcoflow_trio.simulator import Simulator
+from telcoflow_trio.ws._transport import TRANSPORTS, WebSocket, open_websocket
 
 #: The seeds CI runs; a failing run names its seed in the test id and the message.
 CHAOS_SEEDS = (20240611, 7)

@@ -21,9 +21,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings, strategies as st
 from streams.conftest import open_call_pair  # the bridge tests' in-memory call leg
 
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import BridgeEnd, StreamConnector, StreamOp, teler
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import ScriptedServer
 from .corpus import COMMON, messages

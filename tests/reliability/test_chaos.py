@@ -33,10 +33,10 @@ import trio
 import trio.testing
 
 from telcoflow_trio import TelcoflowClient, events
-from telcoflow_trio._transport import Transport
 from telcoflow_trio.exceptions import WSSConnectionClosed
 from telcoflow_trio.proto import BackoffPolicy
 from telcoflow_trio.simulator import Simulator, SimulatorConfig, open_simulator
+from telcoflow_trio.ws._transport import Transport
 
 from .conftest import CLIENT_TRANSPORTS, Scanner, all_tasks, client_config, client_tasks
 from .corpus import COMMON, CONTROL_TO_CLIENT, MEDIA_TO_CLIENT, oversized

@@ -31,7 +31,6 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TerminationReason, events, proto
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import (
     BufferClosedError,
     RemoteProtocolError,
@@ -47,6 +46,7 @@ from telcoflow_trio.simulator import (
     tone,
 )
 from telcoflow_trio.simulator._connection import salvage_field
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import (
     CLIENT_TRANSPORTS,

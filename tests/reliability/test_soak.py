@@ -30,11 +30,11 @@ import wsproto
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, events
 from telcoflow_trio._media import AudioStream, InboundAudio, MediaConnection
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import BufferClosedError, BufferFullError, WSSCallError
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator, tone
 from telcoflow_trio.simulator._call import SimulatedCall
 from telcoflow_trio.simulator._connection import Connection
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import all_tasks, client_config, client_tasks
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import trio
 
-from telcoflow_trio._transport import WebSocket, open_websocket
 from telcoflow_trio.exceptions import WSSConnectionClosed
 from telcoflow_trio.proto import (
     AudioFrame,
@@ -33,6 +32,7 @@ from telcoflow_trio.proto import (
     decode_media,
 )
 from telcoflow_trio.simulator import CONTROL_PATH, Simulator
+from telcoflow_trio.ws._transport import WebSocket, open_websocket
 
 
 def _in_memory_unless_told(sim: Simulator, options: dict[str, Any]) -> None:

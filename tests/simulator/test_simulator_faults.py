@@ -9,10 +9,10 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio._poller import current_poller
 from telcoflow_trio.exceptions import WSSAuthenticationError, WSSConnectionClosed
 from telcoflow_trio.proto import CallState, SessionNotify, UnknownFrame, decode_control
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator
+from telcoflow_trio.ws._poller import current_poller
 
 from .simclient import open_control, open_media
 

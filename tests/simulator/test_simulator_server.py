@@ -13,7 +13,6 @@ import pytest
 import trio
 import trustme
 
-from telcoflow_trio._transport import open_websocket
 from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionClosed,
@@ -41,6 +40,7 @@ from telcoflow_trio.simulator import (
     tone,
 )
 from telcoflow_trio.simulator._audio import write_wav
+from telcoflow_trio.ws._transport import open_websocket
 
 from .simclient import open_control, open_media
 

@@ -12,9 +12,9 @@ import trio
 import trio.testing
 import trio_websocket
 
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import BridgeResult
+from telcoflow_trio.ws._transport import WebSocket
 
 RemoteHandler = Callable[[WebSocket], Awaitable[None]]
 

@@ -14,7 +14,6 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio._transport import TRANSPORTS, Transport, WebSocket
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import (
     BridgeContext,
@@ -28,6 +27,7 @@ from telcoflow_trio.streams import (
     teler,
 )
 from telcoflow_trio.testing.teler import open_teler_peer
+from telcoflow_trio.ws._transport import TRANSPORTS, Transport, WebSocket
 
 from .conftest import CallPair, MemoryRemote, open_call_pair, spawn
 

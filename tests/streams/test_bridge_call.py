@@ -12,7 +12,6 @@ import trio
 import trio.testing
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import BufferClosedError, StreamBridgeError
 from telcoflow_trio.simulator import CallerScript, CallResult, open_simulator, tone
 from telcoflow_trio.streams import (
@@ -26,6 +25,7 @@ from telcoflow_trio.streams import (
     StreamOp,
     bridge_call,
 )
+from telcoflow_trio.ws._transport import WebSocket
 
 from .conftest import MemoryRemote, spawn
 

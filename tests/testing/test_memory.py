@@ -9,7 +9,6 @@ import trio
 import trio.testing
 
 from telcoflow_trio import ActiveCall
-from telcoflow_trio._transport import WebSocket
 from telcoflow_trio.exceptions import (
     StreamBridgeError,
     WSSAuthenticationError,
@@ -17,6 +16,7 @@ from telcoflow_trio.exceptions import (
 )
 from telcoflow_trio.streams import bridge_call
 from telcoflow_trio.testing import CallerScript, open_agent_test, open_memory_server, tone
+from telcoflow_trio.ws._transport import WebSocket
 
 
 async def test_agent_bridged_to_an_in_memory_voice_ai(

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio._poller import EpollPoller, current_poller
+from telcoflow_trio.ws._poller import EpollPoller, current_poller
 
 pytestmark = pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux only")
 

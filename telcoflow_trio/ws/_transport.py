@@ -15,21 +15,21 @@ on a trio byte stream. Two decisions live here:
   code inside ``async with open_websocket(...)`` passes through unchanged.
 
 Two WebSocket implementations sit behind the seam, chosen with ``transport=``:
-``"lean"`` (the default: :mod:`telcoflow_trio._lean_ws`, a frame codec run in
+``"lean"`` (the default: :mod:`telcoflow_trio.ws._connection`, a frame codec run in
 the caller's task, no reader task, about half the CPU and memory per
 connection; see docs/performance.md) and ``"trio-websocket"``. Both pass the
 same protocol tests.
 
-The byte stream comes from a :data:`StreamOpener`, so tests and the in-process
-simulator can hand over one end of a ``trio.testing.memory_stream_pair()`` and run
-the very same WebSocket code with no sockets and under ``MockClock``.
+The byte stream comes from a :data:`~telcoflow_trio.ws._streams.StreamOpener`
+(:mod:`~telcoflow_trio.ws._streams` makes TCP and TLS streams), so tests and the
+in-process simulator can hand over one end of a ``trio.testing.memory_stream_pair()``
+and run the very same WebSocket code with no sockets and under ``MockClock``.
 """
 
 from __future__ import annotations
 
-import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Literal, Protocol, TypeAlias, cast, final
 from urllib.parse import urlsplit
@@ -38,24 +38,21 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from ._lean_ws import lean_client_handshake
-from .exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from . import _errors
+from ._connection import lean_client_handshake
+from ._handshake import check_headers
+from ._streams import StreamOpener, open_tcp
 
 __all__ = [
     "TRANSPORTS",
     "ClientWebSocket",
     "MessageStream",
-    "StreamOpener",
     "Transport",
     "WebSocket",
-    "open_tcp",
     "open_websocket",
     "redact_url",
-    "start_tls",
 ]
-
-#: Opens the byte stream under a WebSocket: ``(host, port, ssl_context) -> stream``.
-StreamOpener: TypeAlias = Callable[[str, int, ssl.SSLContext | None], Awaitable[trio.abc.Stream]]
 
 
 class MessageStream(Protocol):
@@ -121,51 +118,6 @@ Transport: TypeAlias = Literal["trio-websocket", "lean"]
 TRANSPORTS: tuple[Transport, ...] = ("trio-websocket", "lean")
 #: What every ``transport=`` defaults to (the benchmarks chose it).
 DEFAULT_TRANSPORT: Transport = "lean"
-
-
-async def open_tcp(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-    """The default :data:`StreamOpener`: TCP, plus a completed TLS handshake if asked."""
-    tcp = await trio.open_tcp_stream(host, port)
-    return tcp if ssl_context is None else await start_tls(tcp, ssl_context, host)
-
-
-async def start_tls(
-    stream: trio.abc.Stream, ssl_context: ssl.SSLContext, host: str
-) -> trio.SSLStream[trio.abc.Stream]:
-    """Run the client side of a TLS handshake over ``stream``; close it on failure.
-
-    Raises:
-        trio.BrokenResourceError: the handshake failed (``__cause__`` is the
-            ``ssl.SSLError``).
-    """
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=host)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls
-
-
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
-
-
-def _check_headers(headers: Sequence[tuple[str, str]]) -> None:
-    """Refuse headers the handshake would reject, without echoing values (often secrets).
-
-    Raises:
-        ValueError: a name is not an HTTP token, or a value has control characters
-            or leading/trailing white space.
-    """
-    for name, value in headers:
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid HTTP header name {name!r}")
-        if not _VALUE.fullmatch(value) or value != value.strip():
-            raise ValueError(
-                f"invalid value for HTTP header {name!r}: control characters or "
-                "leading/trailing white space (value not shown)"
-            )
 
 
 def redact_url(url: str) -> str:
@@ -249,7 +201,7 @@ class WebSocket:
 def _translate_open_error(exc: BaseException, url: str, timeout: float) -> WSSError | None:
     """The library error an exception raised while opening stands for."""
     where = redact_url(url)
-    if isinstance(exc, ConnectionRejected):
+    if isinstance(exc, ConnectionRejected | _errors.ConnectionRejected):
         status = exc.status_code
         body = (exc.body or b"").decode("utf-8", "replace").strip()[:200]
         detail = f"{where} refused the WebSocket upgrade with HTTP {status}" + (
@@ -387,7 +339,7 @@ async def open_websocket(
     if parts.query:
         resource += "?" + parts.query
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    _check_headers(headers)
+    check_headers(headers)
     if secure and ssl_context is None:
         ssl_context = ssl.create_default_context()
     if transport == "lean":
@@ -481,7 +433,7 @@ async def _open_lean(
     close_timeout: float,
     max_message_size: int,
 ) -> AsyncIterator[ClientWebSocket]:
-    """:func:`open_websocket` on :mod:`telcoflow_trio._lean_ws` (no nursery, no reader task)."""
+    """:func:`open_websocket` on :mod:`~telcoflow_trio.ws._connection` (no reader task)."""
     async with _opening(url, connect_timeout) as opening:
         opening.stream = await open_stream(hostname, port, ssl_context)
         ws = await lean_client_handshake(

@@ -18,7 +18,7 @@ when trio's batch of tasks is done (before trio waits for I/O), or as soon as
 16 sockets have some. The peer is woken once for the lot, and a write waits
 at most one batch.
 
-Contract (what :class:`~telcoflow_trio._lean_ws.LeanWebSocket` keeps): one
+Contract (what :class:`~telcoflow_trio.ws._connection.LeanWebSocket` keeps): one
 waiter per descriptor; after a wake-up, read until the socket would block (or
 got less than asked) before waiting again, as edge triggering requires; a
 wake-up may also mean the socket has room again after a deferred write found

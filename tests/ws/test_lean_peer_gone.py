@@ -17,9 +17,9 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio._lean_ws import LeanWebSocket, serve_lean_websocket
-from telcoflow_trio._poller import current_poller
 from telcoflow_trio.exceptions import WSSConnectionClosed
+from telcoflow_trio.ws._connection import LeanWebSocket, serve_lean_websocket
+from telcoflow_trio.ws._poller import current_poller
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
 

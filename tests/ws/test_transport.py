@@ -16,12 +16,12 @@ import trio_websocket
 import wsproto
 import wsproto.events
 
-from telcoflow_trio._transport import TRANSPORTS, Transport, open_websocket, redact_url
 from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionClosed,
     WSSConnectionError,
 )
+from telcoflow_trio.ws._transport import TRANSPORTS, Transport, open_websocket, redact_url
 
 Handler = Callable[[trio_websocket.WebSocketRequest], Awaitable[None]]
 

@@ -18,15 +18,15 @@ import trio
 import trio.testing
 import trio_websocket
 
-from telcoflow_trio import _lean_ws as lean_ws
-from telcoflow_trio._lean_ws import (
+from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
+from telcoflow_trio.ws import ConnectionRejected, _connection as lean_ws
+from telcoflow_trio.ws._connection import (
     LeanWebSocket,
     accept_lean_websocket,
     lean_client_handshake,
     serve_lean_websocket,
 )
-from telcoflow_trio._transport import open_websocket
-from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
+from telcoflow_trio.ws._transport import open_websocket
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -486,7 +486,7 @@ async def test_lean_request_reject_sends_the_status_and_body() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server)
-        with pytest.raises(trio_websocket.ConnectionRejected) as info:
+        with pytest.raises(ConnectionRejected) as info:
             await lean_client_handshake(client_stream, "h", "/")
     assert (info.value.status_code, info.value.body) == (401, b"bad key")
 

@@ -3,13 +3,14 @@
 Why it exists: trio-websocket spends most of a small message's cost on its
 machinery (a reader task and a memory-channel hop per message, wsproto's
 generic frame generators, pure-Python masking). Here the data path is a small
-frame codec run in the caller's task: :meth:`LeanWebSocket.get_message` parses
-frames straight out of ``receive_some`` buffers, and
-:meth:`LeanWebSocket.send_message` writes header and payload in one ``send``. On
-plain TCP, small writes wait for the end of trio's current batch of tasks and
-go out back to back with the other connections' (``_poller.py`` says why).
-The HTTP upgrade uses h11 (the HTTP layer wsproto itself uses) and wsproto's
-nonce and accept-token helpers.
+frame codec (the sans-IO :mod:`~telcoflow_trio.ws._framing`) run in the
+caller's task: :meth:`LeanWebSocket.get_message` parses frames straight out of
+``receive_some`` buffers, and :meth:`LeanWebSocket.send_message` writes header
+and payload in one ``send``. On plain TCP, small writes wait for the end of
+trio's current batch of tasks and go out back to back with the other
+connections' (``_poller.py`` says why). The HTTP upgrade uses h11 (the HTTP
+layer wsproto itself uses); what it writes and checks is the sans-IO
+:mod:`~telcoflow_trio.ws._handshake`, the reading and writing is here.
 
 What it does: text and binary messages, fragmented messages (reassembled),
 masking (client frames masked, server frames not, both enforced on receipt),
@@ -37,20 +38,40 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar
 
 import h11
 import trio
-from trio_websocket import ConnectionRejected
-from wsproto.utilities import generate_accept_token, generate_nonce
 
+from ..exceptions import WSSConnectionClosed, WSSConnectionError
+from ._errors import CloseReason, ConnectionClosed, ConnectionRejected
+from ._framing import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    FrameCodec,
+    FrameError,
+    parse_close,
+    valid_close_code,
+)
+from ._handshake import (
+    MAX_HANDSHAKE,
+    MAX_REJECT_BODY,
+    accept_response,
+    check_switch,
+    check_upgrade_request,
+    client_request,
+    header_values,
+    reject_bytes,
+)
 from ._poller import EpollPoller, current_poller
-from .exceptions import WSSConnectionClosed, WSSConnectionError
 
 __all__ = [
     "LeanRequest",
     "LeanWebSocket",
+    "WebSocketConnection",
     "accept_lean_websocket",
     "lean_client_handshake",
     "serve_lean_websocket",
@@ -58,82 +79,38 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _RECEIVE_SIZE = 65536
 _DEFER_MAX = 65536  # bytes of deferred frames per connection; beyond, a send writes at once
-_MAX_HANDSHAKE = 16384
-_MAX_REJECT_BODY = 4096
-
-#: Close codes a peer may send (RFC 6455 7.4 and the IANA registry); 3000-4999 too.
-_VALID_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
-def _valid_close_code(code: int) -> bool:
-    return code in _VALID_CLOSE or 3000 <= code <= 4999
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    """``data`` XOR the repeated 4-byte ``key`` (masking and unmasking are the same)."""
-    n = len(data)
-    if not n:
-        return data
-    pad = (key * ((n + 3) // 4))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
-
-
-def _header(opcode: int, length: int, masked: bool) -> bytes:
-    b0 = 0x80 | opcode
-    bit = 0x80 if masked else 0
-    if length < 126:
-        return bytes((b0, bit | length))
-    if length < 65536:
-        return struct.pack("!BBH", b0, bit | 126, length)
-    return struct.pack("!BBQ", b0, bit | 127, length)
-
-
-class _Fail(Exception):
-    """A protocol violation by the peer: close with ``code``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
-class LeanWebSocket:
-    """A :class:`~telcoflow_trio._transport.MessageStream` over a trio stream, no reader task.
+class LeanWebSocket(FrameCodec):
+    """A :class:`~telcoflow_trio.ws._transport.MessageStream` over a trio stream, no reader task.
 
     Made by :func:`lean_client_handshake` (client) or :func:`accept_lean_websocket`
-    (server); not by hand.
+    (server); not by hand. The framing is its base class
+    (:class:`~telcoflow_trio.ws._framing.FrameCodec`), so parsing costs no call
+    beyond the parser's own.
     """
 
     __slots__ = (
-        "_buf",
-        "_client",
         "_closed",
-        "_frag",
-        "_frag_op",
-        "_frag_size",
-        "_mask_at",
-        "_masks",
-        "_max",
         "_owed_close",
         "_owed_pong",
         "_pings",
         "_poller",
-        "_pos",
         "_queued",
         "_raw",
         "_raw_drained",
         "_receiving",
         "_send_waiters",
         "_sending",
-        "_skip",
         "_stream",
         "_unsent",
         "close_timeout",
         "path",
         "pong_gate",
+        "request_headers",
+        "response_headers",
         "subprotocol",
     )
 
@@ -147,7 +124,10 @@ class LeanWebSocket:
         close_timeout: float = 2.0,
         path: str = "",
         subprotocol: str | None = None,
+        request_headers: Sequence[tuple[bytes, bytes]] = (),
+        response_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        super().__init__(client=client, max_message_size=max_message_size, leftover=leftover)
         self._stream = stream
         # Plain TCP: do the I/O on the stdlib socket itself, so that a receive
         # that finds data and a send that completes cost one system call and no
@@ -168,14 +148,7 @@ class LeanWebSocket:
             if self._poller is not None:
                 self._poller.register(self._raw.fileno())
         self._raw_drained = not leftover
-        self._client = client
-        self._buf = bytes(leftover)
-        self._pos = 0
-        self._max = max_message_size
-        self._frag: list[bytes] = []
-        self._frag_op = 0  # opcode of the fragmented message in progress, 0: none
-        self._frag_size = 0
-        self._closed: tuple[int, str | None] | None = None
+        self._closed: CloseReason | None = None
         self._sending = False
         self._receiving = False
         self._send_waiters = trio.lowlevel.ParkingLot()
@@ -186,23 +159,38 @@ class LeanWebSocket:
         self._owed_close = b""
         self._unsent = b""  # owed before anything else: deferred frames, or what a flush left
         self._queued = False  # _unsent waits for the poller's flush (see _defer)
-        self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._pings: dict[bytes, trio.Event] = {}
-        self._masks = b""  # random masking keys, drawn 4 bytes at a time from _mask_at
-        self._mask_at = 0
         self.close_timeout = close_timeout
         #: The request path (with query string) the connection was opened for.
         self.path = path
         #: The subprotocol both sides agreed on, if any.
         self.subprotocol = subprotocol
+        #: The upgrade request's headers, ``(bytes, bytes)`` pairs.
+        self.request_headers = list(request_headers)
+        #: The headers of the server's 101 answer, ``(bytes, bytes)`` pairs.
+        self.response_headers = list(response_headers)
         #: Pings are answered while this returns true (``None``: always); a
         #: test server uses it to play a peer whose heartbeat has stalled.
         self.pong_gate: Callable[[], bool] | None = None
 
     @property
-    def closed(self) -> tuple[int, str | None] | None:
-        """``(code, reason)`` once closed (the code we sent, or the peer's), else ``None``."""
+    def closed(self) -> CloseReason | None:
+        """How it closed (the code we sent, or the peer's) once closed, else ``None``."""
         return self._closed
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is the client side of the connection."""
+        return self._client
+
+    @property
+    def handshake_headers(self) -> list[tuple[bytes, bytes]]:
+        """The peer's upgrade headers: the 101's on a client, the request's on a server."""
+        return self.response_headers if self._client else self.request_headers
+
+    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
+        """What a closed connection raises (the public connection: its own subclass)."""
+        return WSSConnectionClosed(code, reason)
 
     # -- I/O ----------------------------------------------------------------------------
 
@@ -273,16 +261,6 @@ class LeanWebSocket:
 
     # -- sending ------------------------------------------------------------------------
 
-    def _frame(self, opcode: int, payload: bytes) -> bytes:
-        if not self._client:
-            return _header(opcode, len(payload), False) + payload
-        at = self._mask_at
-        if at + 4 > len(self._masks):
-            self._masks, at = os.urandom(4096), 0
-        key = self._masks[at : at + 4]
-        self._mask_at = at + 4
-        return _header(opcode, len(payload), True) + key + _mask(payload, key)
-
     async def _send_raw(self, data: bytes) -> None:
         while self._sending:
             await self._send_waiters.park()
@@ -300,9 +278,9 @@ class LeanWebSocket:
                 await self._write(owed)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if self._closed is None:
-                self._closed = (1006, None)
+                self._closed = CloseReason(1006, None)
             self._wake_pings()
-            raise WSSConnectionClosed(*self._closed) from exc
+            raise self._closed_error(*self._closed) from exc
         finally:
             self._sending = False
             if self._send_waiters:
@@ -321,8 +299,8 @@ class LeanWebSocket:
             TypeError: ``message`` is neither ``str`` nor ``bytes``.
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
-        frame = self._message_frame(message)
+            raise self._closed_error(*self._closed)
+        frame = self.message_frame(message)
         if not self._defer(frame):
             await self._send_raw(frame)
 
@@ -367,17 +345,10 @@ class LeanWebSocket:
             TypeError: a message is neither ``str`` nor ``bytes`` (nothing is sent).
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
-        frames = b"".join([self._message_frame(m) for m in messages])
+            raise self._closed_error(*self._closed)
+        frames = b"".join([self.message_frame(m) for m in messages])
         if not self._defer(frames):
             await self._send_raw(frames)
-
-    def _message_frame(self, message: str | bytes) -> bytes:
-        if type(message) is str:
-            return self._frame(_TEXT, message.encode())
-        if isinstance(message, bytes):
-            return self._frame(_BINARY, message)
-        raise TypeError(f"message must be str or bytes, got {type(message).__name__}")
 
     def send_message_nowait(self, message: bytes) -> bool:
         """Send a binary message from a synchronous caller, if that can be done now.
@@ -389,7 +360,7 @@ class LeanWebSocket:
         """
         if self._closed is not None:
             return False
-        return self._defer(self._frame(_BINARY, message))
+        return self._defer(self.frame(BINARY, message))
 
     @property
     def unsent(self) -> int:
@@ -408,27 +379,32 @@ class LeanWebSocket:
         """
         await self._send_raw(b"")
 
-    async def ping(self, payload: bytes) -> None:
+    async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for its pong (seen while a task is in :meth:`get_message`).
+
+        ``payload`` (at most 125 bytes) defaults to 4 random bytes. Bound the
+        wait in time: a peer may never answer.
 
         Raises:
             WSSConnectionClosed: the connection closed before the pong came.
             ValueError: a ping with this payload is already waiting.
         """
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
+        if payload is None:
+            payload = os.urandom(4)
         if len(payload) > 125:
             raise ValueError("a ping payload is at most 125 bytes")
         if payload in self._pings:
             raise ValueError(f"a ping with payload {payload!r} is already in flight")
         event = self._pings[payload] = trio.Event()
         try:
-            await self._send_raw(self._frame(_PING, payload))
+            await self._send_raw(self.frame(PING, payload))
             await event.wait()
         finally:
             self._pings.pop(payload, None)
         if self._closed is not None:
-            raise WSSConnectionClosed(*self._closed)
+            raise self._closed_error(*self._closed)
 
     def _wake_pings(self) -> None:
         for event in self._pings.values():
@@ -461,128 +437,37 @@ class LeanWebSocket:
         if self._receiving:
             raise trio.BusyResourceError("another task is already in get_message()")
         if self._skip:
-            raise WSSConnectionClosed(*self._closed or (1009, None))  # after our 1009
+            raise self._closed_error(*self._closed or (1009, None))  # after our 1009
         self._receiving = True
         try:
             while True:
                 try:
-                    message = self._parse()
+                    message = self.next_frame()
                     if type(message) is tuple:
                         await self._on_control(*message)
                         continue
-                except _Fail as fail:
+                except FrameError as fail:
                     await self._fail(fail.code, fail.reason)
-                    raise WSSConnectionClosed(fail.code, fail.reason) from None
+                    raise self._closed_error(fail.code, fail.reason) from None
                 if message is not None:
                     return message  # type: ignore[return-value]
                 if self._closed is not None:
-                    raise WSSConnectionClosed(*self._closed)
+                    raise self._closed_error(*self._closed)
                 data = await self._recv()
                 if not data:
                     if self._closed is None:
-                        self._closed = (1006, None)
+                        self._closed = CloseReason(1006, None)
                     self._wake_pings()
-                    raise WSSConnectionClosed(*self._closed)
-                if self._pos >= len(self._buf):
-                    self._buf = data if type(data) is bytes else bytes(data)
-                else:
-                    self._buf = self._buf[self._pos :] + data
-                self._pos = 0
+                    raise self._closed_error(*self._closed)
+                self.receive_data(data)
         finally:
             self._receiving = False
 
-    def _parse(self) -> str | bytes | tuple[int, bytes] | None:
-        """The next data message or control frame in the buffer; ``None``: need more bytes."""
-        while True:
-            buf = self._buf
-            pos = self._pos
-            avail = len(buf) - pos
-            if avail < 2:
-                return None
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            length = b1 & 0x7F
-            start = pos + 2
-            if length == 126:
-                if avail < 4:
-                    return None
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                start = pos + 4
-            elif length == 127:
-                if avail < 10:
-                    return None
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                start = pos + 10
-                if length >> 63:
-                    raise _Fail(1002, "frame length has the most significant bit set")
-            opcode = b0 & 0x0F
-            fin = b0 & 0x80
-            if b0 & 0x70:
-                raise _Fail(1002, "reserved bits set without an extension")
-            if b1 & 0x80:
-                if self._client:
-                    raise _Fail(1002, "the server masked a frame")
-                start += 4
-            elif not self._client:
-                raise _Fail(1002, "the client sent an unmasked frame")
-            if opcode >= 8:
-                if opcode not in (_CLOSE, _PING, _PONG):
-                    raise _Fail(1002, f"unknown opcode {opcode:#x}")
-                if not fin:
-                    raise _Fail(1002, "fragmented control frame")
-                if length > 125:
-                    raise _Fail(1002, "control frame longer than 125 bytes")
-            elif opcode > _BINARY:
-                raise _Fail(1002, f"unknown opcode {opcode:#x}")
-            elif self._frag_size + length > self._max:
-                # Well-formed, only too big: after our 1009 the rest of the
-                # frame is skipped and the peer's close is still read.
-                self._skip = start + length - pos
-                if not fin:
-                    self._frag_op = self._frag_op or opcode  # more fragments follow
-                elif opcode == _CONT:
-                    self._frag_op = 0  # this frame ended the message
-                raise _Fail(1009, f"message longer than {self._max} bytes")
-            end = start + length
-            if len(buf) < end:
-                return None
-            payload = buf[start:end]
-            if b1 & 0x80:
-                payload = _mask(payload, buf[start - 4 : start])
-            self._pos = end
-            if opcode >= 8:
-                return opcode, payload
-            if opcode == _CONT:
-                if not self._frag_op:
-                    raise _Fail(1002, "continuation frame without a message to continue")
-            elif self._frag_op:
-                raise _Fail(1002, "new message before the fragmented one ended")
-            elif fin:
-                return self._decode(opcode, payload)
-            else:
-                self._frag_op = opcode
-            self._frag.append(payload)
-            self._frag_size += length
-            if fin:
-                opcode, whole = self._frag_op, b"".join(self._frag)
-                self._frag.clear()
-                self._frag_op = self._frag_size = 0
-                return self._decode(opcode, whole)
-
-    @staticmethod
-    def _decode(opcode: int, payload: bytes) -> str | bytes:
-        if opcode == _BINARY:
-            return payload
-        try:
-            return payload.decode()
-        except UnicodeDecodeError:
-            raise _Fail(1007, "text message is not valid UTF-8") from None
-
     async def _on_control(self, opcode: int, payload: bytes) -> None:
-        if opcode == _PING:
+        if opcode == PING:
             if self.pong_gate is None or self.pong_gate():
-                await self._send_control(self._frame(_PONG, payload))
-        elif opcode == _PONG:
+                await self._send_control(self.frame(PONG, payload))
+        elif opcode == PONG:
             if payload in self._pings:
                 # A pong answers its ping and every ping sent before it.
                 for key in list(self._pings):
@@ -590,23 +475,8 @@ class LeanWebSocket:
                     if key == payload:
                         break
         else:
-            code, reason = self._parse_close(payload)
+            code, reason = parse_close(payload)
             await self._close_received(code, reason)
-
-    @staticmethod
-    def _parse_close(payload: bytes) -> tuple[int, str | None]:
-        if not payload:
-            return 1005, None
-        if len(payload) == 1:
-            raise _Fail(1002, "close frame with a 1-byte payload")
-        code = (payload[0] << 8) | payload[1]
-        if not _valid_close_code(code):
-            raise _Fail(1002, f"invalid close code {code}")
-        try:
-            reason = payload[2:].decode()
-        except UnicodeDecodeError:
-            raise _Fail(1007, "close reason is not valid UTF-8") from None
-        return code, reason or None
 
     def _closing_scope(self) -> trio.CancelScope:
         """Closing work is bounded by ``close_timeout`` and runs even when cancelled."""
@@ -615,13 +485,13 @@ class LeanWebSocket:
     async def _close_received(self, code: int, reason: str | None) -> None:
         """The peer closed: echo its code (unless we closed first), then drop TCP."""
         answer = self._closed is None
-        self._closed = (code, reason)
+        self._closed = CloseReason(code, reason)
         self._wake_pings()
         with self._closing_scope():
             if answer:
                 echo = b"" if code == 1005 else code.to_bytes(2, "big")
                 with contextlib.suppress(WSSConnectionClosed):
-                    await self._send_control(self._frame(_CLOSE, echo), close=True)
+                    await self._send_control(self.frame(CLOSE, echo), close=True)
             await self._drop()
 
     async def _fail(self, code: int, reason: str) -> None:
@@ -636,35 +506,21 @@ class LeanWebSocket:
         waiting on the peer.
         """
         if self._closed is None:
-            self._closed = (code, reason)
+            self._closed = CloseReason(code, reason)
             self._wake_pings()
             with self._closing_scope(), contextlib.suppress(WSSConnectionClosed):
-                await self._send_control(self._close_frame(code, reason), close=True)
+                await self._send_control(self.close_frame(code, reason), close=True)
             if code == 1009:
                 return
         await self._drop()
 
     async def _drain_after_1009(self) -> None:
-        self._max = 1 << 62  # what follows is discarded, whatever its size
-        while self._skip:
-            available = len(self._buf) - self._pos
-            if available:
-                taken = min(available, self._skip)
-                self._pos += taken
-                self._skip -= taken
-                continue
+        while not self.discard_oversized():
             data = await self._recv()
             if not data:
                 return
-            self._buf, self._pos = data, 0
-        self._frag.clear()
-        self._frag_size = 0
+            self.receive_data(data)
         await self._await_peer_close()
-
-    def _close_frame(self, code: int, reason: str | None) -> bytes:
-        data = reason.encode()[:123] if reason else b""
-        data = data.decode("utf-8", "ignore").encode()  # never cut a character in two
-        return self._frame(_CLOSE, code.to_bytes(2, "big") + data)
 
     # -- closing ------------------------------------------------------------------------
 
@@ -676,14 +532,14 @@ class LeanWebSocket:
         Raises:
             ValueError: ``code`` may not be sent on the wire (e.g. 1005, 1006, 999).
         """
-        if not _valid_close_code(code):
+        if not valid_close_code(code):
             raise ValueError(f"close code {code} may not be sent; use 1000-1014 or 3000-4999")
         if self._closed is not None:
             if self._owed_close or self._skip or self._unsent:
                 # Our close went out from get_message(): make sure it left (a
                 # send cancelled meanwhile may have kept it owed), and after a
                 # 1009 finish that closing handshake.
-                with self._closing_scope(), contextlib.suppress(WSSConnectionClosed, _Fail):
+                with self._closing_scope(), contextlib.suppress(WSSConnectionClosed, FrameError):
                     if self._owed_close or self._unsent:
                         await self.flush()
                     if self._skip:
@@ -691,14 +547,14 @@ class LeanWebSocket:
                 self._skip = 0
             await self._drop()
             return
-        self._closed = (code, reason)
+        self._closed = CloseReason(code, reason)
         self._wake_pings()
         with self._closing_scope():
             try:
-                await self._send_raw(self._close_frame(code, reason))
+                await self._send_raw(self.close_frame(code, reason))
                 if not self._receiving:
                     await self._await_peer_close()
-            except (WSSConnectionClosed, _Fail):
+            except (WSSConnectionClosed, FrameError):
                 pass
             finally:
                 await self._drop()
@@ -706,15 +562,14 @@ class LeanWebSocket:
     async def _await_peer_close(self) -> None:
         """After our close frame: read (discarding messages) until the peer's close or EOF."""
         while True:
-            message = self._parse()
-            if type(message) is tuple and message[0] == _CLOSE:
+            message = self.next_frame()
+            if type(message) is tuple and message[0] == CLOSE:
                 return
             if message is None:
                 data = await self._recv()
                 if not data:
                     return
-                self._buf = self._buf[self._pos :] + data
-                self._pos = 0
+                self.receive_data(data)
 
 
 # -- the handshake ----------------------------------------------------------------------
@@ -728,13 +583,9 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
         data = await stream.receive_some(_RECEIVE_SIZE)
         if not data:
             raise WSSConnectionError("the peer closed the connection during the WebSocket upgrade")
-        if len(data) + len(conn.trailing_data[0]) > _MAX_HANDSHAKE:
+        if len(data) + len(conn.trailing_data[0]) > MAX_HANDSHAKE:
             raise WSSConnectionError("WebSocket upgrade message too large")
         conn.receive_data(bytes(data))
-
-
-def _header_values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
-    return [v.strip() for k, v in headers for v in v.split(b",") if k.lower() == name]
 
 
 async def lean_client_handshake(
@@ -746,28 +597,17 @@ async def lean_client_handshake(
     subprotocols: Sequence[str] = (),
     max_message_size: int = 1 << 20,
     close_timeout: float = 2.0,
+    connection_class: type[LeanWebSocket] = LeanWebSocket,
 ) -> LeanWebSocket:
     """Upgrade ``stream`` as a client; the caller bounds it in time.
 
     Raises:
-        trio_websocket.ConnectionRejected: the server answered with another status.
+        ConnectionRejected: the server answered with another status.
         WSSConnectionError: the server's answer is not a valid WebSocket upgrade.
     """
     conn = h11.Connection(h11.CLIENT)
-    nonce = generate_nonce()
-    request_headers = [
-        (b"Host", host.encode()),
-        (b"Upgrade", b"websocket"),
-        (b"Connection", b"Upgrade"),
-        (b"Sec-WebSocket-Key", nonce),
-        (b"Sec-WebSocket-Version", b"13"),
-    ]
-    if subprotocols:
-        request_headers.append((b"Sec-WebSocket-Protocol", ", ".join(subprotocols).encode()))
-    request_headers += [(k.encode(), v.encode()) for k, v in headers]
-    await stream.send_all(
-        conn.send(h11.Request(method="GET", target=resource.encode(), headers=request_headers))
-    )
+    request, nonce = client_request(host, resource, subprotocols=subprotocols, headers=headers)
+    await stream.send_all(conn.send(request) or b"")
     try:
         event = await _next_event(conn, stream)
     except h11.RemoteProtocolError as exc:
@@ -775,18 +615,8 @@ async def lean_client_handshake(
             f"the server's upgrade response is not valid HTTP: {exc}"
         ) from None
     if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-        got = list(event.headers)
-        if b"websocket" not in [v.lower() for v in _header_values(got, b"upgrade")]:
-            raise WSSConnectionError("the server's 101 response lacks 'Upgrade: websocket'")
-        if _header_values(got, b"sec-websocket-accept") != [generate_accept_token(nonce)]:
-            raise WSSConnectionError("the server's Sec-WebSocket-Accept does not match our key")
-        if _header_values(got, b"sec-websocket-extensions"):
-            raise WSSConnectionError("the server accepted an extension we did not offer")
-        chosen = _header_values(got, b"sec-websocket-protocol")
-        subprotocol = chosen[0].decode() if chosen else None
-        if subprotocol is not None and subprotocol not in subprotocols:
-            raise WSSConnectionError(f"the server chose subprotocol {subprotocol!r}, not offered")
-        return LeanWebSocket(
+        subprotocol = check_switch(list(event.headers), nonce, subprotocols)
+        return connection_class(
             stream,
             client=True,
             leftover=conn.trailing_data[0],
@@ -794,16 +624,18 @@ async def lean_client_handshake(
             close_timeout=close_timeout,
             path=resource,
             subprotocol=subprotocol,
+            request_headers=[(k.lower(), v) for k, v in request.headers],
+            response_headers=list(event.headers),
         )
     if isinstance(event, h11.Response | h11.InformationalResponse):
         body = b""
         if isinstance(event, h11.Response):
-            while len(body) < _MAX_REJECT_BODY:
+            while len(body) < MAX_REJECT_BODY:
                 part = await _next_event(conn, stream)
                 if not isinstance(part, h11.Data):
                     break
                 body += bytes(part.data)
-        raise ConnectionRejected(event.status_code, tuple(event.headers), body[:_MAX_REJECT_BODY])
+        raise ConnectionRejected(event.status_code, tuple(event.headers), body[:MAX_REJECT_BODY])
     raise WSSConnectionError(f"unexpected answer to the WebSocket upgrade: {type(event).__name__}")
 
 
@@ -811,6 +643,7 @@ class LeanRequest:
     """A client's upgrade request, to :meth:`accept` or :meth:`reject`."""
 
     __slots__ = (
+        "_accepted",
         "_conn",
         "_done",
         "_stream",
@@ -820,6 +653,9 @@ class LeanRequest:
         "path",
         "subprotocols",
     )
+
+    #: The class :meth:`accept` makes.
+    _connection_class: ClassVar[type[LeanWebSocket]] = LeanWebSocket
 
     def __init__(
         self,
@@ -832,13 +668,14 @@ class LeanRequest:
         self._stream = stream
         self._conn = conn
         self._done = False
+        self._accepted: LeanWebSocket | None = None
         #: The request path with its query string.
         self.path = request.target.decode("ascii", "replace")
         #: Header names lower-cased, as ``(bytes, bytes)`` pairs.
         self.headers = list(request.headers)
         #: The subprotocols the client offered.
         self.subprotocols = [
-            v.decode() for v in _header_values(self.headers, b"sec-websocket-protocol")
+            v.decode() for v in header_values(self.headers, b"sec-websocket-protocol")
         ]
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
@@ -854,20 +691,10 @@ class LeanRequest:
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
         self._done = True
-        key = _header_values(self.headers, b"sec-websocket-key")[0]
-        headers = [
-            (b"Upgrade", b"websocket"),
-            (b"Connection", b"Upgrade"),
-            (b"Sec-WebSocket-Accept", generate_accept_token(key)),
-        ]
-        if subprotocol is not None:
-            headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode()))
-        headers += [(k.encode(), v.encode()) for k, v in extra_headers]
-        response = h11.InformationalResponse(
-            status_code=101, headers=headers, reason=b"Switching Protocols"
-        )
+        key = header_values(self.headers, b"sec-websocket-key")[0]
+        response = accept_response(key, subprotocol, extra_headers)
         await self._stream.send_all(self._conn.send(response) or b"")
-        return LeanWebSocket(
+        self._accepted = self._connection_class(
             self._stream,
             client=False,
             leftover=self._conn.trailing_data[0],
@@ -875,20 +702,28 @@ class LeanRequest:
             close_timeout=self.close_timeout,
             path=self.path,
             subprotocol=subprotocol,
+            request_headers=self.headers,
+            response_headers=[(k.lower(), v) for k, v in response.headers],
         )
+        return self._accepted
 
-    async def reject(self, status_code: int, body: bytes = b"") -> None:
+    async def reject(
+        self, status_code: int, body: bytes = b"", extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Answer with an HTTP error and close the connection."""
         self._done = True
-        await _reject(self._stream, self._conn, status_code, body)
+        await _reject(self._stream, self._conn, status_code, body, extra_headers)
 
 
-async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, body: bytes) -> None:
-    headers = [(b"Content-Length", str(len(body)).encode()), (b"Connection", b"close")]
+async def _reject(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    status: int,
+    body: bytes,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> None:
     try:
-        data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
-        data += (conn.send(h11.Data(data=body)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
-        await stream.send_all(data)
+        await stream.send_all(reject_bytes(conn, status, body, extra_headers))
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         pass
     finally:
@@ -896,7 +731,11 @@ async def _reject(stream: trio.abc.Stream, conn: h11.Connection, status: int, bo
 
 
 async def accept_lean_websocket(
-    stream: trio.abc.Stream, *, max_message_size: int = 1 << 20, close_timeout: float = 2.0
+    stream: trio.abc.Stream,
+    *,
+    max_message_size: int = 1 << 20,
+    close_timeout: float = 2.0,
+    request_class: type[LeanRequest] = LeanRequest,
 ) -> LeanRequest | None:
     """Read a client's upgrade request from ``stream``; the caller bounds it in time.
 
@@ -918,25 +757,14 @@ async def accept_lean_websocket(
     if not isinstance(event, h11.Request):
         await _reject(stream, conn, 400, b"bad request")
         return None
-    headers = list(event.headers)
-    upgrade = [v.lower() for v in _header_values(headers, b"upgrade")]
-    connection = [v.lower() for v in _header_values(headers, b"connection")]
-    why = None
-    if event.method != b"GET":
-        why = b"a WebSocket upgrade must be a GET"
-    elif b"websocket" not in upgrade or b"upgrade" not in connection:
-        why = b"not a WebSocket upgrade request"
-    elif _header_values(headers, b"sec-websocket-version") != [b"13"]:
-        why = b"unsupported Sec-WebSocket-Version (13 only)"
-    elif len(_header_values(headers, b"sec-websocket-key")) != 1:
-        why = b"missing Sec-WebSocket-Key"
+    why = check_upgrade_request(event)
     if why is not None:
         await _reject(stream, conn, 400, why)
         return None
     # h11 pauses after an upgrade request; the 101 switches it over.
     while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):
         pass
-    return LeanRequest(stream, conn, event, max_message_size, close_timeout)
+    return request_class(stream, conn, event, max_message_size, close_timeout)
 
 
 async def serve_lean_websocket(
@@ -977,3 +805,24 @@ async def serve_lean_websocket(
     async with trio.open_nursery() as nursery:
         task_status.started(listeners)
         await trio.serve_listeners(one, listeners, handler_nursery=nursery)
+
+
+class WebSocketConnection(LeanWebSocket):
+    """An open WebSocket, client or server side: the public face of :class:`LeanWebSocket`.
+
+    ``await get_message()`` returns the next whole message (``str`` for text,
+    ``bytes`` for binary); ``await send_message(m)`` sends one; ``await
+    ping()`` waits for the pong; ``await aclose(code, reason)`` closes (bounded
+    by ``close_timeout``). After a close these raise :class:`ConnectionClosed`,
+    whose ``reason`` is :attr:`closed`.
+
+    There is no background reader: pings from the peer are answered, pongs to
+    :meth:`ping` seen and the peer's close noticed while a task is in
+    :meth:`get_message`, so keep one reading for as long as the connection
+    lives. Several tasks may send at once; one at a time may receive.
+    """
+
+    __slots__ = ()
+
+    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
+        return ConnectionClosed.of(code, reason)
