@@ -5,7 +5,11 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
 
     WSSError
     ├── WSSConnectionError          control or media connection failed
-    │   └── WSSConnectionClosed +   the peer closed the WebSocket (code, reason)
+    │   ├── WSSConnectionClosed +   the peer closed the WebSocket (code, reason)
+    │   │   └── ws.ConnectionClosed +   the same from telcoflow_trio.ws (reason: CloseReason)
+    │   └── ws.HandshakeError +     a telcoflow_trio.ws WebSocket could not be opened
+    │       ├── ws.ConnectionRejected + the server refused the upgrade (status, body)
+    │       └── ws.ConnectionTimeout +  opening took too long
     ├── WSSAuthenticationError      API key or mTLS rejected; never retried
     ├── WSSMediaError               media connection failed or dropped mid-call
     ├── BufferFullError             the outgoing audio buffer has no room

@@ -54,6 +54,7 @@ PUBLIC_MODULES = [
     "telcoflow_trio.simulator",
     "telcoflow_trio.testing",
     "telcoflow_trio.testing.teler",
+    "telcoflow_trio.ws",
 ]
 
 _DIRECTIVE = re.compile(r"^(?P<indent> *)\.\. (?P<name>[\w:-]+):: *(?P<arg>\S*)")
