@@ -9,23 +9,34 @@ from ._call import (
     TerminationReason as TerminationReason,
 )
 from ._client import ClientStatistics as ClientStatistics, TelcoflowClient as TelcoflowClient
+from ._logging import CallIdFilter as CallIdFilter, current_call_id as current_call_id
 from ._version import __version__ as __version__
-from .config import TelcoflowClientConfig as TelcoflowClientConfig
+from .config import (
+    ClaimMode as ClaimMode,
+    ClaimPolicy as ClaimPolicy,
+    TelcoflowClientConfig as TelcoflowClientConfig,
+)
 from .events import CallEvent as CallEvent, CallState as CallState, ClientEvent as ClientEvent
+from .proto import LatencyHistogram as LatencyHistogram
 
 __all__ = [
     "ActiveCall",
     "CallErrorInfo",
     "CallEvent",
+    "CallIdFilter",
     "CallState",
     "CallStatistics",
+    "ClaimMode",
+    "ClaimPolicy",
     "ClientEvent",
     "ClientStatistics",
+    "LatencyHistogram",
     "TelcoflowClient",
     "TelcoflowClientConfig",
     "TerminationInfo",
     "TerminationReason",
     "__version__",
+    "current_call_id",
     "events",
     "exceptions",
 ]

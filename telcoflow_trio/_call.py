@@ -3,10 +3,11 @@
 An ``ActiveCall`` is created by :class:`~telcoflow_trio.TelcoflowClient` when a
 call arrives and lives in its own task: the media connection is opened first,
 then the ``INCOMING_CALL`` handler runs, and when the handler returns or raises
-the call is closed (``call.close``). Whatever ends a call (the server, the
-caller hanging up before the answer, the media connection breaking, a local
+the call is closed (``call.close``). Whatever ends a call (the caller hanging
+up, the platform, the media connection breaking, a local
 ``close()``/``disconnect()``, the handler ending, the client shutting down), it
-terminates **exactly once**, with a :class:`TerminationInfo` saying why; then
+terminates **exactly once**, with a :class:`TerminationInfo` saying why and who
+(see :class:`TerminationReason` for how the wire's reasons map); then
 pending commands fail with :class:`~telcoflow_trio.exceptions.WSSCallClosedError`,
 ``audio_stream()`` ends and ``send_audio`` raises
 :class:`~telcoflow_trio.exceptions.BufferClosedError`.
@@ -57,15 +58,24 @@ _MIN_RING, _MAX_RING = 1, 120
 
 
 class TerminationReason(enum.StrEnum):
-    """Why a call ended."""
+    """Why a call ended.
 
-    #: The server sent ``call.terminated`` (a party hung up, or the platform ended it).
+    The platform's word comes with a wire reason (``call.terminated`` on the
+    media connection, ``session.closed`` on the control one): ``CALL_TERMINATED``
+    is a party hanging up, ``FORCE_CLOSE`` the platform ending the call,
+    ``SDK_REQUEST`` our own ``call.close``/``call.disconnect``. The media
+    connection has the last word: when ``session.closed`` comes first, the call
+    waits up to ``close_timeout`` for its media connection to say how it ended.
+    """
+
+    #: The platform ended the call (``FORCE_CLOSE``, or ``call.terminated`` without a reason).
     SERVER = "server"
-    #: The caller hung up before the call was answered (``session.closed``).
+    #: The caller hung up (``CALL_TERMINATED``), before or after the answer, or
+    #: gave up ringing.
     CALLER_HANGUP = "caller_hangup"
-    #: The platform closed the call's session for another reason.
+    #: The platform ended the call for a reason this client does not know (in ``detail``).
     SESSION_CLOSED = "session_closed"
-    #: The media connection broke without a ``call.terminated``.
+    #: The media connection broke, or the platform dropped it, without a ``call.terminated``.
     MEDIA_LOST = "media_lost"
     #: ``call.close()`` succeeded.
     CLOSED = "closed"
@@ -193,6 +203,9 @@ class ActiveCall:
             maxlen=_LATENCIES_KEPT
         )
         self._ending: tuple[TerminationReason, Who] | None = None  # a close/disconnect in flight
+        #: The latest close/disconnect sent, answered or not (``SDK_REQUEST`` is its doing).
+        self._requested: tuple[TerminationReason, Who] | None = None
+        self._nursery: trio.Nursery | None = None  # the call's own, while its media is open
         self._handler_scope = trio.CancelScope()
         self._shutting_down = False
         self.handler_errors = 0
@@ -335,7 +348,7 @@ class ActiveCall:
         proto.check_command(self._state, command)
         timeout = self._config.command_timeout if server_timeout is None else server_timeout
         if ending is not None:
-            self._ending = ending
+            self._ending = self._requested = ending
         started = trio.current_time()
         try:
             response = await self._media.round_trip(command, timeout, data)
@@ -353,11 +366,12 @@ class ActiveCall:
         self._latencies.append((str(command), trio.current_time() - started))
         error = proto.response_error(response)
         if isinstance(error, WSSCallCommandError) and error.error_code == "CALL_TERMINATED":
-            # The platform failed the command because the call ended under it.
+            # The platform failed the command because the call ended under it;
+            # its call.terminated, next on the same connection, says how.
+            await self._wait_media_verdict()
+            self._platform_ended(None if ending is not None else error.error_code)
             if ending is not None:
-                self._terminate(*ending)
-                return None
-            self._platform_ended(error.error_code)
+                return None  # the call is over, which is what was asked for
             raise WSSCallClosedError(f"{command} failed: call {self.call_id} ended") from error
         if self._termination is None:
             self._state = proto.next_state(self._state, command, success=error is None)
@@ -533,16 +547,42 @@ class ActiveCall:
             logger.debug("call %s: ignoring call event %r", self.call_id, frame.event)
 
     def _platform_ended(self, reason: str | None) -> None:
-        """The platform says the call is over (``call.terminated`` or ``session.closed``)."""
-        if self._ending is not None:
-            self._terminate(*self._ending)  # our close/disconnect did it
-        elif reason in (None, "CALL_TERMINATED"):
-            if self._state is CallState.PENDING:
-                self._terminate(TerminationReason.CALLER_HANGUP, "caller", reason)
-            else:
-                self._terminate(TerminationReason.SERVER, "server", reason)
+        """The platform says the call is over, for the wire's ``reason`` (see
+        :class:`TerminationReason`); ``None``: it did not say why."""
+        ours = reason == "SDK_REQUEST" or (reason is None and self._ending is not None)
+        if ours and self._requested is not None:
+            # Our close/disconnect did it (also one whose response came too late).
+            self._terminate(*self._requested)
+        elif reason == "CALL_TERMINATED":
+            self._terminate(TerminationReason.CALLER_HANGUP, "caller", reason)
+        elif reason in (None, "FORCE_CLOSE"):
+            self._terminate(TerminationReason.SERVER, "server", reason)
         else:
             self._terminate(TerminationReason.SESSION_CLOSED, "server", reason)
+
+    def _session_closed(self, reason: str) -> None:
+        """``session.closed`` came on the control connection.
+
+        Its reason is coarser than what the media connection knows (a
+        ``call.terminated``, or the connection breaking), and the two arrive in
+        either order on two sockets: while the media connection is open, let it
+        speak first, for up to ``close_timeout``.
+        """
+        if self._termination is not None:
+            return
+        if self._nursery is None or not self._media.connected:
+            self._platform_ended(reason)
+        else:
+            self._nursery.start_soon(self._session_closed_after_media, reason)
+
+    async def _session_closed_after_media(self, reason: str) -> None:
+        await self._wait_media_verdict()
+        self._platform_ended(reason)  # a no-op if the media connection said it
+
+    async def _wait_media_verdict(self) -> None:
+        """Wait (up to ``close_timeout``) for the media connection to end the call."""
+        with trio.move_on_after(self._config.close_timeout):
+            await self._terminated.wait()
 
     def _on_media_lost(self, exc: BaseException) -> None:
         if self._ending is not None:
@@ -606,8 +646,12 @@ class ActiveCall:
                     self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
                 return False
             logger.info("call %s from %s: media connected", self.call_id, self.caller_number)
+            self._nursery = nursery
             nursery.start_soon(self._dispatch_events)
-            await self._run_handler(handler)
+            try:
+                await self._run_handler(handler)
+            finally:
+                self._nursery = None
         return True
 
     async def _run_handler(self, handler: Callable[[ActiveCall], object]) -> None:
@@ -642,6 +686,14 @@ class ActiveCall:
         who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
         try:
             if self._termination is None and not _cancelled():
+                if reason is TerminationReason.HANDLER_RETURNED:
+                    # The rule 1.0.0 callback code trips over: say it where it bites.
+                    logger.debug(
+                        "call %s: the INCOMING_CALL handler returned, so the call ends "
+                        "(call.close); to keep a call, await call.wait_terminated() "
+                        "in the handler",
+                        self.call_id,
+                    )
                 limit = config.close_timeout if self._shutting_down else math.inf
                 with trio.move_on_after(limit):
                     try:

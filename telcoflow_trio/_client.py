@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, TypeVar, final
@@ -28,6 +28,8 @@ import trio
 from . import proto
 from ._call import ActiveCall, ErrorHook
 from ._control import ControlConnection, ControlCounters
+from ._logging import call_context
+from ._media import MediaCounters
 from .config import TelcoflowClientConfig
 from .events import ClientEvent
 from .exceptions import WSSConnectionError, WSSError
@@ -39,21 +41,40 @@ logger = logging.getLogger(__name__)
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
-#: Notifications kept while no INCOMING_CALL handler is registered.
+#: Notifications kept to claim later: while no INCOMING_CALL handler is
+#: registered, or while the client is at ``max_calls``.
 _UNCLAIMED_KEPT = 64
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ClientStatistics:
-    """A snapshot of the client's counters.
+    """A snapshot of the client's counters (totals count since the client was made).
 
     Attributes:
+        connected: the control connection is set up right now.
+        claiming: the client takes new calls: connected, an ``INCOMING_CALL``
+            handler registered, not closing or disconnected, below ``max_calls``.
         calls_active: calls whose task is running.
-        calls_total: calls received (``call.in``) since the client started.
+        calls_total: calls received (``call.in``).
         calls_failed: calls whose media connection could not be opened.
+        calls_ended: ended calls by :class:`~telcoflow_trio.TerminationReason`
+            value (only reasons that occurred appear).
         reconnects: control reconnections after a successful first connection.
-        sessions_busy: notifications skipped because another worker claimed them.
+        connects: control connections set up, the first included.
+        notifications: ``session.notify`` frames received (calls offered).
+        sessions_claimed: sessions this client won (``session.ready`` sent).
+        sessions_busy: claims lost to another worker (``SESSION_BUSY``).
+        sessions_full: notifications not claimed at once because the client was
+            at ``max_calls`` (active calls plus claims in flight); the latest are
+            kept and tried again, newest first, when a call ends.
+        claims_in_flight: sessions notified and being claimed right now.
+        claim_latency: from ``session.notify`` to ``call.in``, of won claims.
+        loop_lag: how late the event loop runs, in seconds (the load-aware
+            claim policy's measure, a decaying peak; 0 under first-come).
         handler_errors: exceptions raised by your handlers.
+        audio_frames_sent, audio_bytes_sent: agent audio sent, all calls.
+        audio_frames_received, audio_bytes_received: caller audio received, all calls.
+        send_buffer_bytes: agent audio queued for sending, summed over active calls.
     """
 
     connected: bool
@@ -68,6 +89,17 @@ class ClientStatistics:
     handler_errors: int
     pings: int
     malformed_frames: int
+    claiming: bool
+    calls_ended: Mapping[str, int]
+    sessions_full: int
+    claims_in_flight: int
+    claim_latency: proto.LatencyHistogram
+    loop_lag: float
+    audio_frames_sent: int
+    audio_bytes_sent: int
+    audio_frames_received: int
+    audio_bytes_received: int
+    send_buffer_bytes: int
 
 
 @final
@@ -115,6 +147,10 @@ class TelcoflowClient:
         self._calls_total = 0
         self._calls_failed = 0
         self._handler_errors_done = 0  # handler errors of calls that have finished
+        self._media_done = MediaCounters()  # audio totals of calls that have finished
+        self._calls_ended: dict[str, int] = {}
+        self._sessions_full = 0
+        self._lag = proto.LagMeter()
         self._calls_changed = trio.lowlevel.ParkingLot()
         self._lifetime_cm: AbstractAsyncContextManager[TelcoflowClient] | None = None
         self._nursery: trio.Nursery | None = None
@@ -155,9 +191,18 @@ class TelcoflowClient:
         self._closing = False
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = await nursery.start(self._run_background)
-                self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
                 try:
+                    # In the try, so that a cancellation landing here still ends the
+                    # shielded background task. Not nursery.start(): trio leaves a task
+                    # whose start() was cancelled where it is, and start() would wait
+                    # for ever for a shielded one.
+                    background_started = trio.Event()
+                    nursery.start_soon(self._run_background, background_started)
+                    await background_started.wait()
+                    assert self._nursery is not None
+                    self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
+                    if self._config.claim_policy.load_aware:
+                        self._nursery.start_soon(self._measure_lag)
                     await self.connect()
                     yield self
                 except BaseException as exc:
@@ -181,19 +226,28 @@ class TelcoflowClient:
         if body_error is not None:
             raise body_error
 
-    async def _run_background(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    async def _run_background(self, started: trio.Event) -> None:
         # Shielded: a cancellation from outside reaches the connections and
         # calls only through _shutdown(), which closes them properly (a socket
         # whose reader task was cancelled cannot finish its close handshake).
         with self._background_scope:
             async with trio.open_nursery() as background:
-                task_status.started(background)
+                self._nursery = background
+                started.set()
                 await trio.sleep_forever()
 
     async def _hold_calls_nursery(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         async with trio.open_nursery() as calls:
             task_status.started(calls)
             await trio.sleep_forever()
+
+    async def _measure_lag(self) -> None:
+        """Feed the lag meter: a timer that should wake every ``lag_interval``."""
+        interval = self._config.claim_policy.lag_interval
+        while True:
+            due = trio.current_time() + interval
+            await trio.sleep_until(due)
+            self._lag.tick(due, trio.current_time())
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -239,6 +293,8 @@ class TelcoflowClient:
             random_source=self._random,
             counters=self._counters,
             should_claim=self._should_claim,
+            claim_delay=self._claim_delay,
+            on_claim_done=self._reoffer,
             on_call_in=self._call_arrived,
             on_session_closed=self._session_closed,
         )
@@ -343,12 +399,7 @@ class TelcoflowClient:
             if self._incoming is not None:
                 raise ValueError(f"a handler for {key} is already registered")
             self._incoming = handler
-            # Calls notified before there was a handler: claim them now (one
-            # another worker took meanwhile is answered SESSION_BUSY, quietly).
-            unclaimed, self._unclaimed = self._unclaimed, {}
-            if self._control is not None:
-                for notify in unclaimed.values():
-                    self._control.notified(notify)
+            self._reoffer()  # calls notified before there was a handler
             return handler
 
         return register
@@ -361,8 +412,20 @@ class TelcoflowClient:
     def statistics(self) -> ClientStatistics:
         """A snapshot of the client's counters."""
         c = self._counters
+        control = self._control
+        audio = attrs.evolve(self._media_done)
+        send_buffer = 0
+        for call in self._calls.values():
+            _add_audio(audio, call._media.counters)
+            send_buffer += len(call._media.outgoing)
         return ClientStatistics(
-            connected=self._control is not None and self._control.connected,
+            connected=control is not None and control.connected,
+            claiming=control is not None
+            and control.connected
+            and self._incoming is not None
+            and not self._closing
+            and not self._disconnected
+            and not self._full(),
             calls_active=len(self._calls),
             calls_total=self._calls_total,
             calls_failed=self._calls_failed,
@@ -375,18 +438,68 @@ class TelcoflowClient:
             + sum(call.handler_errors for call in self._calls.values()),
             pings=c.pings,
             malformed_frames=c.malformed_frames,
+            calls_ended=dict(self._calls_ended),
+            sessions_full=self._sessions_full,
+            claims_in_flight=control.claims_in_flight if control is not None else 0,
+            claim_latency=c.claim_latency,
+            loop_lag=self._lag.lag,
+            audio_frames_sent=audio.frames_sent,
+            audio_bytes_sent=audio.bytes_sent,
+            audio_frames_received=audio.frames_received,
+            audio_bytes_received=audio.bytes_received,
+            send_buffer_bytes=send_buffer,
         )
+
+    def _full(self) -> bool:
+        """At ``max_calls``: active calls plus claims that sent ``session.open``."""
+        max_calls = self._config.max_calls
+        if max_calls is None:
+            return False
+        opening = self._control.claims_opening if self._control is not None else 0
+        return len(self._calls) + opening >= max_calls
+
+    def _claim_delay(self) -> float:
+        control = self._control
+        load = len(self._calls) + (control.claims_in_flight if control is not None else 0)
+        return self._config.claim_policy.delay(load, self._config.max_calls, self._lag.lag)
+
+    def _keep(self, notify: proto.SessionNotify) -> None:
+        """Keep ``notify`` (bounded, newest last) to claim when there is a handler or room."""
+        self._unclaimed.pop(notify.session_id, None)
+        self._unclaimed[notify.session_id] = notify
+        while len(self._unclaimed) > _UNCLAIMED_KEPT:
+            del self._unclaimed[next(iter(self._unclaimed))]
+
+    def _reoffer(self) -> None:
+        """Claim kept notifications, newest first (the likeliest to still ring), while
+        there is room. One another worker took meanwhile is answered SESSION_BUSY,
+        one that hung up SESSION_CLOSED: both quietly, and the next is offered."""
+        control, max_calls = self._control, self._config.max_calls
+        if control is None or self._incoming is None or self._closing or self._disconnected:
+            return
+        while self._unclaimed:
+            if max_calls is not None and len(self._calls) + control.claims_in_flight >= max_calls:
+                return
+            control.notified(self._unclaimed.popitem()[1])
 
     def _should_claim(self, notify: proto.SessionNotify) -> bool:
         if self._incoming is None:
-            # Kept (bounded) in case the handler is registered in a moment.
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
-            self._unclaimed[notify.session_id] = notify
-            while len(self._unclaimed) > _UNCLAIMED_KEPT:
-                del self._unclaimed[next(iter(self._unclaimed))]
+            self._keep(notify)
             return False
         # A session whose call we hold is re-broadcast after a reconnect: keep it.
-        return not self._closing and notify.session_id not in self._by_session
+        if self._closing or notify.session_id in self._by_session:
+            return False
+        if self._full():
+            self._sessions_full += 1
+            logger.debug(
+                "at max_calls (%d): leaving session %s to other workers for now",
+                self._config.max_calls,
+                notify.session_id,
+            )
+            self._keep(notify)
+            return False
+        return True
 
     def _call_arrived(self, call_in: proto.CallIn) -> None:
         handler = self._incoming
@@ -410,14 +523,24 @@ class TelcoflowClient:
         self._calls_nursery.start_soon(self._serve_call, call, handler)
 
     async def _serve_call(self, call: ActiveCall, handler: Callable[[ActiveCall], object]) -> None:
-        try:
-            if not await call._serve(handler):
-                self._calls_failed += 1
-        finally:
-            self._calls.pop(call.call_id, None)
-            self._call_ended(call)
-            self._handler_errors_done += call.handler_errors
-            self._calls_changed.unpark_all()
+        # The call's task: what it logs, and the tasks it starts, carry its id.
+        with call_context(call.call_id):
+            try:
+                if not await call._serve(handler):
+                    self._calls_failed += 1
+            finally:
+                self._calls.pop(call.call_id, None)
+                self._call_ended(call)
+                self._finished(call)
+                self._calls_changed.unpark_all()
+            self._reoffer()  # room for one more
+
+    def _finished(self, call: ActiveCall) -> None:
+        """Add an ended call to the client's totals."""
+        self._handler_errors_done += call.handler_errors
+        _add_audio(self._media_done, call._media.counters)
+        reason = str(call.termination.reason) if call.termination is not None else "unknown"
+        self._calls_ended[reason] = self._calls_ended.get(reason, 0) + 1
 
     def _call_ended(self, call: ActiveCall) -> None:
         session_id = call._call_in.session_id
@@ -427,7 +550,15 @@ class TelcoflowClient:
     def _session_closed(self, closed: proto.SessionClosed) -> None:
         call = self._by_session.get(closed.session_id)
         if call is not None:
-            call._platform_ended(closed.reason)
+            with call_context(call.call_id):
+                call._session_closed(closed.reason)
+
+
+def _add_audio(total: MediaCounters, counters: MediaCounters) -> None:
+    total.frames_sent += counters.frames_sent
+    total.bytes_sent += counters.bytes_sent
+    total.frames_received += counters.frames_received
+    total.bytes_received += counters.bytes_received
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:

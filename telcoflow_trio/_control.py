@@ -16,10 +16,11 @@ the supervisor with :class:`~telcoflow_trio.exceptions.WSSAuthenticationError`,
 never retried; so does a first connection that fails, and a backoff policy that
 gives up (:class:`~telcoflow_trio.exceptions.WSSConnectionError`).
 
-Incoming calls are claimed with ``session.open`` and ``session.ready``; a
-``SESSION_BUSY`` answer means another worker took the call and is skipped
-quietly. Calls live on their own media connections and are not touched by a
-control reconnect.
+Incoming calls are claimed with ``session.open`` and ``session.ready``, after
+the delay the client's claim policy asks for (a claim whose session closes or
+arrives meanwhile is dropped); a ``SESSION_BUSY`` answer means another worker
+took the call and is skipped quietly. Calls live on their own media
+connections and are not touched by a control reconnect.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import attrs
 import trio
 
 from . import proto
+from ._logging import call_context
 from ._reply import Reply
 from ._throttle import ThrottledLog
 from .config import TelcoflowClientConfig
@@ -70,6 +72,19 @@ class ControlCounters:
     sessions_busy: int = 0
     pings: int = 0
     malformed_frames: int = 0
+    #: From ``session.notify`` to the ``call.in`` of a claimed session.
+    claim_latency: proto.LatencyHistogram = attrs.Factory(proto.LatencyHistogram)
+
+
+@attrs.define
+class _Claim:
+    """A claim in flight: from ``session.notify`` until ``call.in``, closed or given up."""
+
+    notified_at: float
+    #: Set when the session's ``call.in`` or ``session.closed`` arrives.
+    settled: trio.Event = attrs.Factory(trio.Event)
+    #: ``session.open`` is (about to be) sent: it counts as a call for ``max_calls``.
+    opening: bool = False
 
 
 class ControlConnection:
@@ -80,7 +95,10 @@ class ControlConnection:
         open_stream: how to open the byte stream under the WebSocket.
         random_source: floats in ``[0, 1)`` for the backoff jitter.
         counters: where to count what happens.
-        should_claim: whether to claim the call of a ``session.notify``.
+        should_claim: whether to claim the call of a ``session.notify`` (asked
+            again after a claim delay).
+        claim_delay: seconds to wait before claiming a newly notified session.
+        on_claim_done: a claim ended (won, refused, dropped), unless cancelled.
         on_call_in: a claimed session's call arrived.
         on_session_closed: the server closed a session.
     """
@@ -95,18 +113,24 @@ class ControlConnection:
         should_claim: Callable[[proto.SessionNotify], bool],
         on_call_in: Callable[[proto.CallIn], None],
         on_session_closed: Callable[[proto.SessionClosed], None],
+        claim_delay: Callable[[], float],
+        on_claim_done: Callable[[], None],
     ) -> None:
         self._config = config
         self._open_stream = open_stream
         self._backoff = proto.Backoff(config.reconnect, random_source)
         self.counters = counters
         self._should_claim = should_claim
+        self._claim_delay = claim_delay
+        self._on_claim_done = on_claim_done
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
         self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._requests: dict[str, Reply[proto.Response]] = {}
-        self._claims: dict[str, trio.Event] = {}
+        self._claims: dict[str, _Claim] = {}
+        #: Claims that sent (or are sending) ``session.open``, call not arrived yet.
+        self.claims_opening = 0
         self._ping_ids = itertools.count(1)
         self._log_malformed = ThrottledLog(logger, logging.ERROR)
         self._state_lot = trio.lowlevel.ParkingLot()
@@ -314,19 +338,22 @@ class ControlConnection:
             elif isinstance(frame, proto.SessionNotify):
                 self._notified(frame)
             elif isinstance(frame, proto.CallIn):
-                logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
-                claim = self._claims.pop(frame.session_id, None)
-                if claim is not None:
-                    claim.set()
-                self._on_call_in(frame)
+                with call_context(frame.call_id):
+                    self._call_in(frame)
             elif isinstance(frame, proto.SessionClosed):
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
-                claim = self._claims.pop(frame.session_id, None)
-                if claim is not None:
-                    claim.set()
+                self._settle(frame.session_id)
                 self._on_session_closed(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
+
+    def _call_in(self, frame: proto.CallIn) -> None:
+        logger.debug("control: call.in %s (session %s)", frame.call_id, frame.session_id)
+        claim = self._settle(frame.session_id)
+        if claim is not None:
+            latency = trio.current_time() - claim.notified_at
+            self.counters.claim_latency = self.counters.claim_latency.observe(latency)
+        self._on_call_in(frame)
 
     async def _heartbeat(self, ws: ClientWebSocket) -> None:
         interval = self._config.heartbeat_interval
@@ -377,6 +404,11 @@ class ControlConnection:
         finally:
             self._requests.pop(req_id, None)
 
+    @property
+    def claims_in_flight(self) -> int:
+        """Sessions notified and being claimed (delayed or opening)."""
+        return len(self._claims)
+
     def _notified(self, frame: proto.SessionNotify) -> None:
         self.counters.notifications += 1
         self.notified(frame)
@@ -399,42 +431,72 @@ class ControlConnection:
                 session_id,
             )
             return
-        self._claims[session_id] = trio.Event()
-        self._nursery.start_soon(self._claim, session_id)
+        delay = self._claim_delay()  # the load before this claim
+        claim = self._claims[session_id] = _Claim(trio.current_time())
+        if delay <= 0:
+            self._opening(claim)  # counted for max_calls at once, before the next notify
+        self._nursery.start_soon(self._claim, frame, claim, delay)
 
-    async def _claim(self, session_id: str) -> None:
+    def _opening(self, claim: _Claim) -> None:
+        claim.opening = True
+        self.claims_opening += 1
+
+    def _settle(self, session_id: str, claim: _Claim | None = None) -> _Claim | None:
+        """The claim of ``session_id`` (only if it is ``claim``) is over: forget it."""
+        found = self._claims.get(session_id)
+        if found is None or (claim is not None and found is not claim):
+            return None
+        del self._claims[session_id]
+        found.settled.set()
+        if found.opening:
+            found.opening = False
+            self.claims_opening -= 1
+        return found
+
+    async def _claim(self, frame: proto.SessionNotify, claim: _Claim, delay: float) -> None:
         try:
-            try:
-                response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
-            except WSSConnectionError as exc:
-                logger.warning("session %s: could not claim it: %s", session_id, exc)
-                return
-            if not response.ok:
-                code = response.error_code
-                if code == "SESSION_BUSY":
-                    self.counters.sessions_busy += 1
-                if code in _NOT_OURS:
-                    logger.debug("session %s: not ours (%s); skipping", session_id, code)
-                else:
-                    logger.warning("session %s: session.open refused: %s", session_id, code)
-                return
-            ws = self._ws
-            if ws is None:
-                return
-            try:
-                await ws.send_message(proto.SessionReady(session_id).encode())
-            except WSSConnectionClosed:
-                return
-            self.counters.sessions_claimed += 1
-            arrived = self._claims.get(session_id)
-            if arrived is None:
-                return
-            timeout = self._config.request_timeout
-            with trio.move_on_after(timeout):
-                await arrived.wait()
-            if not arrived.is_set():
-                logger.warning(
-                    "session %s: no call.in within %g s of session.ready", session_id, timeout
-                )
+            await self._try_claim(frame, claim, delay)
         finally:
-            self._claims.pop(session_id, None)
+            self._settle(frame.session_id, claim)
+        self._on_claim_done()  # not when cancelled: then the connection is going
+
+    async def _try_claim(self, frame: proto.SessionNotify, claim: _Claim, delay: float) -> None:
+        session_id = frame.session_id
+        if delay > 0:
+            with trio.move_on_after(delay):
+                await claim.settled.wait()
+            if claim.settled.is_set() or self._ws is None or not self._should_claim(frame):
+                # Closed, taken by us meanwhile, full or offline (a reconnect
+                # brings a new notification): nothing to say.
+                logger.debug("session %s: dropping the delayed claim", session_id)
+                return
+            self._opening(claim)
+        try:
+            response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+        except WSSConnectionError as exc:
+            logger.warning("session %s: could not claim it: %s", session_id, exc)
+            return
+        if not response.ok:
+            code = response.error_code
+            if code == "SESSION_BUSY":
+                self.counters.sessions_busy += 1
+            if code in _NOT_OURS:
+                logger.debug("session %s: not ours (%s); skipping", session_id, code)
+            else:
+                logger.warning("session %s: session.open refused: %s", session_id, code)
+            return
+        ws = self._ws
+        if ws is None:
+            return
+        try:
+            await ws.send_message(proto.SessionReady(session_id).encode())
+        except WSSConnectionClosed:
+            return
+        self.counters.sessions_claimed += 1
+        timeout = self._config.request_timeout
+        with trio.move_on_after(timeout):
+            await claim.settled.wait()
+        if not claim.settled.is_set():
+            logger.warning(
+                "session %s: no call.in within %g s of session.ready", session_id, timeout
+            )

@@ -289,6 +289,11 @@ class MediaConnection:
                 f"call {self._call_in.call_id} ended before its media connection opened"
             )
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open and the call not yet closed down."""
+        return self._ws is not None and not self.closed
+
     def close_down(self) -> None:
         """End everything at once: fail pending commands, end audio, close the socket."""
         if self.closed:

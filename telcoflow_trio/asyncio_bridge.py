@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar, TypeVarTuple, final
@@ -53,6 +53,7 @@ from ._call import ActiveCall
 from ._client import ClientStatistics, TelcoflowClient
 from .config import TelcoflowClientConfig
 from .events import INCOMING_CALL
+from .streams import AsgiWebSocket, BridgeResult, StreamConnector
 
 __all__ = ["PortalClient", "TrioPortal", "open_trio_portal"]
 
@@ -162,7 +163,15 @@ class TrioPortal:
         Raises:
             whatever ``fn`` raises; RuntimeError: the portal has stopped.
         """
-        return await self._portal.call_async(fn, *args)
+        try:
+            return await self._portal.call_async(fn, *args)
+        except BaseExceptionGroup as group:
+            # A trio nursery in ``fn`` hands our cancellation back as a group of
+            # trio.Cancelled, which anyio passes on instead of CancelledError.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() and group.split(trio.Cancelled)[1] is None:
+                raise asyncio.CancelledError from None
+            raise
 
     async def run_sync(self, fn: Callable[[*PosArgsT], T], *args: *PosArgsT) -> T:
         """Call synchronous ``fn(*args)`` in the trio thread, from asyncio.
@@ -200,6 +209,29 @@ class TrioPortal:
             if not future.done():
                 future.cancel()
         return future.result()
+
+    async def bridge_stream(self, connector: StreamConnector, websocket: object) -> BridgeResult:
+        """``connector.bridge_stream(websocket)`` in trio, for an ASGI WebSocket of asyncio.
+
+        For a FastAPI/Starlette app on uvicorn: the bridge runs in the portal's
+        trio thread, and each ``receive()``/``send()`` of ``websocket`` (accepted
+        already) runs on the asyncio loop (two thread crossings per message).
+        Cancelling the awaiting task ends the bridge as cancelling
+        ``bridge_stream`` does: both sides are closed with 1001.
+
+        Raises:
+            ~telcoflow_trio.exceptions.StreamBridgeError: as
+                ``StreamConnector.bridge_stream`` does.
+            TypeError: ``websocket`` has no ASGI ``receive()``/``send()``.
+        """
+        receive, send = getattr(websocket, "receive", None), getattr(websocket, "send", None)
+        if not (callable(receive) and callable(send)):
+            raise TypeError(
+                "portal.bridge_stream() takes an ASGI WebSocket (Starlette/FastAPI), "
+                f"got {type(websocket).__name__}"
+            )
+        socket = AsgiWebSocket(_AsgiOnAsyncio(self, receive, send), connector.close_timeout)
+        return await self.run(connector.bridge_stream, socket)
 
     def open_context(
         self,
@@ -301,6 +333,29 @@ class TrioPortal:
                     pass
                 except BaseException as exc:
                     logger.warning("leaving %r after an error failed too: %r", enter, exc)
+
+
+@final
+class _AsgiOnAsyncio:
+    """An asyncio ASGI WebSocket's ``receive``/``send``, awaited from trio."""
+
+    __slots__ = ("_portal", "_receive", "_send")
+
+    def __init__(
+        self,
+        portal: TrioPortal,
+        receive: Callable[[], Coroutine[Any, Any, Mapping[str, Any]]],
+        send: Callable[[Mapping[str, Any]], Coroutine[Any, Any, None]],
+    ) -> None:
+        self._portal = portal
+        self._receive = receive
+        self._send = send
+
+    async def receive(self) -> Mapping[str, Any]:
+        return await self._portal.run_asyncio(self._receive)
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        await self._portal.run_asyncio(self._send, message)
 
 
 async def _hold(value: object) -> None:

@@ -1,4 +1,4 @@
-"""The ``telcoflow-trio`` command: ``demo``, ``simulate`` and ``call``.
+"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call`` and ``run``.
 
 User mistakes (bad arguments, an unreachable server, an unreadable file) end with a
 one-line message and a non-zero status, never a traceback; Ctrl+C stops cleanly.
@@ -22,6 +22,14 @@ EPILOG = {
     "simulate": "example: telcoflow-trio simulate --port 8080   (then type 'help')",
     "call": "example: telcoflow-trio call --server ws://127.0.0.1:8080 --wav hi.wav "
     "--record reply.wav --hangup-after 10",
+    "run": """\
+example: TELCOFLOW_API_KEY=... telcoflow-trio run my_agent:on_call \\
+             --connector-uuid UUID --workers 4 --metrics-port 9100
+
+Every option can also come from the environment ($TELCOFLOW_SERVER, ...).
+exit status: 0 drained, 1 a worker failed (unreachable, credentials rejected,
+setup failed, failing at start-up), 2 usage error, 130 a second signal ended
+the calls at once.""",
 }
 
 
@@ -46,6 +54,7 @@ def _demo_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
     from ._demo import add_demo_arguments
+    from .runner import add_run_arguments, run_main
     from .simulator._cli import (
         add_call_arguments,
         add_simulate_arguments,
@@ -66,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
          add_simulate_arguments, simulate_main),
         ("call", "place a call into a running simulator as the caller (a softphone)",
          add_call_arguments, call_main),
+        ("run", "run your agent in production: workers, graceful drain on SIGTERM, metrics",
+         add_run_arguments, run_main),
     ):  # fmt: skip
         sub = commands.add_parser(
             name, help=summary, description=summary, epilog=EPILOG[name],

@@ -17,9 +17,17 @@ from urllib.parse import urlsplit
 import attrs
 
 from .proto._backoff import BackoffPolicy
+from .proto._claim import ClaimMode, ClaimPolicy
 from .ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport
 
-__all__ = ["PRODUCTION_URL", "AudioMode", "AuthMode", "TelcoflowClientConfig"]
+__all__ = [
+    "PRODUCTION_URL",
+    "AudioMode",
+    "AuthMode",
+    "ClaimMode",
+    "ClaimPolicy",
+    "TelcoflowClientConfig",
+]
 
 #: The platform endpoint the 1.0.0 SDK connects to by default.
 PRODUCTION_URL: Final = "wss://wss-prod.agentao.com"
@@ -63,6 +71,15 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _power_of_two(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
         raise ValueError(f"{attribute.name} must be a positive power of two; got {value!r}")
+
+
+def _optional_positive_int(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ValueError(f"{attribute.name} must be a positive integer or None; got {value!r}")
+
+
+def _claim_policy(value: ClaimPolicy | ClaimMode | str) -> ClaimPolicy:
+    return ClaimPolicy(mode=value) if isinstance(value, str) else value
 
 
 def _ws_url(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -113,6 +130,17 @@ class TelcoflowClientConfig:
     #: Bound on every WebSocket close handshake.
     close_timeout: float = attrs.field(default=2.0, validator=_positive)
     reconnect: BackoffPolicy = attrs.field(factory=BackoffPolicy)
+    #: Most calls this worker handles at once: at this many active calls (and
+    #: claims in flight) it claims no more, leaving calls to other workers.
+    #: ``None``: no limit.
+    max_calls: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    #: How this worker races the others for calls (default: load-aware); a
+    #: mode name (``"first_come"``) stands for that mode's default policy.
+    claim_policy: ClaimPolicy = attrs.field(
+        factory=ClaimPolicy,
+        converter=_claim_policy,
+        validator=attrs.validators.instance_of(ClaimPolicy),
+    )
     #: The ``x-sdk-version`` header. Servers gate on it; the default is the
     #: protocol version this library speaks.
     sdk_version: str = attrs.field(default="1.0.0", validator=_non_empty)

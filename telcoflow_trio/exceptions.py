@@ -63,12 +63,20 @@ class WSSConnectionError(WSSError):
 
 
 class WSSConnectionClosed(WSSConnectionError):
-    """The peer closed the WebSocket; ``code`` and ``reason`` say how."""
+    """The WebSocket is closed; ``code`` and ``reason`` say how.
 
-    def __init__(self, code: int, reason: str | None = None) -> None:
-        super().__init__(f"connection closed with code {code}" + (f": {reason}" if reason else ""))
+    ``by_peer`` is ``True`` when the peer closed it or the connection dropped
+    (1006), ``False`` when our side closed it: because the peer sent a protocol
+    violation (1002), invalid UTF-8 (1007) or a message over the size limit
+    (1009), with that code and the reason we sent.
+    """
+
+    def __init__(self, code: int, reason: str | None = None, *, by_peer: bool = True) -> None:
+        closed = "connection closed" if by_peer else "we closed the connection"
+        super().__init__(f"{closed} with code {code}" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
+        self.by_peer = by_peer
 
 
 class WSSAuthenticationError(WSSError):

@@ -49,6 +49,7 @@ PUBLIC_MODULES = [
     "telcoflow_trio.config",
     "telcoflow_trio.events",
     "telcoflow_trio.exceptions",
+    "telcoflow_trio.metrics",
     "telcoflow_trio.streams",
     "telcoflow_trio.streams.teler",
     "telcoflow_trio.simulator",

@@ -1,12 +1,19 @@
 """The sans-IO core of the Telcoflow protocol.
 
 Frames, their encoding, the call state table, command correlation, flow-control
-arithmetic and the reconnect policy. Nothing here imports trio or a WebSocket
+arithmetic, the reconnect policy and the claim policy. Nothing here imports trio or a WebSocket
 library or reads a clock: the time is always passed in as ``now``. The client,
 the simulator and the test kit all build on it.
 """
 
 from ._backoff import Backoff as Backoff, BackoffPolicy as BackoffPolicy
+from ._claim import (
+    CLAIM_LATENCY_BUCKETS as CLAIM_LATENCY_BUCKETS,
+    ClaimMode as ClaimMode,
+    ClaimPolicy as ClaimPolicy,
+    LagMeter as LagMeter,
+    LatencyHistogram as LatencyHistogram,
+)
 from ._commands import (
     CommandTracker as CommandTracker,
     PendingCommand as PendingCommand,

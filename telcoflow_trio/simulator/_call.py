@@ -57,6 +57,9 @@ _MODES = {
     CallCommand.BARGE: "barge",
     CallCommand.SPY: "spy",
 }
+#: How a call ends when its media connection goes away without a command: no
+#: party hung up, so the platform closes the session (``FORCE_CLOSE``).
+_MEDIA_LOST = ("media_lost", "FORCE_CLOSE")
 #: Ticks the ticker may fall behind before it re-anchors instead of catching up.
 _MAX_LAG_TICKS = 5
 
@@ -370,7 +373,7 @@ class SimulatedCall:
             # simulator is being torn down.
             self._media = None
             if conn.abrupt:
-                self._finish("media_lost", "CALL_TERMINATED")
+                self._finish(*_MEDIA_LOST)
             else:
                 self._finish("server", "FORCE_CLOSE")
             self._wrap_up()
@@ -378,7 +381,7 @@ class SimulatedCall:
     async def _say_goodbye(self, conn: Connection) -> None:
         """Fail the commands still in flight, then send ``call.terminated``."""
         try:
-            for command_id, (command, received_at) in list(self._pending.items()):
+            for command_id in list(self._pending):
                 await conn.send(
                     CommandResponse(
                         command_id,
@@ -387,15 +390,14 @@ class SimulatedCall:
                         error_message="the call ended before the command completed",
                     ).encode()
                 )
-                self._record(command, received_at, trio.current_time(), False, "CALL_TERMINATED")
+                self._settle(command_id, trio.current_time(), False, "CALL_TERMINATED")
             event = CallEventFrame("call.terminated", {"reason": self._termination_reason})
             await conn.send(event.encode())
         except WSSConnectionClosed:
             pass
         finally:
-            for command, received_at in self._pending.values():
-                self._record(command, received_at, None, None, None)
-            self._pending.clear()
+            for command_id in list(self._pending):  # never answered
+                self._settle(command_id, None, None, None)
 
     async def _media_reader(self, conn: Connection, nursery: trio.Nursery) -> None:
         config = self._sim.config
@@ -405,7 +407,7 @@ class SimulatedCall:
                 message = await conn.receive()
             except WSSConnectionClosed as exc:
                 self._media_close_code = exc.code
-                self._finish("media_lost", "CALL_TERMINATED")
+                self._finish(*_MEDIA_LOST)
                 return
             if isinstance(message, bytes):
                 self._on_agent_audio(message)
@@ -419,7 +421,7 @@ class SimulatedCall:
                     logger.warning(
                         "call %s: closing media after a bad frame: %s", self.call_id, exc
                     )
-                    self._finish("media_lost", "CALL_TERMINATED")
+                    self._finish(*_MEDIA_LOST)
                     conn.close(1008, f"bad frame: {exc}")
                     return
                 response = CommandResponse(
@@ -606,6 +608,15 @@ class SimulatedCall:
             )
         )
 
+    def _settle(
+        self, command_id: str, responded_at: float | None, success: bool | None, code: str | None
+    ) -> None:
+        """A pending command is over: record it, once (whoever answers it first)."""
+        pending = self._pending.pop(command_id, None)
+        if pending is not None:
+            command, received_at = pending
+            self._record(command, received_at, responded_at, success, code)
+
     def _refusal(self, command: CallCommand) -> str | None:
         """Why ``command`` is not allowed now, or ``None``."""
         if (self._state, command) not in TRANSITIONS:
@@ -623,11 +634,11 @@ class SimulatedCall:
         try:
             command = CallCommand(frame.command)
         except ValueError:
-            await self._refuse(conn, frame, received_at, f"unknown command {frame.command!r}")
+            await self._refuse(conn, frame, f"unknown command {frame.command!r}")
             return
         refusal = self._refusal(command)
         if refusal is not None:
-            await self._refuse(conn, frame, received_at, refusal)
+            await self._refuse(conn, frame, refusal)
             return
         deadline = received_at + frame.timeout_ms / 1000 if frame.timeout_ms > 0 else math.inf
         done_at = received_at + self._sim.config.command_latency
@@ -635,10 +646,8 @@ class SimulatedCall:
         if command is CallCommand.CONNECT:
             ring = (frame.data or {}).get("ringTimeSeconds", 60)
             if isinstance(ring, bool) or not isinstance(ring, int) or not 1 <= ring <= 120:
-                await self._refuse(
-                    conn, frame, received_at,
-                    f"ringTimeSeconds must be an integer from 1 to 120, got {ring!r}",
-                )  # fmt: skip
+                message = f"ringTimeSeconds must be an integer from 1 to 120, got {ring!r}"
+                await self._refuse(conn, frame, message)
                 return
             answers = self.script.callee_answers_after
             if answers is not None and answers <= ring:
@@ -666,7 +675,7 @@ class SimulatedCall:
                 success, code, message = False, "INVALID_COMMAND", refusal
             else:
                 result = self._apply(command)
-        await self._respond(conn, frame, received_at, success, code, message, result)
+        await self._respond(conn, frame, success, code, message, result)
         if success and command is CallCommand.CLOSE:
             self._finish("agent_close", "SDK_REQUEST")
         elif success and command is CallCommand.DISCONNECT:
@@ -689,16 +698,13 @@ class SimulatedCall:
             self._set_state(new)
         return None
 
-    async def _refuse(
-        self, conn: Connection, frame: Command, received_at: float, message: str
-    ) -> None:
-        await self._respond(conn, frame, received_at, False, "INVALID_COMMAND", message)
+    async def _refuse(self, conn: Connection, frame: Command, message: str) -> None:
+        await self._respond(conn, frame, False, "INVALID_COMMAND", message)
 
     async def _respond(
         self,
         conn: Connection,
         frame: Command,
-        received_at: float,
         success: bool,
         code: str | None,
         message: str | None,
@@ -714,5 +720,4 @@ class SimulatedCall:
             response = CommandResponse(frame.command_id, success, result, code, message)
             await conn.send(response.encode())
             responded_at = trio.current_time()
-        if self._pending.pop(frame.command_id, None) is not None:
-            self._record(frame, received_at, responded_at, success, code)
+        self._settle(frame.command_id, responded_at, success, code)

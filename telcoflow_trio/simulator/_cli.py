@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import ssl
 import sys
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import trio
 
+from .._cli_secrets import UsageError, add_api_key_arguments, api_key_from
 from ..exceptions import WSSError
 from ._audio import AudioSource, noise, silence, tone, wav_source
 from ._call import SimulatedCall
@@ -77,10 +79,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
-    parser.add_argument(
-        "--api-key",
-        default=DEFAULT_API_KEY,
-        help=f"API key clients must send (default {DEFAULT_API_KEY!r}, for local use)",
+    add_api_key_arguments(
+        parser, default_note=f"clients must send it; default {DEFAULT_API_KEY!r}, for local use"
     )
     parser.add_argument(
         "--connector-uuid",
@@ -120,16 +120,20 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--caller", default="+15550100", help="the calling number")
     parser.add_argument("--callee", default="+15550199", help="the called number")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    add_api_key_arguments(parser, default_note=f"default {DEFAULT_API_KEY!r}")
     parser.add_argument("--connector-uuid", default=DEFAULT_CONNECTOR_UUID)
     parser.add_argument("--ca-file", type=Path, help="CA to verify a wss:// simulator with")
     parser.add_argument("--cert", type=Path, help="client certificate for mTLS (PEM)")
     parser.add_argument("--key", type=Path, help="client private key for mTLS (PEM)")
 
 
+def _api_key(args: argparse.Namespace) -> str:
+    return api_key_from(args, os.environ) or DEFAULT_API_KEY
+
+
 def _config(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
-        api_key=args.api_key,
+        api_key=_api_key(args),
         connector_uuid=args.connector_uuid,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -345,6 +349,9 @@ def simulate_main(args: argparse.Namespace) -> int:
         trio.run(partial(run_simulate, args, frame_log=frame_log))
     except KeyboardInterrupt:
         return 0
+    except UsageError as exc:
+        sys.stderr.write(f"telcoflow-trio simulate: {exc}\n")
+        return 2
     except (OSError, ssl.SSLError, ValueError) as exc:
         sys.stderr.write(f"telcoflow-trio simulate: {exc}\n")
         return 1
@@ -386,7 +393,7 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
         hangup_after=args.hangup_after,
         caller=args.caller,
         callee=args.callee,
-        api_key=args.api_key,
+        api_key=_api_key(args),
         connector_uuid=args.connector_uuid,
         ssl_context=_client_ssl_context(args),
         on_event=show,
@@ -404,6 +411,9 @@ def call_main(args: argparse.Namespace) -> int:
         trio.run(run_call, args)
     except KeyboardInterrupt:
         return 130
+    except UsageError as exc:
+        sys.stderr.write(f"telcoflow-trio call: {exc}\n")
+        return 2
     except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
         sys.stderr.write(f"telcoflow-trio call: {exc}\n")
         return 1

@@ -203,11 +203,19 @@ class CommandRecord:
 class CallResult:
     """How a simulated call went, from the platform's side.
 
-    ``ended_by`` is one of ``caller_hangup``, ``agent_close`` (``call.close``),
-    ``agent_disconnect`` (``call.disconnect``), ``media_lost`` (the media socket
-    went away without a command), ``unanswered_timeout`` or ``server``
-    (simulator shutdown). ``termination_reason`` is the ``session.closed``
-    reason (``CALL_TERMINATED``, ``SDK_REQUEST``, ``FORCE_CLOSE``).
+    ``ended_by`` says who or what ended the call, and ``termination_reason`` the
+    reason the platform gave the agent (in ``call.terminated`` and ``session.closed``):
+
+    * ``caller_hangup``, ``CALL_TERMINATED``: the caller hung up, before or after
+      the answer;
+    * ``unanswered_timeout``, ``CALL_TERMINATED``: the caller gave up ringing;
+    * ``agent_close`` / ``agent_disconnect``, ``SDK_REQUEST``: a ``call.close`` /
+      ``call.disconnect`` succeeded;
+    * ``media_lost``, ``FORCE_CLOSE``: the media connection went away without a
+      command: the agent's side closed or dropped it (``media_close_code`` says
+      how), or the platform dropped it (the ``drop_media`` fault;
+      ``media_close_code`` is ``None``);
+    * ``server``, ``FORCE_CLOSE``: the platform ended the call (simulator shutdown).
     """
 
     call_id: str
@@ -278,7 +286,16 @@ class CallResult:
 
 @attrs.frozen
 class SimulatorStatistics:
-    """Counters of a running simulator (``*_total`` count since start)."""
+    """Counters of a running simulator (``*_total`` count since start).
+
+    Attributes:
+        calls_unclaimed: calls ringing now that no worker holds (offered, not
+            claimed yet, or their worker's control connection dropped).
+        calls_abandoned_unclaimed: calls that ended before any worker claimed
+            them (every worker full, none connected, or too slow).
+        sessions_busy: ``session.open`` refused with ``SESSION_BUSY`` because
+            another worker had the session.
+    """
 
     control_connections: int
     control_connections_total: int
@@ -291,3 +308,6 @@ class SimulatorStatistics:
     auth_rejections: int
     malformed_frames: int
     handler_errors: int
+    calls_unclaimed: int
+    calls_abandoned_unclaimed: int
+    sessions_busy: int

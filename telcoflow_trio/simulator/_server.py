@@ -190,6 +190,8 @@ class Simulator:
         self._media_total = 0
         self._calls_placed = 0
         self._calls_ended = 0
+        self._calls_abandoned_unclaimed = 0
+        self._sessions_busy = 0
         self._auth_rejections = 0
         self._malformed_frames = 0
         self._handler_errors = 0
@@ -305,6 +307,9 @@ class Simulator:
             auth_rejections=self._auth_rejections,
             malformed_frames=self._malformed_frames,
             handler_errors=self._handler_errors,
+            calls_unclaimed=sum(map(_waiting, self._calls.values())),
+            calls_abandoned_unclaimed=self._calls_abandoned_unclaimed,
+            sessions_busy=self._sessions_busy,
         )
 
     async def aclose(self) -> None:
@@ -379,6 +384,8 @@ class Simulator:
         while len(self._closed_sessions) > self.config.max_finished_calls:
             self._closed_sessions.popitem(last=False)
         self._calls_ended += 1
+        if not call._ever_bound:
+            self._calls_abandoned_unclaimed += 1
         bound = call._bound
         if bound is not None:
             bound.send_nowait(SessionClosed(call.session_id, call._termination_reason).encode())
@@ -661,6 +668,7 @@ class Simulator:
             return Response(frame.req_id, False, None, code, error)
         bound = call._bound
         if bound is not None and bound is not control and bound.alive:
+            self._sessions_busy += 1
             return Response(
                 frame.req_id, False, None, "SESSION_BUSY", {"boundSmWsId": bound.sm_ws_id}
             )
@@ -706,7 +714,7 @@ class Simulator:
     def _renotify(self, control: ControlConnection) -> None:
         """Tell a new connection about every call still waiting for an agent."""
         for call in list(self._calls.values()):
-            if call.state is CallState.PENDING and call._bound is None and not call._media_used:
+            if _waiting(call):
                 activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
                 control.send_nowait(self._notify_frame(call, activity))
 
@@ -721,6 +729,11 @@ class Simulator:
         for call in orphans:
             call._unbind()
             self._broadcast(self._notify_frame(call, "RESUME"))
+
+
+def _waiting(call: SimulatedCall) -> bool:
+    """Whether ``call`` rings with no agent: offered, and no worker has it now."""
+    return call.state is CallState.PENDING and call._bound is None and not call._media_used
 
 
 @asynccontextmanager

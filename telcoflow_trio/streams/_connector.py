@@ -13,11 +13,15 @@ closed within ``close_timeout``, with a code that says why:
   remote gets 1000 "call ended"; returns ``CALL_CLOSED``.
 * The remote closes with 1000 or 1001: the call side gets 1000 "remote closed";
   returns ``REMOTE_CLOSED``.
-* The remote closes with any other code (1006 when its connection drops, 1009
-  for an oversized message, 1011, 4xxx), a handler raises or returns a bad
-  result, a socket fails, a send stays blocked for ``send_timeout``, a ping goes
-  unanswered for ``ping_timeout``, the remote cannot be reached, or ``on_open``
-  raises: both sides get 1011 "bridge error" and ``StreamBridgeError`` is raised.
+* Either side sends data its WebSocket refuses (a protocol violation, invalid
+  UTF-8, a message over ``max_message_size``): that side is closed by us with
+  1002, 1007 or 1009 (``CloseInfo.by_peer`` is ``False``), the other with 1011,
+  and ``StreamBridgeError`` is raised.
+* The remote closes with any other code (1006 when its connection drops, 1011,
+  4xxx), a handler raises or returns a bad result, a socket fails, a send stays
+  blocked for ``send_timeout``, a ping goes unanswered for ``ping_timeout``, the
+  remote cannot be reached, or ``on_open`` raises: both sides get 1011 "bridge
+  error" and ``StreamBridgeError`` is raised.
 * The caller cancels ``bridge_*`` (a timeout, server shutdown): both sides get
   1001 "going away", with a proper close handshake, and the cancellation
   propagates.
@@ -41,10 +45,21 @@ wait out: the bridge ends with ``StreamBridgeError``. While the remote -> call
 relay is blocked, the remote's pongs wait behind it (trio-websocket reads
 nothing more), so keep ``send_timeout`` below ``ping_timeout`` to get the
 accurate error.
+
+With ``send_timeout=None`` a remote that never reads still gets nothing more
+than its TCP buffers hold (the kernel's, not this process's: a few MB a
+connection on Linux) and the bridge one message a direction; then Teler's own
+sends block. The bridge waits until it is cancelled, unless keep-alive pings
+are on (the default): a ping waits behind the blocked send as well, so the
+bridge ends after ``ping_interval + ping_timeout``. A Telcoflow call
+(``bridge_call``) cannot be held back: its audio waits in the call's inbound
+queue, which keeps the newest ``inbound_queue_chunks`` chunks and drops (and
+counts) older ones. ``benchmarks/stuck_remote.py`` measures all of this.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import ssl
@@ -52,6 +67,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias, cast
 
 import attrs
+import sniffio
 import trio
 
 from ..exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
@@ -99,16 +115,71 @@ def _check_url(instance: object, attribute: object, url: str) -> None:
         raise ValueError(f"remote_url must be a ws:// or wss:// URL, got {redact_url(url)!r}")
 
 
+def _is_async_callable(handler: object) -> bool:
+    """Whether calling ``handler`` makes a coroutine: an ``async def`` function or
+    method, a ``functools.partial`` of one, or an object with an ``async def __call__``."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = None if inspect.isroutine(handler) else getattr(handler, "__call__", None)  # noqa: B004
+    return call is not None and _is_async_callable(call)
+
+
 def _check_handler(instance: object, attribute: attrs.Attribute[Any], handler: object) -> None:
-    if not callable(handler):
-        raise TypeError(
-            f"{attribute.name} must be an async callable, got {type(handler).__name__}"
-        )
+    if _is_async_callable(handler):
+        return
+    inner = handler
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if inspect.isroutine(inner):
+        what = f"the plain (non-async) function {getattr(inner, '__qualname__', inner)!r}"
+    elif callable(inner):
+        what = f"a {type(inner).__qualname__} whose __call__ is not async"
+    else:
+        what = f"a {type(inner).__qualname__}, which is not callable"
+    if inner is not handler:
+        what = f"a functools.partial of {what}"
+    expected = "context" if attribute.name == "on_open" else "message) -> (data, StreamOp"
+    raise TypeError(
+        f"{attribute.name} must be an async callable, async ({expected}): an async def "
+        f"function, a functools.partial of one, or an object with an async def "
+        f"__call__; got {what}"
+    )
 
 
 def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+
+
+def _require_trio(method: str) -> None:
+    """Refuse to run a bridge outside trio, saying how to run it from asyncio.
+
+    Raises:
+        RuntimeError: not awaited in a trio task (an asyncio host such as uvicorn).
+    """
+    if trio.lowlevel.in_trio_task():
+        return
+    try:
+        host = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        host = "no async library"
+    if method == "bridge_stream":
+        how = (
+            "Serve the app with Hypercorn's trio worker (hypercorn --worker-class "
+            "trio app:app), or, from asyncio, run the bridge in trio through "
+            "telcoflow_trio.asyncio_bridge: await portal.bridge_stream(connector, "
+            "websocket) inside open_trio_portal()"
+        )
+    else:
+        how = (
+            "Bridge the call in its INCOMING_CALL handler, which runs on trio "
+            "(from asyncio: the handler given to portal.open_client)"
+        )
+    raise RuntimeError(
+        f"StreamConnector.{method}() runs on trio, but it was awaited from {host}. {how}"
+    )
 
 
 def _headers(value: Mapping[str, str] | Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -186,7 +257,8 @@ class StreamConnector:
     Raises:
         ValueError: ``remote_url`` is empty or not a WebSocket URL, a timeout is
             not positive, ``stream_type`` is not a :class:`StreamType` value.
-        TypeError: a handler is not callable.
+        TypeError: a handler or ``on_open`` is not an async callable (a plain
+            ``def`` is refused here rather than failing at the first message).
     """
 
     stream_type: StreamType = attrs.field(default=StreamType.BIDIRECTIONAL, converter=StreamType)
@@ -205,7 +277,9 @@ class StreamConnector:
     ping_interval: float | None = attrs.field(default=20.0, kw_only=True, validator=_check_timeout)
     ping_timeout: float = attrs.field(default=20.0, kw_only=True, validator=_check_timeout)
     send_timeout: float | None = attrs.field(default=10.0, kw_only=True, validator=_check_timeout)
-    on_open: OnOpen | None = attrs.field(default=None, kw_only=True)
+    on_open: OnOpen | None = attrs.field(
+        default=None, kw_only=True, validator=attrs.validators.optional(_check_handler)
+    )
     open_stream: StreamOpener = attrs.field(default=open_tcp, kw_only=True, repr=False)
     transport: Transport = attrs.field(
         default=DEFAULT_TRANSPORT, kw_only=True, validator=attrs.validators.in_(TRANSPORTS)
@@ -229,7 +303,11 @@ class StreamConnector:
             StreamBridgeError: the bridge ended with an error (see the module
                 docs); ``__cause__`` has the details, ``result`` the outcome.
             TypeError: ``call_ws`` is not a supported socket.
+            RuntimeError: awaited outside trio, e.g. on uvicorn's asyncio loop
+                (use Hypercorn's trio worker, or
+                :meth:`~telcoflow_trio.asyncio_bridge.TrioPortal.bridge_stream`).
         """
+        _require_trio("bridge_stream")
         call = as_message_stream(call_ws, self.close_timeout)
         return await _Bridge(self, call, None, None).run()
 
@@ -244,7 +322,9 @@ class StreamConnector:
 
         Raises:
             StreamBridgeError: as for :meth:`bridge_stream`.
+            RuntimeError: awaited outside trio (see :meth:`bridge_stream`).
         """
+        _require_trio("bridge_call")
         audio = CallAudio(call, self.close_timeout)
         return await _Bridge(self, audio, call.call_id, audio.clear).run()
 
@@ -539,13 +619,19 @@ class _Bridge:
         self.scope.cancel()
 
     def _peer_closed(self, side: _Side, exc: WSSConnectionClosed) -> None:
+        if side.peer_close is not None or side.closed_by_us is not None:
+            return  # the other relay saw this close first and reported it
         code, reason = code_and_reason(exc)
+        detail = f"code {code}" + (f": {reason}" if reason else "")
+        if not exc.by_peer:
+            # Its transport closed it for bad data (1002, 1007, 1009): our close.
+            side.closed_by_us = (code, reason)
+            raise StreamBridgeError(
+                f"the {side.name} sent data we refused; we closed it with {detail}"
+            ) from exc
         side.peer_close = (code, reason)
         if side is self.remote and code not in NORMAL_CLOSE_CODES:
-            raise StreamBridgeError(
-                f"the remote closed the connection with code {code}"
-                + (f": {reason}" if reason else "")
-            ) from exc
+            raise StreamBridgeError(f"the remote closed the connection with {detail}") from exc
         self._finish(BridgeEnd.CALL_CLOSED if side is self.call else BridgeEnd.REMOTE_CLOSED)
 
     async def _pump(
@@ -670,7 +756,7 @@ class _Bridge:
         self, side: _Side, code: int, reason: str, last_message: str | None
     ) -> None:
         assert side.socket is not None
-        if side.peer_close is None:
+        if side.peer_close is None and side.closed_by_us is None:
             side.closed_by_us = (code, reason)
             if last_message is not None:
                 try:

@@ -30,6 +30,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 import trio
 import trio_websocket
 
+from .._call import TerminationInfo, TerminationReason
 from ..exceptions import (
     BufferClosedError,
     WSSCallClosedError,
@@ -98,9 +99,9 @@ class AsgiWebSocket:
             return text if text is not None else cast(bytes, message["bytes"])
         if kind == "websocket.disconnect":
             self._closed = (message.get("code", 1005), message.get("reason") or None)
-        else:
-            self._closed = (1002, f"unexpected ASGI message {kind!r}")
-        raise WSSConnectionClosed(*self._closed)
+            raise WSSConnectionClosed(*self._closed)
+        self._closed = (1002, f"unexpected ASGI message {kind!r}")
+        raise WSSConnectionClosed(*self._closed, by_peer=False)
 
     async def send_message(self, message: str | bytes) -> None:
         if self._closed is not None:
@@ -153,9 +154,12 @@ class CallLike(Protocol):
 class CallAudio:
     """A :class:`MessageStream` over a call's audio: PCM chunks in, PCM out.
 
-    The end of ``call.audio_stream()`` (the call ended) reads as a close with
-    1000; writing after the call ended likewise. :meth:`aclose` ends the call
-    with ``call.close()`` unless it has already ended.
+    The end of ``call.audio_stream()`` (the call ended) reads as a close, and
+    so does writing after the call ended: 1006 when the call's media connection
+    was lost, else 1000, with the call's ``termination`` as the reason
+    (``"call ended: media_lost (...)"``; ``"call ended"`` for a call without
+    one). :meth:`aclose` ends the call with ``call.close()`` unless it has
+    already ended.
 
     Args:
         call: the live call.
@@ -170,11 +174,21 @@ class CallAudio:
         self._next: Callable[[], Awaitable[bytes]] = self._audio.__anext__
         self.close_timeout = close_timeout
 
+    def _ended(self) -> WSSConnectionClosed:
+        """The call's end as a close: 1006 when its media connection was lost."""
+        info: TerminationInfo | None = getattr(self._call, "termination", None)
+        if info is None:
+            return WSSConnectionClosed(1000, "call ended")
+        reason = f"call ended: {info.reason.value}" + (f" ({info.detail})" if info.detail else "")
+        return WSSConnectionClosed(
+            1006 if info.reason is TerminationReason.MEDIA_LOST else 1000, reason
+        )
+
     async def get_message(self) -> bytes:
         try:
             return await self._next()
         except StopAsyncIteration:
-            raise WSSConnectionClosed(1000, "call ended") from None
+            raise self._ended() from None
 
     async def send_message(self, message: str | bytes) -> None:
         if not isinstance(message, bytes):
@@ -184,7 +198,7 @@ class CallAudio:
         try:
             await self._call.write_audio(message)
         except (BufferClosedError, WSSCallClosedError):
-            raise WSSConnectionClosed(1000, "call ended") from None
+            raise self._ended() from None
 
     async def clear(self) -> None:
         """Drop the audio queued for the caller (barge-in)."""

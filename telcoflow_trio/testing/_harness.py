@@ -89,7 +89,8 @@ class CallReport:
     @property
     def ended_by(self) -> str:
         """``caller_hangup``, ``agent_close``, ``agent_disconnect``, ``media_lost``,
-        ``unanswered_timeout`` or ``server``."""
+        ``unanswered_timeout`` or ``server`` (see
+        :class:`~telcoflow_trio.simulator.CallResult`)."""
         return self.result.ended_by
 
     @property

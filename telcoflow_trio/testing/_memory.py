@@ -4,9 +4,9 @@
 it gets ``open_stream=server.open_stream`` (a
 :class:`~telcoflow_trio.streams.StreamConnector`, a ``TelcoflowClient``, or
 :meth:`MemoryServer.connect` for a client of your own). The WebSocket protocol
-runs for real (trio-websocket on ``trio.testing.memory_stream_pair()``), so
-close codes, pings and size limits behave as on TCP, and everything runs under
-``MockClock``.
+runs for real (trio-websocket on in-memory streams whose buffers are bounded
+like a socket's, 64 KiB each way), so close codes, pings, size limits and
+backpressure behave as on TCP, and everything runs under ``MockClock``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeAlias, final
 
 import trio
-import trio.testing
 import trio_websocket
 
+from .._memory_stream import bounded_stream_pair
 from ..exceptions import WSSConnectionClosed
 from ..ws._transport import ClientWebSocket, WebSocket, open_websocket
 
@@ -83,7 +83,7 @@ class MemoryServer:
             raise ConnectionRefusedError("the memory server is shut down")
         if ssl_context is not None:
             raise ConnectionRefusedError("the memory server has no TLS: use a ws:// URL")
-        client, server = trio.testing.memory_stream_pair()
+        client, server = bounded_stream_pair()
         self._nursery.start_soon(self._serve, server)
         await trio.lowlevel.checkpoint()
         return client

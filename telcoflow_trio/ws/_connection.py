@@ -188,9 +188,11 @@ class LeanWebSocket(FrameCodec):
         """The peer's upgrade headers: the 101's on a client, the request's on a server."""
         return self.response_headers if self._client else self.request_headers
 
-    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
+    def _closed_error(
+        self, code: int, reason: str | None, *, by_peer: bool = True
+    ) -> WSSConnectionClosed:
         """What a closed connection raises (the public connection: its own subclass)."""
-        return WSSConnectionClosed(code, reason)
+        return WSSConnectionClosed(code, reason, by_peer=by_peer)
 
     # -- I/O ----------------------------------------------------------------------------
 
@@ -448,7 +450,7 @@ class LeanWebSocket(FrameCodec):
                         continue
                 except FrameError as fail:
                     await self._fail(fail.code, fail.reason)
-                    raise self._closed_error(fail.code, fail.reason) from None
+                    raise self._closed_error(fail.code, fail.reason, by_peer=False) from None
                 if message is not None:
                     return message  # type: ignore[return-value]
                 if self._closed is not None:
@@ -824,5 +826,7 @@ class WebSocketConnection(LeanWebSocket):
 
     __slots__ = ()
 
-    def _closed_error(self, code: int, reason: str | None) -> WSSConnectionClosed:
-        return ConnectionClosed.of(code, reason)
+    def _closed_error(
+        self, code: int, reason: str | None, *, by_peer: bool = True
+    ) -> WSSConnectionClosed:
+        return ConnectionClosed(CloseReason(code, reason), by_peer=by_peer)

@@ -61,14 +61,9 @@ class ConnectionClosed(WSSConnectionClosed):
 
     reason: CloseReason  # type: ignore[assignment]
 
-    def __init__(self, reason: CloseReason) -> None:
-        super().__init__(reason.code, reason.reason)
+    def __init__(self, reason: CloseReason, *, by_peer: bool = True) -> None:
+        super().__init__(reason.code, reason.reason, by_peer=by_peer)
         self.reason = reason
-
-    @classmethod
-    def of(cls, code: int, reason: str | None) -> ConnectionClosed:
-        """The exception for a close with ``code`` and ``reason``."""
-        return cls(CloseReason(code, reason))
 
 
 def code_and_reason(exc: WSSConnectionClosed) -> tuple[int, str | None]:

@@ -22,12 +22,14 @@ same protocol tests.
 
 The byte stream comes from a :data:`~telcoflow_trio.ws._streams.StreamOpener`
 (:mod:`~telcoflow_trio.ws._streams` makes TCP and TLS streams), so tests and the
-in-process simulator can hand over one end of a ``trio.testing.memory_stream_pair()``
+in-process simulator can hand over one end of an in-memory stream pair (the testing
+kit's memory server uses ``_memory_stream``, whose buffers are bounded like a socket's)
 and run the very same WebSocket code with no sockets and under ``MockClock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -37,6 +39,8 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
 from . import _errors
@@ -128,6 +132,11 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
+#: What a WebSocket closes with when it refuses the peer's data.
+_OUR_CLOSE_CODES = frozenset({1002, 1007, 1009})
+_NOT_PEER_CLOSED = frozenset({ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING})
+
+
 def _closed(exc: ConnectionClosed) -> WSSConnectionClosed:
     reason = exc.reason
     return (
@@ -170,7 +179,27 @@ class WebSocket:
         try:
             return await self._conn.get_message()
         except ConnectionClosed as exc:
-            raise _closed(exc) from None
+            raise await self._closed_on_receive(exc) from None
+
+    async def _closed_on_receive(self, exc: ConnectionClosed) -> WSSConnectionClosed:
+        """Who closed, which trio-websocket does not say, and the close it owes.
+
+        For data it refuses, wsproto reports a close "from the peer" with 1002 or
+        1007 and sends nothing (trio-websocket itself sends 1009): the
+        connection is still OPEN, or LOCAL_CLOSING if it dropped meanwhile,
+        where a peer's close leaves it REMOTE_CLOSING or CLOSED. The close
+        frame owed for 1002/1007 is sent here, as the lean transport does.
+        """
+        reason = exc.reason
+        # trio-websocket 0.12 keeps the protocol state private (pinned below 0.13).
+        state = self._conn._wsproto.state
+        if reason is None or reason.code not in _OUR_CLOSE_CODES or state not in _NOT_PEER_CLOSED:
+            return _closed(exc)
+        code, text = int(reason.code), reason.reason
+        if state is ConnectionState.OPEN:
+            with trio.move_on_after(self.close_timeout), contextlib.suppress(ConnectionClosed):
+                await self._conn._send(CloseConnection(code=code, reason=text or ""))
+        return WSSConnectionClosed(code, text, by_peer=False)
 
     async def send_messages(self, messages: Sequence[str | bytes]) -> None:
         """One ``send_message`` after another (trio-websocket writes each frame itself)."""

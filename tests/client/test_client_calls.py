@@ -235,7 +235,7 @@ async def test_d15_handlers_with_and_without_arguments(
         await call.wait_terminated()
 
     _, call, _ = await run_call(handler, CallerScript(hangup_after=1))
-    assert got == ["no-arg", call.termination, TerminationReason.SERVER]
+    assert got == ["no-arg", call.termination, TerminationReason.CALLER_HANGUP]
 
 
 async def test_d26_handler_error_is_contained_and_reported(
@@ -335,6 +335,38 @@ async def test_d11_close_before_answer_tells_the_server(
     assert call.termination.reason is TerminationReason.HANDLER_RETURNED
 
 
+async def test_a_handler_that_returns_ends_the_call_and_says_so(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="telcoflow_trio._call")
+
+    async def callback_style(call: ActiveCall) -> None:
+        await call.answer()  # 1.0.0 style: answer, then return and let callbacks run
+
+    result, call, t0 = await run_call(callback_style, CallerScript(hangup_after=10))
+    assert (result.ended_by, result.ended_at - t0) == ("agent_close", 0)  # hung up at once
+    [line] = [r for r in caplog.records if "handler returned" in r.getMessage()]
+    assert line.levelno == logging.DEBUG
+    assert line.getMessage() == (
+        f"call {call.call_id}: the INCOMING_CALL handler returned, so the call ends "
+        "(call.close); to keep a call, await call.wait_terminated() in the handler"
+    )
+
+
+async def test_no_handler_returned_line_when_the_call_ended_first(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="telcoflow_trio._call")
+
+    async def holds(call: ActiveCall) -> None:
+        await call.answer()
+        await call.wait_terminated()
+
+    result, _, _ = await run_call(holds, CallerScript(hangup_after=1))
+    assert result.ended_by == "caller_hangup"
+    assert not [r for r in caplog.records if "handler returned" in r.getMessage()]
+
+
 async def test_d9_call_terminated_closes_the_media_socket(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -353,6 +385,34 @@ async def test_d9_call_terminated_closes_the_media_socket(
     assert result.media_close_code == 1000  # ...a normal one
 
 
+async def test_session_closed_waits_for_the_media_connection_a_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def hold(call: ActiveCall) -> None:
+        await call.answer()
+        await call.wait_terminated()
+
+    async with open_pair(handler=hold) as (sim, client, opener):
+        simulated = await sim.place_call(CallerScript())
+        await trio.sleep(1)
+        call = client.get_call(simulated.call_id)
+        assert call is not None
+        # A session.closed the simulator does not act on: the media connection
+        # stays open and says nothing, so the client goes by the session's reason
+        # once close_timeout (2 s) has passed, and closes the media itself.
+        closed = proto.SessionClosed(simulated.session_id, "FORCE_CLOSE")
+        await sim.faults.send_control(closed.encode())
+        info = await call.wait_terminated()
+        result = await simulated.wait_result()
+    assert (info.reason, info.who, info.detail) == (
+        TerminationReason.SERVER,
+        "server",
+        "FORCE_CLOSE",
+    )
+    assert info.when - opener.t0 == 3
+    assert (result.ended_by, result.media_close_code) == ("media_lost", 1000)
+
+
 async def test_d12_server_hangup_after_answer(autojump_clock: trio.testing.MockClock) -> None:
     async def handler(call: ActiveCall) -> None:
         await call.answer()
@@ -365,7 +425,11 @@ async def test_d12_server_hangup_after_answer(autojump_clock: trio.testing.MockC
 
     result, call, t0 = await run_call(handler, CallerScript(audio=tone(440), hangup_after=3))
     assert call.termination is not None
-    assert (call.termination.reason, call.termination.when - t0) == (TerminationReason.SERVER, 3)
+    assert (call.termination.reason, call.termination.who) == (
+        TerminationReason.CALLER_HANGUP,
+        "caller",
+    )
+    assert call.termination.when - t0 == 3
     assert result.ended_by == "caller_hangup"
 
 
@@ -497,4 +561,4 @@ async def test_hang_up_mid_response_is_an_end_not_a_handler_failure(
     assert failures == []
     [call] = ended
     assert call.termination is not None
-    assert call.termination.reason is TerminationReason.SERVER
+    assert call.termination.reason is TerminationReason.CALLER_HANGUP

@@ -33,6 +33,30 @@ async def test_connects_with_setup_and_context_manager(
     assert sim.statistics().control_connections == 0  # closed on exit
 
 
+@pytest.mark.parametrize("checkpoints", range(4))
+async def test_a_cancellation_while_entering_leaves_nothing_behind(
+    autojump_clock: trio.testing.MockClock, checkpoints: int
+) -> None:
+    # Cancelled at each of the first checkpoints of __aenter__, before connect():
+    # the shielded background task must end too, or the exit waits for ever.
+    # (Repeated: trio varies the order tasks of one batch run in.)
+    async with open_simulator() as sim:
+        for _ in range(10):
+            with trio.fail_after(5), trio.CancelScope() as scope:
+
+                async def cancel_soon(scope: trio.CancelScope = scope) -> None:
+                    for _ in range(checkpoints):
+                        await trio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel_soon)
+                    async with TelcoflowClient(client_config(sim), open_stream=sim.open_stream):
+                        await trio.sleep_forever()
+            assert scope.cancelled_caught
+        assert sim.statistics().control_connections == 0
+
+
 async def test_d21_auth_rejected_at_start_is_not_retried(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -105,6 +105,24 @@ def test_cancellation_from_asyncio_reaches_trio_and_waits_for_it() -> None:
     run(main())
 
 
+def test_cancelling_a_trio_function_with_a_nursery_raises_cancelled_error() -> None:
+    async def with_nursery() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.05)  # the cancellation arrives meanwhile
+
+    async def main() -> None:
+        async with open_trio_portal() as portal:
+            task = asyncio.ensure_future(portal.run(with_nursery))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):  # not a group of trio.Cancelled
+                await task
+
+    run(main())
+
+
 def test_cancelling_the_application_closes_the_calls() -> None:
     async def main() -> None:
         async with portal_with_simulator() as (portal, sim):

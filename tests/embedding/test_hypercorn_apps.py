@@ -108,7 +108,7 @@ async def test_calls_bridged_by_a_lifespan_owned_client(factory: AppFactory) -> 
     assert result.agent_audio_seconds > 0.5
     assert ended == [
         {"event": "bridge_ended", "call_id": call.call_id, "end": "call_closed"},
-        {"event": "ended", "call_id": call.call_id, "reason": "server"},
+        {"event": "ended", "call_id": call.call_id, "reason": "caller_hangup"},
     ]
 
 

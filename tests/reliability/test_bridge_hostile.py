@@ -19,11 +19,11 @@ import pytest
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings, strategies as st
-from streams.conftest import open_call_pair  # the bridge tests' in-memory call leg
+from streams.conftest import MemoryRemote, open_call_pair  # the bridge tests' in-memory legs
 
 from telcoflow_trio.exceptions import RemoteProtocolError, StreamBridgeError, WSSConnectionClosed
-from telcoflow_trio.streams import BridgeEnd, StreamConnector, StreamOp, teler
-from telcoflow_trio.ws._transport import WebSocket
+from telcoflow_trio.streams import BridgeEnd, CloseInfo, StreamConnector, StreamOp, teler
+from telcoflow_trio.ws._transport import TRANSPORTS, Transport, WebSocket
 
 from .conftest import ScriptedServer
 from .corpus import COMMON, messages
@@ -214,3 +214,71 @@ def test_fuzz_bridge(hostile: list[str | bytes]) -> None:
         await check_parsing_bridge(hostile)
 
     trio.run(example, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# -- frames the remote's WebSocket refuses -----------------------------------------------
+
+
+def raw_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0) -> bytes:
+    """One unmasked server frame, as a hostile remote writes it (payload < 126 bytes)."""
+    return bytes([(0x80 if fin else 0) | rsv | opcode, len(payload)]) + payload
+
+
+REFUSED_FRAMES: list[tuple[str, bytes, int]] = [
+    ("reserved-bits", raw_frame(0x1, b"x", rsv=0x40), 1002),
+    ("unknown-opcode", raw_frame(0x3, b"x"), 1002),
+    ("unknown-control-opcode", raw_frame(0xB, b"x"), 1002),
+    ("fragmented-ping", raw_frame(0x9, b"x", fin=False), 1002),
+    ("stray-continuation", raw_frame(0x0, b"x"), 1002),
+    ("interleaved-message", raw_frame(0x1, b"a", fin=False) + raw_frame(0x1, b"b"), 1002),
+    ("text-not-utf8", raw_frame(0x1, b"\xff\xfe"), 1007),
+    ("close-1-byte", raw_frame(0x8, b"\x03"), 1002),
+    ("close-code-1005", raw_frame(0x8, b"\x03\xed"), 1002),
+    ("close-reason-not-utf8", raw_frame(0x8, b"\x03\xe8\xff"), 1007),
+    ("masked-by-server", bytes([0x81, 0x81]) + b"abcd" + bytes([ord("x") ^ ord("a")]), 1002),
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    ("name", "data", "code"), REFUSED_FRAMES, ids=[n for n, _, _ in REFUSED_FRAMES]
+)
+async def test_refused_remote_frames_are_blamed_on_the_remote_on_both_transports(
+    name: str,
+    data: bytes,
+    code: int,
+    transport: Transport,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Our close (code, ``by_peer=False``), the same on both transports, reaches the remote."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def hostile(ws: WebSocket) -> None:
+                await ws.get_message()
+                await remote.streams[0].inner.send_all(data)
+                await ws.get_message()
+
+            remote = MemoryRemote(nursery, hostile)
+            connector = StreamConnector(
+                remote_url="ws://ai.invalid/agent",
+                open_stream=remote.open_stream,
+                transport=transport,
+                ping_interval=None,
+                close_timeout=1.0,
+            )
+            app_ws, teler_ws = await open_call_pair(nursery)
+            await teler_ws.send_message(PROBE)
+            with pytest.raises(StreamBridgeError) as info:
+                await connector.bridge_stream(app_ws)
+            await remote.done.wait()
+            nursery.cancel_scope.cancel()
+    result = info.value.result
+    assert result is not None
+    assert result.remote_close is not None
+    assert (result.remote_close.code, result.remote_close.by_peer) == (code, False)
+    assert str(info.value).startswith(
+        f"the remote sent data we refused; we closed it with code {code}"
+    )
+    assert remote.closes == [(code, result.remote_close.reason)]
+    assert result.call_close == CloseInfo(1011, "bridge error", by_peer=False)

@@ -375,7 +375,8 @@ async def run_chaos(seed: int, transport: Transport, scanner: Scanner) -> None:
     )
     assert malformed >= 1
     reasons = summary["reasons"]
-    for reason in ("caller_hangup", "server", "media_lost", "closed", "handler_returned"):
+    # No "server": the platform never ends a call itself here (hang-ups are the caller's).
+    for reason in ("caller_hangup", "media_lost", "closed", "handler_returned"):
         assert reasons.get(reason, 0) >= 1, f"seed {seed}: no call ended {reason}: {summary}"
     assert summary["outcomes"].get("WSSCallCommandTimeoutError", 0) >= 1, summary
     assert reasons.get("client_shutdown", 0) == 0, summary

@@ -476,6 +476,9 @@ async def test_agent_closing_its_media_mid_call(autojump_clock: trio.testing.Moc
             await media.say(bytes(64000))
             await trio.sleep(0.505)
         result = await call.wait_result()
-    assert (result.ended_by, result.media_close_code) == ("media_lost", 1000)
+        closed = await control.expect(SessionClosed)
+    assert closed == SessionClosed(call.session_id, "FORCE_CLOSE")
+    assert (result.ended_by, result.termination_reason) == ("media_lost", "FORCE_CLOSE")
+    assert result.media_close_code == 1000
     assert result.ended_at == pytest.approx(0.505)
     assert sim.statistics().handler_errors == 0

@@ -10,7 +10,13 @@ import trio
 import trio.testing
 
 from telcoflow_trio.exceptions import WSSAuthenticationError, WSSConnectionClosed
-from telcoflow_trio.proto import CallState, SessionNotify, UnknownFrame, decode_control
+from telcoflow_trio.proto import (
+    CallState,
+    SessionClosed,
+    SessionNotify,
+    UnknownFrame,
+    decode_control,
+)
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator
 from telcoflow_trio.ws._poller import current_poller
 
@@ -60,8 +66,12 @@ async def test_drop_media(autojump_clock: trio.testing.MockClock) -> None:
             sim.faults.drop_media(call.call_id)
             assert (await media.wait_closed()).code == 1006
             assert media.events == []  # no call.terminated: the connection just died
+            # Nobody hung up: the platform closes the session.
+            closed = await control.expect(SessionClosed)
+    assert closed == SessionClosed(call.session_id, "FORCE_CLOSE")
     result = await call.wait_result()
-    assert (result.ended_by, result.ended_at) == ("media_lost", 1.0)
+    assert (result.ended_by, result.termination_reason) == ("media_lost", "FORCE_CLOSE")
+    assert (result.ended_at, result.media_close_code) == (1.0, None)
     with pytest.raises(LookupError):
         sim.faults.drop_media(call.call_id)
 

@@ -1,4 +1,8 @@
-"""In-memory WebSockets for the stream bridge tests: a call pair and a fake remote."""
+"""In-memory WebSockets for the stream bridge tests: a call pair and a fake remote.
+
+Both run on in-memory streams whose buffers are bounded like a socket's, so a
+side that stops reading pushes back on its writer as over TCP.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+from telcoflow_trio._memory_stream import bounded_stream_pair
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import BridgeResult
 from telcoflow_trio.ws._transport import WebSocket
@@ -55,7 +60,7 @@ CallPair = tuple[trio_websocket.WebSocketConnection, WebSocket]
 
 async def open_call_pair(nursery: trio.Nursery) -> CallPair:
     """(the app's server-side connection, Teler's client-side WebSocket) over memory."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+    client_stream, server_stream = bounded_stream_pair()
     server: list[trio_websocket.WebSocketConnection] = []
 
     async def accept() -> None:
@@ -103,9 +108,7 @@ class MemoryRemote:
     ) -> trio.abc.Stream:
         if self.refuse:
             raise OSError(111, "Connection refused")
-        pair = (
-            trio.testing.lockstep_stream_pair if self.lockstep else trio.testing.memory_stream_pair
-        )
+        pair = trio.testing.lockstep_stream_pair if self.lockstep else bounded_stream_pair
         client, server = pair()
         self.nursery.start_soon(self._serve, Freezable(server))
         return client

@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
+from telcoflow_trio._memory_stream import DEFAULT_CAPACITY, BoundedStream
 from telcoflow_trio.exceptions import StreamBridgeError, WSSConnectionClosed
 from telcoflow_trio.streams import (
     BridgeContext,
@@ -26,6 +29,7 @@ from telcoflow_trio.streams import (
     relay,
     teler,
 )
+from telcoflow_trio.testing import MemoryServer, open_memory_server
 from telcoflow_trio.testing.teler import open_teler_peer
 from telcoflow_trio.ws._transport import TRANSPORTS, Transport, WebSocket
 
@@ -85,6 +89,44 @@ async def test_echo_both_ways_then_teler_hangs_up(
     assert result.remote_to_call.messages_in == 5
     assert result.remote_to_call.messages_out == 4
     assert result.call_to_remote.bytes_in == result.call_to_remote.bytes_out > len(PCM)
+
+
+class Counting:
+    """A handler object: an instance with an ``async def __call__``."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def __call__(self, message: str | bytes) -> HandlerResult:
+        self.seen += 1
+        return message, StreamOp.RELAY
+
+
+async def tagged(tags: list[str], message: str | bytes, ctx: BridgeContext) -> HandlerResult:
+    tags.append(ctx.call_id or "?")
+    return await to_teler(message)
+
+
+async def test_handler_objects_and_partials_relay(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    counting, tags = Counting(), list[str]()
+    bridge = connector(
+        remote, call_stream_handler=counting, remote_stream_handler=partial(tagged, tags)
+    )
+    running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)
+        await peer.wait_audio(len(PCM))
+        await peer.hang_up()
+    result = await running.wait()
+    assert result.end is BridgeEnd.CALL_CLOSED
+    assert counting.seen == 5  # start + 4 audio
+    assert tags == ["call-0001"] * 5  # the context reached the partial
 
 
 async def test_binary_both_ways(
@@ -209,26 +251,6 @@ async def test_remote_closes_abnormally_is_an_error(
     assert error.result.end is BridgeEnd.ERROR
     assert error.result.remote_close == CloseInfo(code, reason, by_peer=True)
     assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
-
-
-async def test_remote_connection_lost(
-    nursery: trio.Nursery,
-    autojump_clock: trio.testing.MockClock,
-    make_remote: Callable[..., MemoryRemote],
-    call_pair: CallPair,
-) -> None:
-    async def drop(ws: WebSocket) -> None:
-        await ws.get_message()
-        await trio.aclose_forcefully(remote.streams[0])
-        await trio.sleep_forever()
-
-    remote = make_remote(drop)
-    app_ws, teler_ws = call_pair
-    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
-    async with open_teler_peer(teler_ws) as peer:
-        assert await peer.wait_closed() == (1011, "bridge error")
-    error = await running.wait_error()
-    assert "code 1006" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -481,6 +503,94 @@ async def test_slow_remote_gets_everything_in_order_with_bounded_buffering(
     assert result.call_to_remote.messages_out == 41
 
 
+def never_read_server() -> AbstractAsyncContextManager[MemoryServer]:
+    """The testing kit's memory server, with a handler that never reads."""
+
+    async def never_reads(ws: WebSocket) -> None:
+        await trio.sleep_forever()
+
+    return open_memory_server(never_reads)
+
+
+async def test_a_remote_that_never_reads_pushes_back_on_the_call_leg(
+    autojump_clock: trio.testing.MockClock, call_pair: CallPair
+) -> None:
+    """``send_timeout=None``, no pings: nothing piles up; Teler's own sends block.
+
+    Buffered at most: one message in the bridge, and on each leg the stream's
+    64 KiB plus what trio-websocket holds (one queued message). The bridge
+    then waits (it was told to) until it is cancelled, and closes within
+    ``close_timeout``.
+    """
+    remote_streams: list[BoundedStream] = []
+    contexts: list[BridgeContext] = []
+    async with never_read_server() as server:
+
+        async def opener(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+            stream = await server.open_stream(host, port, None)
+            assert isinstance(stream, BoundedStream)
+            remote_streams.append(stream)
+            return stream
+
+        async def seen(ctx: BridgeContext) -> None:
+            contexts.append(ctx)
+
+        bridge = StreamConnector(
+            remote_url=URL,
+            open_stream=opener,
+            transport=TRANSPORT,
+            send_timeout=None,
+            ping_interval=None,
+            close_timeout=1,
+            on_open=seen,
+        )
+        app_ws, teler_ws = call_pair
+        samples: list[tuple[int, int, int, int]] = []
+        async with open_teler_peer(teler_ws) as peer, trio.open_nursery() as nursery:
+            nursery.start_soon(bridge.bridge_stream, app_ws)
+            nursery.start_soon(peer.send_audio, bytes(320) * 3000)  # 60 s, paced
+            for _ in range(6):
+                await trio.sleep(10)
+                up = contexts[0]._bridge.up
+                unread_by_remote = remote_streams[0].statistics()[0]
+                unread_by_bridge = app_ws._stream.statistics()[1]  # type: ignore[attr-defined]
+                in_flight = up.messages_in - up.messages_out
+                samples.append((up.messages_in, in_flight, unread_by_remote, unread_by_bridge))
+            nursery.cancel_scope.cancel()  # e.g. the server shutting down
+            cancelled_at = trio.current_time()
+        assert peer.close == (1001, "going away")
+        assert trio.current_time() - cancelled_at <= 1
+    read_at_10s, read_at_60s = samples[0][0], samples[-1][0]
+    assert read_at_60s == read_at_10s < 3000  # stalled: Teler's sends are blocked
+    assert max(in_flight for _, in_flight, _, _ in samples) <= 1
+    assert max(unread for *_, unread, _ in samples) <= DEFAULT_CAPACITY
+    assert max(unread for *_, unread in samples) <= DEFAULT_CAPACITY
+
+
+async def test_keepalive_ends_a_bridge_whose_remote_never_reads(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, call_pair: CallPair
+) -> None:
+    """With ``send_timeout=None`` the pings are the policy: their sends block too."""
+    async with never_read_server() as server:
+        bridge = StreamConnector(
+            remote_url=URL,
+            open_stream=server.open_stream,
+            transport=TRANSPORT,
+            send_timeout=None,
+            ping_interval=5,
+            ping_timeout=3,
+            close_timeout=1,
+        )
+        app_ws, teler_ws = call_pair
+        running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+        async with open_teler_peer(teler_ws) as peer:
+            nursery.start_soon(peer.send_audio, bytes(320) * 3000)
+            assert await peer.wait_closed() == (1011, "bridge error")
+        error = await running.wait_error()
+    assert str(error) == "the remote did not answer a ping within 3 s"
+    assert trio.current_time() <= 5 + 3 + 1 + 0.01
+
+
 async def test_stuck_remote_ends_the_bridge_after_send_timeout(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
@@ -524,25 +634,116 @@ async def test_keepalive_detects_a_silent_remote(
     assert trio.current_time() - start <= 5 + 3 + 1 + 0.01
 
 
-async def test_oversized_remote_message(
+#: Data each transport refuses, sent raw by the remote: (frame bytes, close code).
+REFUSED = {
+    "protocol-violation": (b"\xc1\x01x", 1002),  # RSV1 set, no extension
+    "invalid-utf8": (b"\x81\x02\xff\xfe", 1007),
+    "oversized": (b"\x82\x7e\x07\xd0" + b"x" * 2000, 1009),  # 2000 bytes > 1000
+}
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+async def test_remote_sending_refused_data_is_closed_by_us(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    make_remote: Callable[..., MemoryRemote],
+    call_pair: CallPair,
+    kind: str,
+) -> None:
+    frame, code = REFUSED[kind]
+
+    async def bad(ws: WebSocket) -> None:
+        await ws.get_message()
+        await remote.streams[0].inner.send_all(frame)
+        await ws.get_message()  # until our close arrives
+
+    remote = make_remote(bad)
+    app_ws, teler_ws = call_pair
+    bridge = connector(remote, max_message_size=1000, close_timeout=1)
+    running = spawn(nursery, lambda: bridge.bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        assert await peer.wait_closed() == (1011, "bridge error")
+    error = await running.wait_error()
+    assert error.result is not None
+    remote_close = error.result.remote_close
+    assert remote_close is not None
+    assert (remote_close.code, remote_close.by_peer) == (code, False)
+    assert remote_close.reason  # what was wrong, as sent to the remote
+    assert str(error) == (
+        f"the remote sent data we refused; we closed it with code {code}: {remote_close.reason}"
+    )
+    assert isinstance(error.__cause__, WSSConnectionClosed)
+    assert error.result.end is BridgeEnd.ERROR
+    assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
+    await remote.done.wait()
+    assert remote.closes == [(code, remote_close.reason)]  # the remote got our close
+
+
+async def test_call_sending_refused_data_is_closed_by_us(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
+    await teler_ws._conn._stream.send_all(b"\x81\x82abcd" + bytes([0xFF ^ 0x61, 0xFE ^ 0x62]))
+    with pytest.raises(WSSConnectionClosed) as info:
+        await teler_ws.get_message()
+    error = await running.wait_error()
+    assert str(error).startswith("the call sent data we refused; we closed it with code 1007")
+    assert error.result is not None
+    assert error.result.call_close is not None
+    assert (error.result.call_close.code, error.result.call_close.by_peer) == (1007, False)
+    # trio-websocket's server drops TCP as soon as it refuses a frame, before
+    # anything can send the 1007, so Teler sees the connection drop.
+    assert info.value.code == 1006
+    assert error.result.remote_close == CloseInfo(1011, "bridge error", by_peer=False)
+
+
+async def test_remote_connection_lost(
     nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     make_remote: Callable[..., MemoryRemote],
     call_pair: CallPair,
 ) -> None:
-    async def big(ws: WebSocket) -> None:
-        await ws.send_message(b"x" * 2000)
+    async def drop(ws: WebSocket) -> None:
+        await ws.get_message()
+        await trio.aclose_forcefully(remote.streams[0])
         await trio.sleep_forever()
 
-    remote = make_remote(big)
+    remote = make_remote(drop)
     app_ws, teler_ws = call_pair
-    running = spawn(
-        nursery, lambda: connector(remote, max_message_size=1000).bridge_stream(app_ws)
-    )
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
     async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)  # both relays busy when the remote drops
         assert await peer.wait_closed() == (1011, "bridge error")
     error = await running.wait_error()
-    assert "code 1009" in str(error)
+    assert str(error) == "the remote closed the connection with code 1006"
+    assert error.result is not None
+    assert error.result.end is BridgeEnd.ERROR
+    assert error.result.remote_close == CloseInfo(1006, None, by_peer=True)
+    assert error.result.call_close == CloseInfo(1011, "bridge error", by_peer=False)
+
+
+async def test_call_media_socket_lost(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    remote: MemoryRemote,
+    call_pair: CallPair,
+) -> None:
+    app_ws, teler_ws = call_pair
+    running = spawn(nursery, lambda: connector(remote).bridge_stream(app_ws))
+    async with open_teler_peer(teler_ws) as peer:
+        await peer.send_audio(PCM)
+        await peer.wait_audio(len(PCM))
+        await trio.aclose_forcefully(teler_ws._conn._stream)  # Teler's TCP drops
+    result = await running.wait()
+    assert result.end is BridgeEnd.CALL_CLOSED
+    assert result.call_close == CloseInfo(1006, None, by_peer=True)
+    assert result.remote_close == CloseInfo(1000, "call ended", by_peer=False)
+    await remote.done.wait()
+    assert remote.closes == [(1000, "call ended")]
 
 
 async def test_unidirectional_is_listen_only(

@@ -6,8 +6,9 @@ against the real client and the simulator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import pytest
 import trio
 import trio.testing
 
@@ -25,7 +26,7 @@ from telcoflow_trio.streams import (
     StreamOp,
     bridge_call,
 )
-from telcoflow_trio.ws._transport import WebSocket
+from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, Transport, WebSocket
 
 from .conftest import MemoryRemote, spawn
 
@@ -175,8 +176,15 @@ async def run_agent(
     remote: MemoryRemote,
     script: CallerScript,
     bridge: Callable[[ActiveCall], object] | None = None,
+    *,
+    transport: Transport = DEFAULT_TRANSPORT,
+    drop_media_after: float | None = None,
 ) -> tuple[CallResult, list[BridgeResult | BaseException]]:
-    """One simulated call whose agent answers and bridges to ``remote``."""
+    """One simulated call whose agent answers and bridges to ``remote``.
+
+    ``transport``: the client's (so the call's media socket's) WebSocket;
+    ``drop_media_after``: the simulator drops the media connection then.
+    """
     outcomes: list[BridgeResult | BaseException] = []
     bridged = trio.Event()
 
@@ -193,12 +201,19 @@ async def run_agent(
 
     async with open_simulator(listen=False) as sim:
         config = TelcoflowClientConfig.sandbox(
-            sim.api_key, sim.connector_uuid, base_url=sim.base_url, sample_rate=8000
+            sim.api_key,
+            sim.connector_uuid,
+            base_url=sim.base_url,
+            sample_rate=8000,
+            transport=transport,
         )
         client = TelcoflowClient(config, open_stream=sim.open_stream)
         client.on(events.INCOMING_CALL)(on_call)
         async with client:
             simulated = await sim.place_call(script)
+            if drop_media_after is not None:
+                await trio.sleep(drop_media_after)
+                sim.faults.drop_media(simulated.call_id)
             result = await simulated.wait_result()
             await bridged.wait()
     return result, outcomes
@@ -263,3 +278,24 @@ async def test_remote_failure_ends_the_simulated_call_and_raises(
     assert outcome.result is not None
     assert outcome.result.remote_close == CloseInfo(1011, "model unavailable", by_peer=True)
     assert result.ended_by == "agent_close"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_dropped_media_socket_is_reported_as_lost_on_both_transports(
+    autojump_clock: trio.testing.MockClock, remote: MemoryRemote, transport: Transport
+) -> None:
+    def bridge(call: ActiveCall) -> Awaitable[BridgeResult]:
+        return bridge_call(call, URL, open_stream=remote.open_stream, transport=transport)
+
+    script = CallerScript(audio=tone(440), hangup_after=30.0)
+    result, [outcome] = await run_agent(
+        remote, script, bridge, transport=transport, drop_media_after=1.0
+    )
+    assert result.ended_by == "media_lost"
+    assert isinstance(outcome, BridgeResult)
+    assert outcome.end is BridgeEnd.CALL_CLOSED
+    assert outcome.call_close == CloseInfo(
+        1006, "call ended: media_lost (connection closed with code 1006)", by_peer=True
+    )
+    assert outcome.remote_close == CloseInfo(1000, "call ended", by_peer=False)
+    assert remote.closes == [(1000, "call ended")]

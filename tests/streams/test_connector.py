@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,7 +53,11 @@ async def test_teler_positional_construction_and_defaults() -> None:
             ValueError,
             "7 is not a valid StreamType",
         ),
-        ({"remote_url": "ws://a.test", "call_stream_handler": "relay"}, TypeError, "got str"),
+        (
+            {"remote_url": "ws://a.test", "call_stream_handler": "relay"},
+            TypeError,
+            "got a str, which is not callable",
+        ),
         ({"remote_url": "ws://a.test", "connect_timeout": 0}, ValueError, "connect_timeout"),
         ({"remote_url": "ws://a.test", "send_timeout": -1}, ValueError, "send_timeout"),
     ],
@@ -78,6 +83,73 @@ def test_options_are_normalised_and_revalidated_on_assignment() -> None:
     connector.remote_url = "wss://b.test/agent"
     with pytest.raises(ValueError, match="remote_url"):
         connector.remote_url = ""
+
+
+def plain_handler(message: str | bytes) -> HandlerResult:
+    return message, StreamOp.RELAY
+
+
+async def context_handler(message: str | bytes, context: object, tag: str) -> HandlerResult:
+    return message, StreamOp.RELAY
+
+
+class AsyncCallable:
+    async def __call__(self, message: str | bytes) -> HandlerResult:
+        return message, StreamOp.RELAY
+
+
+class SyncCallable:
+    def __call__(self, message: str | bytes) -> HandlerResult:
+        return message, StreamOp.RELAY
+
+    async def method(self, message: str | bytes) -> HandlerResult:
+        return message, StreamOp.RELAY
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        relay,
+        AsyncCallable(),
+        SyncCallable().method,
+        functools.partial(context_handler, tag="x"),
+        functools.partial(AsyncCallable()),
+    ],
+    ids=["async-def", "async-call-object", "async-method", "partial", "partial-of-object"],
+)
+def test_async_handlers_are_accepted(handler: Any) -> None:
+    connector = StreamConnector(
+        remote_url="ws://a.test",
+        call_stream_handler=handler,
+        remote_stream_handler=handler,
+        on_open=handler,
+    )
+    assert connector.call_stream_handler is handler
+
+
+@pytest.mark.parametrize(
+    ("handler", "words"),
+    [
+        (plain_handler, "got the plain (non-async) function 'plain_handler'"),
+        (lambda m: relay(m), "got the plain (non-async) function '<lambda>'"),
+        (SyncCallable(), "got a SyncCallable whose __call__ is not async"),
+        (
+            functools.partial(plain_handler),
+            "got a functools.partial of the plain (non-async) function 'plain_handler'",
+        ),
+    ],
+    ids=["def", "lambda", "sync-call-object", "partial-of-def"],
+)
+@pytest.mark.parametrize("field", ["call_stream_handler", "remote_stream_handler", "on_open"])
+def test_plain_handlers_are_refused_at_construction(handler: Any, words: str, field: str) -> None:
+    with pytest.raises(TypeError) as info:
+        StreamConnector(remote_url="ws://a.test", **{field: handler})
+    message = str(info.value)
+    assert message.startswith(f"{field} must be an async callable, async (")
+    assert words in message
+    connector = StreamConnector(remote_url="ws://a.test")
+    with pytest.raises(TypeError, match="must be an async callable"):
+        setattr(connector, field, handler)  # assignment is checked too
 
 
 class FakeAsgi:
@@ -139,6 +211,14 @@ async def test_asgi_adapter_close_once_and_failed_send() -> None:
     with pytest.raises(WSSConnectionClosed) as info:
         await socket.send_message("x")
     assert info.value.code == 1006
+
+
+async def test_asgi_adapter_refusing_an_unexpected_message_is_our_close() -> None:
+    socket = AsgiWebSocket(FakeAsgi({"type": "http.request"}))
+    with pytest.raises(WSSConnectionClosed) as info:
+        await socket.get_message()
+    assert (info.value.code, info.value.by_peer) == (1002, False)
+    assert info.value.reason == "unexpected ASGI message 'http.request'"
 
 
 def test_unsupported_socket_is_named() -> None:

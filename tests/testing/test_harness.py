@@ -84,7 +84,7 @@ async def test_echo_agent_returns_the_callers_audio(
     report.assert_agent_audio(min_seconds=2.9, tone=440)
     assert report.sample_rate == 16000
     assert report.termination is not None
-    assert report.termination.reason is TerminationReason.SERVER
+    assert report.termination.reason is TerminationReason.CALLER_HANGUP
     assert not contains_tone(report.agent_audio, GREETING_HZ, 16000)
 
 
@@ -196,6 +196,21 @@ async def test_caller_hangs_up_while_ringing(autojump_clock: trio.testing.MockCl
     assert report.termination.reason is TerminationReason.CALLER_HANGUP
 
 
+async def test_a_command_pending_at_the_end_is_listed_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def transfer(call: ActiveCall) -> None:
+        await call.answer()
+        with pytest.raises(WSSCallClosedError):
+            await call.connect(60)  # still ringing when the caller hangs up
+
+    async with open_agent_test(transfer) as agent:
+        report = await agent.place_call(CallerScript(callee_answers_after=None, hangup_after=2))
+    report.assert_commands("call.answer", "call.connect")
+    connect = report.result.commands[-1]
+    assert (connect.success, connect.error_code, connect.latency) == (False, "CALL_TERMINATED", 2)
+
+
 async def test_drive_a_call_live_and_inject_faults(autojump_clock: trio.testing.MockClock) -> None:
     async with open_agent_test(echo) as agent:
         call = await agent.start_call(CallerScript(audio=tone(440)))
@@ -208,9 +223,7 @@ async def test_drive_a_call_live_and_inject_faults(autojump_clock: trio.testing.
         report = await agent.wait_call(call)
     report.assert_ended_by("media_lost")
     assert report.termination is not None
-    # The agent learns it from the broken socket or from the platform's
-    # session.closed, whichever it reads first (both at the same instant).
-    assert report.termination.reason in (TerminationReason.MEDIA_LOST, TerminationReason.SERVER)
+    assert report.termination.reason is TerminationReason.MEDIA_LOST
     assert agent.reports == [report]
 
 
