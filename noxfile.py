@@ -1,8 +1,12 @@
-"""Developer sessions: ``nox -s tests lint typecheck docs`` (and ``interop``, ``bench``)."""
+"""Developer sessions: ``nox -s tests lint typecheck docs``; also interop, oldest, bench."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import nox
+from packaging.requirements import Requirement
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.default_venv_backend = "venv"
@@ -13,6 +17,29 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The test suite (unit, integration and the bounded reliability runs)."""
     session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+def floors() -> list[str]:
+    """Each runtime dependency in pyproject.toml at its floor: ``name>=X`` -> ``name==X``."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = []
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        lows = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        if len(lows) != 1:
+            raise ValueError(f"pyproject.toml: {line!r} needs one floor (>=) for nox -s oldest")
+        pins.append(f"{requirement.name}=={lows[0]}")
+    return pins
+
+
+@nox.session
+def oldest(session: nox.Session) -> None:
+    """The test suite on the oldest dependencies pyproject.toml allows (not run by default)."""
+    constraints = Path(session.create_tmp()) / "floors.txt"
+    constraints.write_text("\n".join(floors()) + "\n", encoding="utf-8")
+    session.install("-e", ".[test]", "-c", str(constraints))
+    session.run("python", "-m", "pip", "list")  # what was tested, for the log
     session.run("pytest", *(session.posargs or ["-q"]))
 
 

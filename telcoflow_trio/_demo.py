@@ -263,6 +263,7 @@ async def run_demo(
             sim.api_key, sim.connector_uuid, sample_rate, base_url=sim.base_url
         )
         out.write(f"simulator at {sim.base_url}; agent connecting at {sample_rate} Hz\n")
+        out.flush()
         open_stream = None if listen else sim.open_stream
         async with TelcoflowClient(
             config, open_stream=open_stream, on_handler_error=on_handler_error
@@ -276,6 +277,8 @@ async def run_demo(
                 await demo_agent(call)
 
             await client.wait_connected()
+            out.write(f"agent connected; placing {calls} call{'s' * (calls != 1)}\n")
+            out.flush()
             done = trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_render_live, rows, sample_rate, out, done)

@@ -11,8 +11,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-import trio
-
+from ._command import run_command
 from ._version import __version__
 
 __all__ = ["main"]
@@ -39,10 +38,9 @@ def _demo_main(args: argparse.Namespace) -> int:
     if args.calls < 1:
         sys.stderr.write("telcoflow-trio demo: --calls must be at least 1\n")
         return 2
+    demo = partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
     try:
-        return trio.run(
-            partial(run_demo, calls=args.calls, sample_rate=args.sample_rate, output=args.output)
-        )
+        return run_command("telcoflow-trio demo", demo)
     except KeyboardInterrupt:
         sys.stderr.write("telcoflow-trio demo: interrupted\n")
         return 130

@@ -25,6 +25,7 @@ from typing import IO, Any
 import trio
 
 from .._cli_secrets import UsageError, add_api_key_arguments, api_key_from
+from .._command import run_command
 from ..exceptions import WSSError
 from ._audio import AudioSource, noise, silence, tone, wav_source
 from ._call import SimulatedCall
@@ -346,9 +347,10 @@ def simulate_main(args: argparse.Namespace) -> int:
         if args.frame_log is not None:
             log_file = open(args.frame_log, "w", encoding="utf-8")  # noqa: SIM115
         frame_log = JsonLinesFrameLog(log_file) if log_file is not None else None
-        trio.run(partial(run_simulate, args, frame_log=frame_log))
+        run_command("telcoflow-trio simulate", partial(run_simulate, args, frame_log=frame_log))
     except KeyboardInterrupt:
-        return 0
+        sys.stderr.write("telcoflow-trio simulate: interrupted\n")
+        return 130
     except UsageError as exc:
         sys.stderr.write(f"telcoflow-trio simulate: {exc}\n")
         return 2
@@ -408,8 +410,9 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
 def call_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio call``: place one call into a running simulator. Returns the exit code."""
     try:
-        trio.run(run_call, args)
+        run_command("telcoflow-trio call", partial(run_call, args))
     except KeyboardInterrupt:
+        sys.stderr.write("telcoflow-trio call: interrupted\n")
         return 130
     except UsageError as exc:
         sys.stderr.write(f"telcoflow-trio call: {exc}\n")

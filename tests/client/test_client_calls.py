@@ -27,7 +27,7 @@ from telcoflow_trio.exceptions import (
     WSSCallCommandTimeoutError,
     WSSCallStateError,
 )
-from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator, tone
+from telcoflow_trio.simulator import CallerScript, Simulator, SimulatorConfig, open_simulator, tone
 
 from .conftest import all_tasks, client_config, client_tasks, open_pair
 
@@ -476,6 +476,36 @@ async def test_outside_cancellation_still_ends_calls_properly(
         result = await simulated.wait_result()
     assert [i.reason for i in infos] == [TerminationReason.CLIENT_SHUTDOWN]
     assert result.ended_by == "agent_close"  # the platform was told
+
+
+async def test_entered_while_cancelled_the_client_unwinds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Ctrl+C just as a program opens its client: the entry must give up, not hang
+    # (a shielded background task started under a cancelled caller never ended).
+    entered = trio.Event()
+    client: TelcoflowClient | None = None
+
+    async def open_cancelled(sim: Simulator) -> None:
+        nonlocal client
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            client = TelcoflowClient(client_config(sim), open_stream=sim.open_stream)
+            async with client:
+                pytest.fail("the body must not run")
+        assert scope.cancelled_caught
+        entered.set()
+
+    async with open_simulator() as sim, trio.open_nursery() as nursery:
+        nursery.start_soon(open_cancelled, sim)
+        with trio.move_on_after(10):
+            await entered.wait()
+        if not entered.is_set():
+            assert client is not None
+            client._background_scope.cancel()  # unstick it, so that the test can fail
+            pytest.fail("async with TelcoflowClient(...) hung under a cancelled scope")
+    assert client_tasks() == []
+    assert sim.statistics().control_connections == 0
 
 
 async def test_d22_no_task_outlives_the_client(autojump_clock: trio.testing.MockClock) -> None:
