@@ -133,10 +133,9 @@ BRIDGES: dict[str, Bridge] = {
 }
 #: the rows of the four set-ups, each set-up's rows together
 DEFAULT_BRIDGES = [
-    name
-    for setup in ("ws", "remote_wss", "wss")
-    for name in BRIDGES
-    if BRIDGES[name].setup == setup and not name.startswith(("trio_", "ws_"))
+    f"{who}{setup}"
+    for setup in ("", "_remote_wss", "_wss")
+    for who in ("ours_trio", "teler_uvloop", "teler_asyncio")
 ] + ["ours_hypercorn"]
 
 
