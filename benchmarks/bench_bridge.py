@@ -187,7 +187,7 @@ class Bench:
         argv += ["--rate", str(opts.get("rate", a.rate))]
         argv += ["--warmup", str(opts.get("warmup", a.warmup))]
         argv += ["--duration", str(opts.get("duration", a.duration))]
-        argv += ["--drain", "3", "--cafile", self.certs.cafile]
+        argv += ["--drain", str(a.drain), "--cafile", self.certs.cafile]
         return argv + [str(x) for x in opts.get("extra", ())]
 
     def loadgen(
@@ -555,6 +555,9 @@ def add_arguments(parser: argparse.ArgumentParser, quick: bool) -> None:
     parser.add_argument("--repeats", type=int, default=1 if quick else 3)
     parser.add_argument("--duration", type=float, default=0.8 if quick else 2.5)
     parser.add_argument("--warmup", type=float, default=0.3 if quick else 0.75)
+    parser.add_argument(
+        "--drain", type=float, default=1.0 if quick else 3.0, help="wait for late replies"
+    )
     parser.add_argument("--cpu-calls", type=int, default=60)
     parser.add_argument("--cpu-repeats", type=int, default=3)
     parser.add_argument("--idle-calls", type=int, default=0 if quick else 200)

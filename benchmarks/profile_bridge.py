@@ -54,6 +54,7 @@ def main() -> None:
         rate=8000,
         warmup=1.0,
         duration=args.seconds + 2,
+        drain=3.0,
         max_foreign=8.0,
         noisy_retries=0,
         quiet_wait=0.0,
