@@ -461,7 +461,12 @@ class LeanWebSocket(FrameCodec):
                         self._closed = CloseReason(1006, None)
                     self._wake_pings()
                     raise self._closed_error(*self._closed)
-                self.receive_data(data)
+                # FrameCodec.receive_data, inline: the hot loop makes no extra call.
+                if self._pos >= len(self._buf):
+                    self._buf = data if type(data) is bytes else bytes(data)
+                else:
+                    self._buf = self._buf[self._pos :] + data
+                self._pos = 0
         finally:
             self._receiving = False
 

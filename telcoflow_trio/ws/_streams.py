@@ -36,13 +36,7 @@ async def start_tls(
         trio.BrokenResourceError: the handshake failed (``__cause__`` is the
             ``ssl.SSLError``).
     """
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=host)
-    try:
-        await tls.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls
+    return await _handshake(trio.SSLStream(stream, ssl_context, server_hostname=host))
 
 
 async def accept_tls(
@@ -54,10 +48,13 @@ async def accept_tls(
         trio.BrokenResourceError: the handshake failed (``__cause__`` is the
             ``ssl.SSLError``, e.g. a client certificate that was required and missing).
     """
-    tls = trio.SSLStream(stream, ssl_context, server_side=True)
+    return await _handshake(trio.SSLStream(stream, ssl_context, server_side=True))
+
+
+async def _handshake(tls: trio.SSLStream[trio.abc.Stream]) -> trio.SSLStream[trio.abc.Stream]:
     try:
         await tls.do_handshake()
     except BaseException:
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(tls.transport_stream)
         raise
     return tls

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-import struct
-
 import h11
 import pytest
 from hypothesis import given, strategies as st
+from ws_wire import frame
 
-import telcoflow_trio.ws
 from telcoflow_trio.exceptions import WSSConnectionError
 from telcoflow_trio.ws import _framing as framing, _handshake as handshake
 from telcoflow_trio.ws._framing import (
@@ -24,40 +20,6 @@ from telcoflow_trio.ws._framing import (
     FrameError,
 )
 
-SANS_IO = ("_framing.py", "_handshake.py")
-FORBIDDEN = {"trio", "trio_websocket", "anyio", "asyncio", "socket", "select", "time"}
-
-
-def test_the_sans_io_modules_import_no_io() -> None:
-    root = pathlib.Path(telcoflow_trio.ws.__file__).parent
-    for name in SANS_IO:
-        for node in ast.walk(ast.parse((root / name).read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""]
-            else:
-                continue
-            for imported in names:
-                assert imported.split(".")[0] not in FORBIDDEN, f"{name} imports {imported}"
-
-
-def raw(opcode: int, payload: bytes, *, fin: bool = True, key: bytes | None = None) -> bytes:
-    """A frame as a peer writes it, built independently of the codec."""
-    head = bytes([(0x80 if fin else 0) | opcode])
-    bit = 0x80 if key else 0
-    n = len(payload)
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += struct.pack("!BH", bit | 126, n)
-    else:
-        head += struct.pack("!BQ", bit | 127, n)
-    if key is None:
-        return head + payload
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
 KEY = b"\x11\x22\x33\x44"
 
 
@@ -68,7 +30,7 @@ def server() -> FrameCodec:
 @pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536])
 def test_header_length_forms(n: int) -> None:
     header = framing.frame_header(BINARY, n, False)
-    assert header == raw(BINARY, b"\0" * n)[: len(header)]
+    assert header == frame(BINARY, b"\0" * n)[: len(header)]
     assert len(header) == (2 if n < 126 else 4 if n < 65536 else 10)
 
 
@@ -106,10 +68,10 @@ def test_client_frames_are_masked_with_fresh_keys_server_frames_are_not() -> Non
 def test_fragments_are_reassembled_with_control_frames_in_between() -> None:
     ours = server()
     ours.receive_data(
-        raw(TEXT, "hé".encode()[:2], fin=False, key=KEY)
-        + raw(PING, b"p", key=KEY)
-        + raw(CONT, "hé".encode()[2:], fin=False, key=KEY)
-        + raw(CONT, b"!", key=KEY)
+        frame(TEXT, "hé".encode()[:2], fin=False, mask=KEY)
+        + frame(PING, b"p", mask=KEY)
+        + frame(CONT, "hé".encode()[2:], fin=False, mask=KEY)
+        + frame(CONT, b"!", mask=KEY)
     )
     assert ours.next_frame() == (PING, b"p")
     assert ours.next_frame() == "hé!"
@@ -119,15 +81,19 @@ def test_fragments_are_reassembled_with_control_frames_in_between() -> None:
 @pytest.mark.parametrize(
     ("wire", "code", "what"),
     [
-        (raw(BINARY, b"x"), 1002, "unmasked"),
+        (frame(BINARY, b"x"), 1002, "unmasked"),
         (bytes([0x80 | 0x40 | BINARY, 0x80]) + KEY, 1002, "reserved bits"),
-        (raw(0x3, b"", key=KEY), 1002, "unknown opcode"),
-        (raw(0xB, b"", key=KEY), 1002, "unknown opcode"),
-        (raw(PING, b"", fin=False, key=KEY), 1002, "fragmented control"),
-        (raw(PING, b"x" * 126, key=KEY), 1002, "longer than 125"),
-        (raw(CONT, b"x", key=KEY), 1002, "continuation"),
-        (raw(TEXT, b"a", fin=False, key=KEY) + raw(TEXT, b"b", key=KEY), 1002, "new message"),
-        (raw(TEXT, b"\xff", key=KEY), 1007, "UTF-8"),
+        (frame(0x3, b"", mask=KEY), 1002, "unknown opcode"),
+        (frame(0xB, b"", mask=KEY), 1002, "unknown opcode"),
+        (frame(PING, b"", fin=False, mask=KEY), 1002, "fragmented control"),
+        (frame(PING, b"x" * 126, mask=KEY), 1002, "longer than 125"),
+        (frame(CONT, b"x", mask=KEY), 1002, "continuation"),
+        (
+            frame(TEXT, b"a", fin=False, mask=KEY) + frame(TEXT, b"b", mask=KEY),
+            1002,
+            "new message",
+        ),
+        (frame(TEXT, b"\xff", mask=KEY), 1007, "UTF-8"),
         (bytes([0x82, 0xFF]) + (1 << 63).to_bytes(8, "big") + KEY, 1002, "significant bit"),
     ],
 )
@@ -141,7 +107,7 @@ def test_protocol_violations_name_their_close_code(wire: bytes, code: int, what:
 
 def test_a_server_masked_frame_is_refused_by_a_client() -> None:
     client = FrameCodec(client=True, max_message_size=100)
-    client.receive_data(raw(BINARY, b"x", key=KEY))
+    client.receive_data(frame(BINARY, b"x", mask=KEY))
     with pytest.raises(FrameError, match="masked") as info:
         client.next_frame()
     assert info.value.code == 1002
@@ -149,14 +115,14 @@ def test_a_server_masked_frame_is_refused_by_a_client() -> None:
 
 def test_an_oversized_message_is_1009_from_its_header_and_skipped_to_the_close() -> None:
     ours = server()
-    big = raw(BINARY, b"x" * 1001, key=KEY)
+    big = frame(BINARY, b"x" * 1001, mask=KEY)
     ours.receive_data(big[:20])  # the header alone decides
     with pytest.raises(FrameError) as info:
         ours.next_frame()
     assert info.value.code == 1009
     assert ours.oversized == len(big)
     assert not ours.discard_oversized()
-    ours.receive_data(big[20:] + raw(CLOSE, b"\x03\xe8", key=KEY))
+    ours.receive_data(big[20:] + frame(CLOSE, b"\x03\xe8", mask=KEY))
     assert ours.discard_oversized()
     assert ours.oversized == 0
     assert ours.next_frame() == (CLOSE, b"\x03\xe8")
@@ -164,9 +130,9 @@ def test_an_oversized_message_is_1009_from_its_header_and_skipped_to_the_close()
 
 def test_a_fragmented_message_counts_all_its_fragments_against_the_limit() -> None:
     ours = server()
-    ours.receive_data(raw(BINARY, b"x" * 600, fin=False, key=KEY))
+    ours.receive_data(frame(BINARY, b"x" * 600, fin=False, mask=KEY))
     assert ours.next_frame() is None
-    ours.receive_data(raw(CONT, b"x" * 600, key=KEY))
+    ours.receive_data(frame(CONT, b"x" * 600, mask=KEY))
     with pytest.raises(FrameError) as info:
         ours.next_frame()
     assert info.value.code == 1009
@@ -213,7 +179,7 @@ def test_a_close_reason_is_cut_to_125_bytes_on_a_character_boundary() -> None:
 
 def test_pong_and_text_frames_come_back_as_values() -> None:
     ours = server()
-    ours.receive_data(raw(PONG, b"hb", key=KEY) + raw(TEXT, b"", key=KEY))
+    ours.receive_data(frame(PONG, b"hb", mask=KEY) + frame(TEXT, b"", mask=KEY))
     assert ours.next_frame() == (PONG, b"hb")
     assert ours.next_frame() == ""
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from ws_wire import BINARY, CLOSE, PING, PONG, TEXT, frame, xor
 
 from telcoflow_trio.exceptions import WSSConnectionClosed, WSSConnectionError
 from telcoflow_trio.ws import ConnectionRejected, _connection as lean_ws
@@ -27,28 +28,6 @@ from telcoflow_trio.ws._connection import (
     serve_lean_websocket,
 )
 from telcoflow_trio.ws._transport import open_websocket
-
-TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
-
-
-def xor(data: bytes, key: bytes) -> bytes:
-    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
-
-
-def frame(
-    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None, rsv: int = 0
-) -> bytes:
-    """One frame as a peer would write it (``mask``: the 4-byte key, client frames)."""
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    bit = 0x80 if mask else 0
-    n = len(payload)
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += struct.pack("!BH", bit | 126, n)
-    else:
-        head += struct.pack("!BQ", bit | 127, n)
-    return head + (mask + xor(payload, mask) if mask else payload)
 
 
 class Peer:
