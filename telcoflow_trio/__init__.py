@@ -1,7 +1,5 @@
 """telcoflow_trio: trio-native voice agents on the Telcoflow telephony platform."""
 
-import logging as _logging
-
 from . import events as events, exceptions as exceptions
 from ._call import (
     ActiveCall as ActiveCall,
@@ -20,10 +18,6 @@ from .config import (
 )
 from .events import CallEvent as CallEvent, CallState as CallState, ClientEvent as ClientEvent
 from .proto import LatencyHistogram as LatencyHistogram
-
-# A library leaves output to the application: without this, its warnings would reach
-# stderr through logging's last resort in a program that never configured logging.
-_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "ActiveCall",

@@ -1,8 +1,9 @@
-"""Call ids on log records: a context variable and a :class:`logging.Filter`.
+"""The package's logging: a NullHandler, and call ids on log records.
 
 The client sets the call id in each call's task, so every record logged there
 (by the library or by your handler, and by the tasks the call starts) can carry
-it. The library installs no handler; add the filter to yours::
+it. The library installs no handler but a :class:`logging.NullHandler` on the
+package logger; add the filter to yours::
 
     handler.addFilter(CallIdFilter())
     handler.setFormatter(logging.Formatter("%(call_id)s %(levelname)s %(message)s"))
@@ -16,6 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = ["CallIdFilter", "call_context", "current_call_id"]
+
+# A library leaves output to the application: without this, its warnings would reach
+# stderr through logging's last resort in a program that never configured logging.
+logging.getLogger("telcoflow_trio").addHandler(logging.NullHandler())
 
 _call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "telcoflow_trio_call_id", default=None
