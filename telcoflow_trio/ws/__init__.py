@@ -38,7 +38,7 @@ The exceptions are in the library's tree: :class:`ConnectionClosed` is a
 Layout: ``_framing`` (RFC 6455 framing, sans-IO), ``_handshake`` (the h11
 upgrade, sans-IO), ``_connection`` (the I/O connection, with the plain-TCP
 fast path), ``_poller`` (one epoll set per run, deferred small writes),
-``_streams`` (where TCP and TLS streams are made), ``_client`` and
+``_streams`` (where TCP and TLS streams are made), ``_errors``, ``_client`` and
 ``_server`` (this API), ``_transport`` (the seam the rest of the library
 uses, with trio-websocket still selectable there).
 """
