@@ -148,14 +148,17 @@ class Children:
         *,
         stdout: int | None = subprocess.DEVNULL,
         stdin: int | None = subprocess.DEVNULL,
+        stderr: int | None = None,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             list(args),
             stdout=stdout,
             stdin=stdin,
-            stderr=None,
+            stderr=stderr,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
         self.procs.append(proc)
@@ -173,7 +176,7 @@ class Children:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
-        for stream in (proc.stdout, proc.stdin):
+        for stream in (proc.stdout, proc.stdin, proc.stderr):
             if stream is not None:
                 stream.close()
         if proc in self.procs:

@@ -1,10 +1,11 @@
 """Run every benchmark in one go and publish the tables: ``nox -s bench [-- --quick]``.
 
 Runs the bridge benchmark at each of ``--rates`` (8 and 16 kHz), then the
-client (media and control plane) benchmark, writes ``results/*-latest.json``,
+client (media and control plane) benchmark, then the scale benchmark
+(``telcoflow-trio run --workers 4``), writes ``results/*-latest.json``,
 ``results/latest.md`` (the tables plus the machine), and replaces the results
 section of ``docs/performance.md`` with the same text. Options after
-``--only bridge`` or ``--only client`` go to that benchmark
+``--only bridge``, ``--only client`` or ``--only scale`` go to that benchmark
 (``python benchmarks/run.py --only bridge --rates 8000 --bridges ours_trio,teler_uvloop``).
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import bench_bridge
 import bench_client
+import bench_scale
 from _proc import HERE, cores_available
 from _report import RESULTS, write_json
 
@@ -38,11 +40,12 @@ def machine_line(m: dict[str, Any]) -> str:
     )
 
 
-def render(bridges: list[dict[str, Any]], client: dict[str, Any] | None) -> str:
+def render(
+    bridges: list[dict[str, Any]], client: dict[str, Any] | None, scale: dict[str, Any] | None
+) -> str:
     """The results section: the machine, then every table with its targets."""
-    first = (bridges or [client])[0]
-    assert first is not None
-    quick = any(r["settings"].get("quick") for r in [*bridges, client] if r)
+    first = next(r for r in [*bridges, client, scale] if r)
+    quick = any(r["settings"].get("quick") for r in [*bridges, client, scale] if r)
     parts = [
         f"Measured {machine_line(first['machine'])}."
         + (
@@ -55,6 +58,8 @@ def render(bridges: list[dict[str, Any]], client: dict[str, Any] | None) -> str:
     parts += [bench_bridge.markdown(r) for r in bridges]
     if client:
         parts.append(bench_client.markdown(client))
+    if scale:
+        parts.append(bench_scale.markdown(scale))
     return "\n".join(parts)
 
 
@@ -82,7 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="every row briefly (the bridge alone: < 3 min)"
     )
-    parser.add_argument("--only", choices=("bridge", "client"))
+    parser.add_argument("--only", choices=("bridge", "client", "scale"))
     parser.add_argument(
         "--rates",
         type=lambda v: [int(x) for x in v.split(",")],
@@ -105,16 +110,18 @@ def main() -> None:
     extra = (["--quick"] if args.quick else []) + rest
     run_bridge = not (args.render or args.control_only) and args.only in (None, "bridge")
     run_client = not (args.render or args.control_only) and args.only in (None, "client")
+    run_scale = not (args.render or args.control_only) and args.only in (None, "scale")
     # What is not rerun keeps its latest results in the tables.
     bridges = [
         bench_bridge.main([*extra, "--rate", str(rate)]) if run_bridge else load(f"bridge-{rate}")
         for rate in rates
     ]
     client = bench_client.main(extra) if run_client else load("client")
+    scale = bench_scale.main(extra) if run_scale else load("scale")
     if args.control_only and client is not None:
         client["control"] = bench_client.control_only(extra)
         write_json("client-latest.json", client)
-    text = render([b for b in bridges if b], client)
+    text = render([b for b in bridges if b], client, scale)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(text)
     if not args.no_docs:

@@ -3,7 +3,8 @@
 Prints ``READY`` once connected and ``H <call_id> <monotonic>`` when each call's
 handler starts (the runner pairs it with the simulator's ``call.in`` time).
 
-Usage: ``python agent_ours.py --url ws://127.0.0.1:P --rate 8000 [--transport lean]``
+Usage: ``python agent_ours.py --url ws://127.0.0.1:P --rate 8000 [--transport lean]``;
+``telcoflow-trio run agent_ours:on_call`` serves the same handler (``bench_scale.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from telcoflow_trio.exceptions import BufferClosedError, WSSCallClosedError
 from telcoflow_trio.simulator import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
 
 
+async def on_call(call: ActiveCall) -> None:
+    """Answer and echo until the caller hangs up (``telcoflow-trio run agent_ours:on_call``)."""
+    sys.stdout.write(f"H {call.call_id} {time.monotonic()}\n")
+    sys.stdout.flush()
+    await call.answer()
+    try:
+        async for chunk in call.audio_stream():
+            call.send_audio(chunk)
+    except (BufferClosedError, WSSCallClosedError):
+        pass  # the caller hung up while a chunk was on its way
+
+
 async def main(args: argparse.Namespace) -> None:
     config = TelcoflowClientConfig.sandbox(
         DEFAULT_API_KEY,
@@ -30,18 +43,7 @@ async def main(args: argparse.Namespace) -> None:
         heartbeat_timeout=args.heartbeat[1],
     )
     async with TelcoflowClient(config) as client:
-
-        @client.on(events.INCOMING_CALL)
-        async def on_call(call: ActiveCall) -> None:
-            sys.stdout.write(f"H {call.call_id} {time.monotonic()}\n")
-            sys.stdout.flush()
-            await call.answer()
-            try:
-                async for chunk in call.audio_stream():
-                    call.send_audio(chunk)
-            except (BufferClosedError, WSSCallClosedError):
-                pass  # the caller hung up while a chunk was on its way
-
+        client.on(events.INCOMING_CALL)(on_call)
         await client.connect()
         sys.stdout.write("READY\n")
         sys.stdout.flush()

@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -42,14 +43,15 @@ def say(line: str) -> None:
 
 
 class CallInLog:
-    """A frame log that keeps only when each ``call.in`` went out (monotonic clock)."""
+    """A frame log that keeps only when each ``call.in`` went out (by ``clock``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.sent: dict[str, float] = {}
+        self.clock = clock
 
     def __call__(self, connection: str, direction: str, frame: str | bytes) -> None:
         if direction == "out" and type(frame) is str and '"call.in"' in frame:
-            self.sent[json.loads(frame)["callId"]] = time.monotonic()
+            self.sent[json.loads(frame)["callId"]] = self.clock()
 
 
 async def media(sim, log: CallInLog, n: int, args: argparse.Namespace) -> dict[str, object]:

@@ -667,7 +667,10 @@ class Simulator:
             error = {"message": f"session {frame.session_id} is not open"}
             return Response(frame.req_id, False, None, code, error)
         bound = call._bound
-        if bound is not None and bound is not control and bound.alive:
+        # A call on its media connection stays with its worker even once that
+        # worker's control connection is gone (it drains): only a ringing call
+        # is offered again (see _control_gone).
+        if bound is not None and bound is not control and (bound.alive or call._media_used):
             self._sessions_busy += 1
             return Response(
                 frame.req_id, False, None, "SESSION_BUSY", {"boundSmWsId": bound.sm_ws_id}

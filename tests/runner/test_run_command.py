@@ -70,9 +70,9 @@ class Run:
         self.lines += [line.decode() for line in lines]
         return True
 
-    async def wait_for(self, pattern: str) -> re.Match[str]:
-        """The first line (read so far or to come) that ``pattern`` matches."""
-        seen = 0
+    async def wait_for(self, pattern: str, since: int = 0) -> re.Match[str]:
+        """The first line from line ``since`` on (read so far or to come) ``pattern`` matches."""
+        seen = since
         while True:
             for line in self.lines[seen:]:
                 if match := re.search(pattern, line):

@@ -5,6 +5,7 @@ Everything runs in memory under the autojump clock, so times are exact.
 
 from __future__ import annotations
 
+import contextlib
 import wave
 from pathlib import Path
 
@@ -149,6 +150,33 @@ async def test_session_busy_for_the_second_claim(autojump_clock: trio.testing.Mo
         assert (await second.open(call.session_id)).error_code == "SESSION_CLOSED"
         assert (await second.open("no-such-session")).error_code == "SESSION_NOT_FOUND"
         assert first.sm_ws_id != second.sm_ws_id
+
+
+async def test_a_call_stays_with_its_worker_once_that_worker_stops_claiming(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A draining worker closes its control connection; its live calls go on on
+    # their media connections and must not be handed to another worker (which
+    # would get no call.in and wait for one).
+    async with (
+        open_simulator() as sim,
+        open_control(sim) as other,
+        contextlib.AsyncExitStack() as media_stack,
+    ):
+        async with open_control(sim) as draining:
+            call = await sim.place_call()
+            await other.expect(SessionNotify)
+            media = await media_stack.enter_async_context(open_media(sim, await draining.claim()))
+            assert (await media.command("call.answer")).success
+        await trio.sleep(1)
+        assert sim.statistics().control_connections == 1
+        busy = await other.open(call.session_id)
+        assert (busy.ok, busy.error_code) == (False, "SESSION_BUSY")
+        assert busy.error_content == {"boundSmWsId": draining.sm_ws_id}
+        assert sim.statistics().calls_unclaimed == 0
+        await call.hang_up()
+        result = await call.wait_result()
+    assert result.ended_by == "caller_hangup"
 
 
 async def test_control_requests_the_simulator_does_not_serve(
