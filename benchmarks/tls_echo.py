@@ -1,15 +1,16 @@
-"""CPU per WebSocket echo round trip of 400 bytes over TLS on loopback, by TLS path.
+"""CPU per WebSocket echo round trip of 400 bytes over TLS on loopback, by stack.
 
 Why: wss:// used to run on ``trio.SSLStream`` (OpenSSL over memory BIOs);
 it now runs on a non-blocking ``ssl.SSLSocket`` driven by the lean poller
-(``telcoflow_trio/ws/_tls.py``). Both paths stay reachable, so one script
-measures both: ``sslstream`` puts ``trio.SSLStream`` under the lean WebSocket
-at both ends (what the library did before), ``socket`` uses ``start_tls`` and
-``accept_tls`` (what it does now); ``plain`` is the same echo without TLS, for
-scale. The echo server is a child process pinned to core 1, the client runs
-on core 0: it sends one 400-byte binary message, waits for its echo, and
-again. CPU is read from /proc for each process; the figures are per round
-trip.
+(``telcoflow_trio/ws/_tls.py``). Measured as a user reaches it (public API
+only): ``ws`` and ``wss`` are :mod:`telcoflow_trio.ws` at both ends
+(``serve_websocket`` and ``open_websocket_url``, ``ssl_context=`` for TLS);
+``tw`` and ``tw_wss`` are trio-websocket at both ends, whose TLS is
+``trio.SSLStream`` (the path the library took before). What TLS adds is the
+difference of each pair. The echo server is a child process pinned to core 1,
+the client runs on core 0: it sends one 400-byte binary message, waits for
+its echo, and again. CPU is read from /proc for each process; the figures are
+per round trip.
 
 Usage: ``python tls_echo.py [--rounds N] [--repeats R]``; prints a table and
 writes ``results/tls-echo-<time>.json``.
@@ -18,80 +19,71 @@ writes ``results/tls-echo-<time>.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import trio
+import trio_websocket
 import trustme
 from _proc import HERE, cpu_seconds, free_port, pin, wait_port
 from _report import fmt, machine, markdown_table, median, write_json
 
-from telcoflow_trio.ws._connection import LeanWebSocket, accept_lean_websocket
-from telcoflow_trio.ws._streams import accept_tls, start_tls
-from telcoflow_trio.ws._transport import open_websocket
+from telcoflow_trio import ws
 
 MESSAGE = b"x" * 400
-MODES = ("plain", "sslstream", "socket")
-
-
-async def tls(
-    stream: trio.abc.Stream, context: ssl.SSLContext, mode: str, host: str | None
-) -> trio.abc.Stream:
-    """TLS over ``stream``: the library's way (``socket``), ``trio.SSLStream``, or none."""
-    if mode == "plain":
-        return stream
-    if mode == "socket":
-        if host is None:
-            return await accept_tls(stream, context)
-        return await start_tls(stream, context, host)
-    wrapped = trio.SSLStream(stream, context, server_side=host is None, server_hostname=host)
-    await wrapped.do_handshake()
-    return wrapped
+#: mode -> (the library at both ends, TLS or not)
+MODES = {
+    "ws": (ws, False),
+    "wss": (ws, True),
+    "tw": (trio_websocket, False),
+    "tw_wss": (trio_websocket, True),
+}
+LABELS = {
+    "ws": "telcoflow_trio.ws, plain TCP",
+    "wss": "telcoflow_trio.ws, TLS (poller-driven SSLSocket)",
+    "tw": "trio-websocket, plain TCP",
+    "tw_wss": "trio-websocket, TLS (trio.SSLStream)",
+}
 
 
 async def serve(port: int, mode: str, cert: str, key: str) -> None:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    library, secure = MODES[mode]
+    context = None
+    if secure:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
 
-    async def one(stream: trio.SocketStream) -> None:
-        with contextlib.suppress(Exception):  # wait_port's probe, the client's end
-            request = await accept_lean_websocket(await tls(stream, context, mode, None))
-            if request is None:
-                return
-            ws: LeanWebSocket = await request.accept()
-            try:
-                while True:
-                    await ws.send_message(await ws.get_message())
-            finally:
-                await ws.aclose()
+    async def echo(request: Any) -> None:
+        conn = await request.accept()
+        try:
+            while True:
+                await conn.send_message(await conn.get_message())
+        except library.ConnectionClosed:
+            pass
 
-    await trio.serve_tcp(one, port, host="127.0.0.1")
+    await library.serve_websocket(echo, "127.0.0.1", port, context)
 
 
 async def client(port: int, mode: str, ca: str, rounds: int, server_pid: int) -> dict[str, float]:
-    context = ssl.create_default_context(cafile=ca)
-
-    async def opener(host: str, port: int, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
-        assert ssl_context is not None
-        stream = await trio.open_tcp_stream(host, port)
-        return await tls(stream, ssl_context, mode, host)
-
-    async with open_websocket(
-        f"wss://127.0.0.1:{port}/", ssl_context=context, open_stream=opener
-    ) as ws:
+    library, secure = MODES[mode]
+    url = f"{'wss' if secure else 'ws'}://127.0.0.1:{port}/"
+    context = ssl.create_default_context(cafile=ca) if secure else None
+    opening: AbstractAsyncContextManager[Any] = library.open_websocket_url(url, context)
+    async with opening as conn:
         for _ in range(200):  # warm up
-            await ws.send_message(MESSAGE)
-            await ws.get_message()
+            await conn.send_message(MESSAGE)
+            await conn.get_message()
         server0, client0, wall0 = cpu_seconds(server_pid), time.process_time(), time.perf_counter()
         for _ in range(rounds):
-            await ws.send_message(MESSAGE)
-            await ws.get_message()
+            await conn.send_message(MESSAGE)
+            await conn.get_message()
         wall = time.perf_counter() - wall0
         client_cpu = time.process_time() - client0
         server1 = cpu_seconds(server_pid)
@@ -147,7 +139,7 @@ def main() -> None:
     }
     rows = [
         [
-            mode,
+            LABELS[mode],
             fmt(s["client_us"]),
             fmt(s["server_us"]),
             fmt((s["client_us"] or 0) + (s["server_us"] or 0)),
@@ -155,7 +147,7 @@ def main() -> None:
         ]
         for mode, s in summary.items()
     ]
-    print(markdown_table(["TLS path", "client µs", "server µs", "both µs", "wall µs"], rows))
+    print(markdown_table(["stack", "client µs", "server µs", "both µs", "wall µs"], rows))
     path = write_json(
         f"tls-echo-{time.strftime('%Y%m%d-%H%M%S')}.json",
         {"machine": machine(), "rounds": args.rounds, "runs": runs, "median": summary},

@@ -29,8 +29,9 @@ from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionClosed,
     WSSConnectionError,
+    WSSTLSError,
 )
-from telcoflow_trio.ws import WebSocketRequest, serve_websocket
+from telcoflow_trio.ws import HandshakeError, WebSocketRequest, open_websocket_url, serve_websocket
 from telcoflow_trio.ws._connection import LeanWebSocket, accept_lean_websocket
 from telcoflow_trio.ws._poller import current_poller
 from telcoflow_trio.ws._streams import start_tls
@@ -236,12 +237,21 @@ async def test_certificate_problems_are_refused_naming_the_cause(
     with trio.fail_after(10):
         async with lean_server(server_context(issue(ca))) as port:
             before = open_fds()
-            with pytest.raises(WSSAuthenticationError, match="TLS handshake") as info:
+            with pytest.raises(WSSTLSError, match="TLS handshake") as info:
                 async with open_websocket(
                     f"wss://127.0.0.1:{port}/", ssl_context=context, connect_timeout=5
                 ):
                     pass  # pragma: no cover
             assert cause in str(info.value)
+            # Not retried by the client (authentication), and a connection error all the same.
+            assert isinstance(info.value, WSSAuthenticationError)
+            assert isinstance(info.value, WSSConnectionError)
+            # The public client names the cause too.
+            with pytest.raises(HandshakeError, match=cause):
+                async with open_websocket_url(
+                    f"wss://127.0.0.1:{port}/", ssl_context=context, connect_timeout=5
+                ):
+                    pass  # pragma: no cover
             await trio.testing.wait_all_tasks_blocked()  # the server's side is gone too
             assert open_fds() == before
 
@@ -260,7 +270,7 @@ async def test_mtls_accepts_a_client_certificate_and_refuses_none(ca: trustme.CA
                 await ws.send_message("in")
                 assert await ws.get_message() == "in"
             before = open_fds()
-            with pytest.raises(WSSAuthenticationError, match="certificate required"):
+            with pytest.raises(WSSTLSError, match="certificate required"):
                 async with open_websocket(url, ssl_context=client_context(ca)):
                     pass  # pragma: no cover
             await trio.testing.wait_all_tasks_blocked()
