@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trustme
 
 # The checkout this file is in is the one measured, whatever else is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _proc import free_port
 from _report import RESULTS, machine, markdown_table, write_json
+from _tls import Certs, make_certs
 
 from telcoflow_trio.exceptions import WSSError
 from telcoflow_trio.ws import (
@@ -153,26 +153,10 @@ async def run_client(url: str, ssl_context: ssl.SSLContext | None, log: list[str
 # -- the runs ---------------------------------------------------------------------------
 
 
-class Certs:
-    """A trustme CA and a certificate for 127.0.0.1, as files (wstest) and contexts (us)."""
-
-    def __init__(self, where: Path) -> None:
-        self.ca = trustme.CA()
-        self.issued = self.ca.issue_cert("127.0.0.1", "localhost")
-        self.cert = where / "server-cert.pem"
-        self.key = where / "server-key.pem"
-        self.cert.write_bytes(b"".join(blob.bytes() for blob in self.issued.cert_chain_pems))
-        self.issued.private_key_pem.write_to_path(str(self.key))
-
-    def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.issued.configure_cert(ctx)
-        return ctx
-
-    def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        self.ca.configure_trust(ctx)
-        return ctx
+def server_context(certs: Certs) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certs.certfile, certs.keyfile)
+    return ctx
 
 
 async def wait_listening(port: int) -> None:
@@ -208,7 +192,7 @@ async def one_run(
             spec["servers"] = [{"agent": AGENT, "url": url}]
             (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
             async with trio.open_nursery() as nursery:
-                context = certs.server_context() if tls else None
+                context = server_context(certs) if tls else None
                 await nursery.start(
                     partial(
                         serve_websocket,
@@ -227,7 +211,7 @@ async def one_run(
         else:
             spec["url"] = url
             if tls:  # wstest 0.8.2 reads these from the spec only (it ignores -c and -k)
-                spec.update(cert=str(certs.cert), key=str(certs.key))
+                spec.update(cert=certs.certfile, key=certs.keyfile)
             (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
             command = [str(wstest), "-m", "fuzzingserver", "-s", "spec.json", "-u", "0"]
             async with trio.open_nursery() as nursery:
@@ -238,7 +222,8 @@ async def one_run(
                 )
                 with trio.fail_after(30):
                     await wait_listening(port)
-                await run_client(url, certs.client_context() if tls else None, client_log)
+                client_context = ssl.create_default_context(cafile=certs.cafile) if tls else None
+                await run_client(url, client_context, client_log)
                 nursery.cancel_scope.cancel()
     seconds = time.monotonic() - started
     index = workdir / "index.json"
@@ -335,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wstest = ensure_wstest(args.venv, args.python2)
     cases = [case.strip() for case in args.cases.split(",") if case.strip()]
     args.reports.mkdir(parents=True, exist_ok=True)
-    certs = Certs(args.reports)
+    certs = make_certs()
     result: dict[str, Any] = {"machine": machine(), "cases": cases, "runs": []}
     for name in runs:
         print(f"autobahn: {name} ...", flush=True)
