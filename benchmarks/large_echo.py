@@ -2,9 +2,9 @@
 
 Why: receiving a message larger than one read must cost time linear in its
 size (issue 15: the lean framing copied its buffer on every read). Each size is
-echoed ``--repeat`` times over one connection, client and server both ours (so
-both reassemble it), in one process; the median CPU time of that process is
-reported (CPU, not wall time: the machine is shared), in ms, with MB/s (the
+echoed ``--repeat`` times over one connection, client and server both ours
+through the public ``telcoflow_trio.ws`` API (so both reassemble it), in one
+process; the median CPU time of that process is reported (CPU, not wall time: the machine is shared), in ms, with MB/s (the
 message counted once). ``websockets`` (asyncio) runs the same when it is importable.
 
 Usage: ``python benchmarks/large_echo.py [--sizes 1,4,16] [--repeat 5] [--json out.json]``
@@ -25,33 +25,36 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout
 
-from telcoflow_trio.exceptions import WSSConnectionClosed
-from telcoflow_trio.ws._connection import LeanWebSocket, serve_lean_websocket
-from telcoflow_trio.ws._transport import open_websocket
+from telcoflow_trio.ws import (
+    ConnectionClosed,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
+)
 
 MIB = 1 << 20
 LIMIT = 64 * MIB
 
 
 async def _ours(sizes: list[int], repeat: int) -> dict[int, list[float]]:
-    async def echo(ws: LeanWebSocket) -> None:
+    async def echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
         try:
             while True:
                 await ws.send_message(await ws.get_message())
-        except WSSConnectionClosed:
+        except ConnectionClosed:
             pass
 
     times: dict[int, list[float]] = {}
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            lambda task_status: serve_lean_websocket(
-                echo, "127.0.0.1", 0, max_message_size=LIMIT, task_status=task_status
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                echo, "127.0.0.1", 0, None, max_message_size=LIMIT, task_status=task_status
             )
         )
-        port = listeners[0].socket.getsockname()[1]
-        url = f"ws://127.0.0.1:{port}/"
+        url = f"ws://127.0.0.1:{server.port}/"
         with trio.fail_after(600):
-            async with open_websocket(url, max_message_size=LIMIT, transport="lean") as ws:
+            async with open_websocket_url(url, max_message_size=LIMIT) as ws:
                 for size in sizes:
                     payload = bytes(range(256)) * (size // 256)
                     for _ in range(repeat):
