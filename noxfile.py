@@ -94,3 +94,14 @@ def bench(session: nox.Session) -> None:
         "py-spy",
     )
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """RFC 6455 conformance (Autobahn|Testsuite 0.8.2 on Python 2.7; never in CI).
+
+    ``nox -s autobahn -- --only server-plain --cases '6.4.*'``; see benchmarks/autobahn/run.py.
+    """
+    # virtualenv < 20.22 is the last to make the Python 2.7 environment wstest runs in.
+    session.install("-e", ".[test]", "virtualenv<20.22")
+    session.run("python", "benchmarks/autobahn/run.py", *session.posargs)

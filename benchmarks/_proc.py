@@ -59,6 +59,15 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others, all cores together (/proc/stat ``steal``)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    return int(fields[8]) / CLK_TCK if len(fields) > 8 and fields[0] == "cpu" else None
+
+
 def all_cpu() -> dict[int, float]:
     """CPU seconds of every process we can see (for the noise guard)."""
     result: dict[int, float] = {}

@@ -113,7 +113,8 @@ def noisy(result: dict[str, Any], key: str, who: str) -> str:
     ]
     if not found:
         return ""
+    retried = "after one repeat" if result["settings"].get("noisy_retries", 1) else "not repeated"
     return (
         f"Measured while other processes used more than {limit:g} % of a core "
-        "(after one repeat), so less reliable: " + ", ".join(found) + ".\n"
+        f"({retried}), so less reliable: " + ", ".join(found) + ".\n"
     )

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from _proc import HERE, Children, free_port, wait_port
-from bench_bridge import BRIDGE_CORE, BRIDGES, LOAD_CORE, PY
+from _proc import HERE
+from bench_bridge import BRIDGES, LOAD_CORE, Bench
 
 
 def summarize(path: str, top: int = 25) -> str:
@@ -50,43 +50,20 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed (pip install py-spy)")
-    children = Children()
+    settings = argparse.Namespace(
+        rate=8000,
+        warmup=1.0,
+        duration=args.seconds + 2,
+        drain=3.0,
+        max_foreign=8.0,
+        noisy_retries=0,
+        quiet_wait=0.0,
+    )
+    bench = Bench(settings)
     try:
-        echo_port = free_port()
-        echo = children.start(
-            [PY, str(HERE / "load" / "echo_server.py"), "--port", str(echo_port)], LOAD_CORE
-        )
-        wait_port(echo_port, echo)
-        script, *extra = BRIDGES[args.bridge][0]
-        port = free_port()
-        bridge = children.start(
-            [
-                PY,
-                str(HERE / "bridges" / script),
-                "--port",
-                str(port),
-                "--remote",
-                f"ws://127.0.0.1:{echo_port}/",
-                *extra,
-            ],
-            BRIDGE_CORE,
-        )
-        wait_port(port, bridge)
-        gen = children.start(
-            [
-                PY,
-                str(HERE / "load" / "loadgen.py"),
-                "--url",
-                f"ws://127.0.0.1:{port}/media-stream",
-                "--calls",
-                str(args.calls),
-                "--warmup",
-                "1",
-                "--duration",
-                str(args.seconds + 2),
-            ],
-            LOAD_CORE,
-            stdout=subprocess.PIPE,
+        bridge, url = bench.start_bridge(args.bridge)
+        gen = bench.children.start(
+            bench.loadgen_argv(url, args.calls), LOAD_CORE, stdout=subprocess.PIPE
         )
         assert gen.stdout is not None
         for raw in gen.stdout:
@@ -119,7 +96,7 @@ def main() -> None:
         time.sleep(0.1)
         print(summarize(str(path)))
     finally:
-        children.stop_all()
+        bench.children.stop_all()
 
 
 if __name__ == "__main__":

@@ -10,19 +10,15 @@ one's memory is its own:
   ``bridge_call``);
 * this process: the bridge, with ``tracemalloc`` on.
 
-``--side memory`` runs the same ``stream`` load in this one process over
-in-memory streams (the testing kit's memory server as the remote, the test
-kit's Teler peer as the calls): what a test or an in-process setup holds.
-
 Every ``--every`` seconds it records RSS (of each process), the traced total
-and the bridge's counters (messages read from the calls, sent to the remote);
+and the messages the bridges read from the calls (counted by the call handler);
 at the end, the allocation sites that grew most since the calls connected.
-``python benchmarks/stuck_remote.py [--side stream|call|memory] [--calls 10]
+``python benchmarks/stuck_remote.py [--side stream|call] [--calls 10]
 [--seconds 30] [--transport lean]`` writes
 ``results/stuck-remote-<side>-<transport>-<time>.json`` and prints a summary.
-``--side memory --unbounded`` runs the in-memory legs on
-``trio.testing.memory_stream_pair()`` instead, which the testing kit's memory
-server used before: there a remote that never reads holds everything sent.
+Only public API is used (like every benchmark here); the in-process variant
+over the testing kit's private memory streams (``results/stuck-remote-memory-*``)
+is gone with that rule.
 """
 
 from __future__ import annotations
@@ -35,34 +31,35 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
-import trio.testing
 import trio_websocket
 from _proc import HERE, free_port, rss_kib, wait_port
 from _report import write_json
 
-import telcoflow_trio.testing._memory
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio._memory_stream import bounded_stream_pair
 from telcoflow_trio.simulator import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
-from telcoflow_trio.streams import BridgeContext, BridgeResult, StreamBridgeError, StreamConnector
-from telcoflow_trio.testing import open_memory_server
-from telcoflow_trio.testing.teler import open_teler_peer
-from telcoflow_trio.ws._connection import serve_lean_websocket
-from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS, WebSocket
+from telcoflow_trio.streams import (
+    BridgeContext,
+    BridgeResult,
+    StreamBridgeError,
+    StreamConnector,
+    StreamOp,
+)
+from telcoflow_trio.ws import WebSocketRequest, serve_websocket
 
 FRAME = 0.020
 AUDIO = base64.b64encode(bytes(320)).decode()  # 20 ms at 8 kHz
 
 
 async def remote(port: int) -> None:
-    async def never_read(ws: object) -> None:
+    async def never_read(request: WebSocketRequest) -> None:
+        await request.accept()
         await trio.sleep_forever()
 
-    await serve_lean_websocket(never_read, "127.0.0.1", port)
+    await serve_websocket(never_read, "127.0.0.1", port, None)
 
 
 async def feed(port: int, calls: int, seconds: float) -> None:
@@ -98,24 +95,29 @@ async def feed(port: int, calls: int, seconds: float) -> None:
 class Run:
     """One measurement: the connector, the bridges' contexts, and the samples."""
 
-    def __init__(self, args: argparse.Namespace, remote_url: str, **options: Any) -> None:
+    def __init__(self, args: argparse.Namespace, remote_url: str) -> None:
         self.args = args
-        self.contexts: list[BridgeContext] = []
+        self.bridged_calls = 0
+        self.read_from_calls = 0
         self.all_bridged = trio.Event()
         self.ends: list[str] = []
         self.others: dict[str, int] = {}  # name -> pid of another process to sample
         self.connector = StreamConnector(
             remote_url=remote_url,
+            call_stream_handler=self._count,
             send_timeout=None,
             ping_interval=None,
             on_open=self._seen,
             transport=args.transport,
-            **options,
         )
 
+    async def _count(self, message: str) -> tuple[str, StreamOp]:
+        self.read_from_calls += 1
+        return (message, StreamOp.RELAY)
+
     async def _seen(self, ctx: BridgeContext) -> None:
-        self.contexts.append(ctx)
-        if len(self.contexts) == self.args.calls:
+        self.bridged_calls += 1
+        if self.bridged_calls == self.args.calls:
             self.all_bridged.set()
 
     async def bridged(self, bridge: Awaitable[BridgeResult]) -> None:
@@ -133,14 +135,12 @@ class Run:
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < self.args.seconds:
             await trio.sleep(self.args.every)
-            up = [c._bridge.up for c in self.contexts]
             sample = {
                 "t": round(elapsed, 1),
                 "rss_kib": rss_kib(os.getpid()),
                 **{f"{name}_rss_kib": rss_kib(pid) for name, pid in self.others.items()},
                 "traced_kib": tracemalloc.get_traced_memory()[0] // 1024,
-                "read_from_calls": sum(u.messages_in for u in up),
-                "sent_to_remote": sum(u.messages_out for u in up),
+                "read_from_calls": self.read_from_calls,
             }
             samples.append(sample)
             print(sample, flush=True)
@@ -218,52 +218,15 @@ async def serve_calls(
         await client.run_forever()
 
 
-async def in_memory(args: argparse.Namespace) -> dict[str, Any]:
-    pair: Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]] = bounded_stream_pair
-    if args.unbounded:  # what the testing kit used before: trio's unbounded memory streams
-        pair = trio.testing.memory_stream_pair
-        telcoflow_trio.testing._memory.bounded_stream_pair = pair  # type: ignore[assignment]
-
-    async def never_read(ws: WebSocket) -> None:
-        await trio.sleep_forever()
-
-    async with open_memory_server(never_read) as server, trio.open_nursery() as nursery:
-        run = Run(args, server.url + "/agent", open_stream=server.open_stream)
-
-        async def one_call(i: int) -> None:
-            app_end, teler_end = pair()
-
-            async def accept() -> None:
-                request = await trio_websocket.wrap_server_stream(nursery, app_end)
-                await run.bridged(run.connector.bridge_stream(await request.accept()))
-
-            nursery.start_soon(accept)
-            teler = WebSocket(
-                await trio_websocket.wrap_client_stream(nursery, teler_end, "app", "/media")  # type: ignore[arg-type]
-            )
-            async with open_teler_peer(teler, call_id=f"c{i}") as peer:
-                await peer.send_audio(bytes(320) * int((args.seconds + 5) / FRAME))
-
-        for i in range(args.calls):
-            nursery.start_soon(one_call, i)
-        result = await run.measure()
-        nursery.cancel_scope.cancel()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=("bridge", "remote", "feed"), default="bridge")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--side", choices=("stream", "call", "memory"), default="stream")
+    parser.add_argument("--side", choices=("stream", "call"), default="stream")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--every", type=float, default=5.0)
-    parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
-    parser.add_argument(
-        "--unbounded", action="store_true",
-        help="--side memory on trio.testing.memory_stream_pair (unbounded), as before",
-    )  # fmt: skip
+    parser.add_argument("--transport", choices=("lean", "trio-websocket"), default="lean")
     args = parser.parse_args()
     if args.role == "remote":
         trio.run(remote, args.port)
@@ -271,14 +234,10 @@ def main() -> None:
     if args.role == "feed":
         trio.run(feed, args.port, args.calls, args.seconds)
         return
-    measure: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]] = (
-        in_memory if args.side == "memory" else over_loopback
-    )
-    result = trio.run(measure, args)
+    result = trio.run(over_loopback, args)
     result["config"] = {k: v for k, v in vars(args).items() if k not in ("role", "port")}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    side = args.side + ("-unbounded" if args.unbounded else "")
-    path = write_json(f"stuck-remote-{side}-{args.transport}-{stamp}.json", result)
+    path = write_json(f"stuck-remote-{args.side}-{args.transport}-{stamp}.json", result)
     first, last = result["samples"][0], result["samples"][-1]
     print(f"RSS {first['rss_kib']} -> {last['rss_kib']} KiB, traced "
           f"{first['traced_kib']} -> {last['traced_kib']} KiB; wrote {path}")  # fmt: skip

@@ -11,6 +11,7 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     │       ├── ws.ConnectionRejected + the server refused the upgrade (status, body)
     │       └── ws.ConnectionTimeout +  opening took too long
     ├── WSSAuthenticationError      API key or mTLS rejected; never retried
+    │   └── WSSTLSError +           TLS handshake failed (also a WSSConnectionError)
     ├── WSSMediaError               media connection failed or dropped mid-call
     ├── BufferFullError             the outgoing audio buffer has no room
     ├── BufferClosedError           audio written after the call ended
@@ -51,6 +52,7 @@ __all__ = [
     "WSSConnectionError",
     "WSSError",
     "WSSMediaError",
+    "WSSTLSError",
 ]
 
 
@@ -83,6 +85,17 @@ class WSSAuthenticationError(WSSError):
     """The platform rejected our credentials (HTTP 401/403 or a TLS failure).
 
     Retrying cannot help, so the client stops instead of reconnecting.
+    """
+
+
+class WSSTLSError(WSSAuthenticationError, WSSConnectionError):
+    """The TLS handshake failed; the message names why (the verifier's words).
+
+    An unknown CA, a certificate for another host, an expired certificate, or
+    ours refused by a server that requires one. Both an authentication error
+    (retrying cannot help, so the client stops instead of reconnecting) and a
+    connection error (the connection could not be opened), so code that
+    catches either sees it.
     """
 
 

@@ -1,12 +1,12 @@
-"""(a) Our StreamConnector in FastAPI on Hypercorn's trio worker (the Teler README app).
+"""Our StreamConnector in the Teler README's FastAPI app on Hypercorn's trio worker.
 
-The route is teler's README sample with only the import changed; the remote leg
-uses ``--transport`` (the library's default, lean, or ``trio-websocket``).
+The shape of ``examples/teler_fastapi_echo.py``: the teler sample with only the
+import changed, the connector on its default options, served in-process with
+``hypercorn.trio.serve`` (what ``hypercorn --worker-class trio`` runs). Only the
+handlers differ: they apply the benchmark's JSON.
 
-Usage: ``python ours_hypercorn.py --port P --remote URL [--transport trio-websocket|lean]``
+Usage: ``python ours_hypercorn.py --port P --remote URL``
 """
-
-import argparse
 
 import trio
 from _transform import bridge_args, call_to_remote, remote_to_call
@@ -15,12 +15,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
-from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
 
-port, remote, rest = bridge_args(__doc__.splitlines()[0])
-parser = argparse.ArgumentParser()
-parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
-TRANSPORT = parser.parse_args(rest).transport
+args = bridge_args(__doc__.splitlines()[0])
 
 router = APIRouter()
 
@@ -35,10 +31,9 @@ async def remote_stream_handler(message: str):
 
 connector = StreamConnector(
     stream_type=StreamType.BIDIRECTIONAL,
-    remote_url=remote,
+    remote_url=args.remote,
     call_stream_handler=call_stream_handler,
     remote_stream_handler=remote_stream_handler,
-    transport=TRANSPORT,
 )
 
 
@@ -53,6 +48,6 @@ app.include_router(router)
 
 if __name__ == "__main__":
     config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
+    config.bind = [f"127.0.0.1:{args.port}"]
     config.loglevel = "WARNING"
     trio.run(serve, app, config)

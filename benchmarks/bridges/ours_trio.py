@@ -1,28 +1,20 @@
-"""(b) Our StreamConnector on plain trio: our own server side, no web framework.
+"""Our StreamConnector on plain trio, served the way a user would: ``telcoflow_trio.ws``.
 
-``--transport lean`` (the library's default) accepts calls with
-:func:`telcoflow_trio.ws.serve_websocket` and opens the remote with the same lean
-connection; ``--transport trio-websocket`` accepts calls with trio-websocket's
-``serve_websocket`` and opens the remote with trio-websocket.
+``telcoflow_trio.ws.serve_websocket`` accepts the calls (with ``ssl_context``
+for ``wss://``), and one module-level ``StreamConnector`` with its default
+transport opens the remote, verifying a ``wss://`` remote with its public
+``ssl_context`` option.
 
-Usage: ``python ours_trio.py --port P --remote URL [--transport trio-websocket|lean]``
+Usage: ``python ours_trio.py --port P --remote URL [--certfile PEM --keyfile PEM] [--cafile PEM]``
 """
 
-import argparse
-import logging
-
 import trio
-import trio_websocket
-from _transform import bridge_args, call_to_remote, remote_to_call
+from _transform import bridge_args, call_to_remote, client_context, remote_to_call, server_context
 
 from telcoflow_trio.streams import StreamConnector, StreamOp, StreamType
-from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
+from telcoflow_trio.ws import WebSocketRequest, serve_websocket
 
-port, remote, rest = bridge_args(__doc__.splitlines()[0])
-parser = argparse.ArgumentParser()
-parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
-TRANSPORT = parser.parse_args(rest).transport
-log = logging.getLogger("bench.ours_trio")
+args = bridge_args(__doc__.splitlines()[0])
 
 
 async def call_stream_handler(message):
@@ -35,33 +27,17 @@ async def remote_stream_handler(message):
 
 connector = StreamConnector(
     StreamType.BIDIRECTIONAL,
-    remote,
+    args.remote,
     call_stream_handler,
     remote_stream_handler,
-    transport=TRANSPORT,
+    ssl_context=client_context(args),
 )
 
 
-async def on_tw_call(request: trio_websocket.WebSocketRequest) -> None:
-    try:
-        ws = await request.accept()
-        await connector.bridge_stream(ws)
-    except Exception as exc:  # one failed call must not end the server
-        log.warning("call failed: %r", exc)
-
-
-async def main() -> None:
-    if TRANSPORT == "lean":
-        from telcoflow_trio import ws
-
-        async def on_lean_call(request: ws.WebSocketRequest) -> None:
-            # A handler's exception ends only its call (serve_websocket logs it).
-            await connector.bridge_stream(await request.accept())
-
-        await ws.serve_websocket(on_lean_call, "127.0.0.1", port, None)
-    else:
-        await trio_websocket.serve_websocket(on_tw_call, "127.0.0.1", port, ssl_context=None)
+async def on_call(request: WebSocketRequest) -> None:
+    # A handler's exception ends only its call (serve_websocket logs it).
+    await connector.bridge_stream(await request.accept())
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    trio.run(serve_websocket, on_call, "127.0.0.1", args.port, server_context(args))

@@ -15,7 +15,8 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-port, remote, _ = bridge_args(__doc__.splitlines()[0])
+args = bridge_args(__doc__.splitlines()[0])
+port, remote = args.port, args.remote
 app = FastAPI()
 
 

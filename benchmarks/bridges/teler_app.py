@@ -1,4 +1,4 @@
-"""(c) teler 1.0.0's StreamConnector as its README shows it: FastAPI + uvicorn.
+"""teler 1.0.0's StreamConnector as its README shows it: FastAPI + uvicorn.
 
 APIRouter, ``@router.websocket("/media-stream")``, ``await websocket.accept()``,
 ``await connector.bridge_stream(websocket)`` on a module-level connector whose
@@ -6,10 +6,17 @@ handlers return ``(payload, StreamOp.RELAY)``. Changes from the sample: the remo
 URL is the loopback echo, the handlers apply the benchmark's JSON, the
 cloud-API routes are left out, uvicorn logs at warning level.
 
-Usage: ``python teler_app.py --port P --remote URL [--loop asyncio|uvloop]``
+TLS as a deployment would set it up: the call leg through uvicorn's
+``ssl_certfile``/``ssl_keyfile``. teler's connector has no TLS option (1.0.0
+calls ``websockets.connect(remote_url)``, which makes
+``ssl.create_default_context()`` for ``wss://``), so the test CA is trusted the
+way a private CA is for any default context: ``SSL_CERT_FILE``.
+
+Usage: ``python teler_app.py --port P --remote URL [--loop asyncio|uvloop]
+[--certfile PEM --keyfile PEM] [--cafile PEM]``
 """
 
-import argparse
+import os
 import sys
 
 import uvicorn
@@ -17,10 +24,11 @@ from _transform import bridge_args, call_to_remote, remote_to_call
 from fastapi import APIRouter, FastAPI, WebSocket
 from teler.streams import StreamConnector, StreamOp, StreamType
 
-port, remote, rest = bridge_args(__doc__.splitlines()[0])
-parser = argparse.ArgumentParser()
-parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-LOOP = parser.parse_args(rest).loop
+args = bridge_args(
+    __doc__.splitlines()[0], ("--loop", {"choices": ("asyncio", "uvloop"), "default": "asyncio"})
+)
+if args.cafile:
+    os.environ["SSL_CERT_FILE"] = args.cafile
 
 router = APIRouter()
 
@@ -35,7 +43,7 @@ async def remote_stream_handler(message: str):
 
 connector = StreamConnector(
     stream_type=StreamType.BIDIRECTIONAL,
-    remote_url=remote,
+    remote_url=args.remote,
     call_stream_handler=call_stream_handler,
     remote_stream_handler=remote_stream_handler,
 )
@@ -52,5 +60,14 @@ app.include_router(router)
 
 if __name__ == "__main__":
     sys.exit(
-        uvicorn.run(app, host="127.0.0.1", port=port, workers=1, loop=LOOP, log_level="warning")
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            workers=1,
+            loop=args.loop,
+            log_level="warning",
+            ssl_certfile=args.certfile,
+            ssl_keyfile=args.keyfile,
+        )
     )

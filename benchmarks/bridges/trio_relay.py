@@ -10,7 +10,8 @@ import trio
 from _transform import bridge_args, call_to_remote, remote_to_call
 from trio_websocket import ConnectionClosed, open_websocket_url, serve_websocket
 
-port, remote, _ = bridge_args(__doc__.splitlines()[0])
+args = bridge_args(__doc__.splitlines()[0])
+port, remote = args.port, args.remote
 
 
 async def handler(request) -> None:

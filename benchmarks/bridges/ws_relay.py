@@ -6,17 +6,16 @@ for the remote, two tasks per call, ``asyncio.wait(FIRST_COMPLETED)``.
 Usage: ``python ws_relay.py --port P --remote URL [--loop asyncio|uvloop]``
 """
 
-import argparse
 import asyncio
 
 from _transform import bridge_args, call_to_remote, remote_to_call
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-port, remote, rest = bridge_args(__doc__.splitlines()[0])
-parser = argparse.ArgumentParser()
-parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
-LOOP = parser.parse_args(rest).loop
+args = bridge_args(
+    __doc__.splitlines()[0], ("--loop", {"choices": ("asyncio", "uvloop"), "default": "asyncio"})
+)
+port, remote, LOOP = args.port, args.remote, args.loop
 
 
 async def handler(call) -> None:

@@ -18,7 +18,6 @@ import trio
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
 from telcoflow_trio.exceptions import BufferClosedError, WSSCallClosedError
 from telcoflow_trio.simulator import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
-from telcoflow_trio.ws._transport import DEFAULT_TRANSPORT, TRANSPORTS
 
 
 async def on_call(call: ActiveCall) -> None:
@@ -55,7 +54,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--rate", type=int, default=8000)
-    parser.add_argument("--transport", choices=TRANSPORTS, default=DEFAULT_TRANSPORT)
+    parser.add_argument("--transport", choices=("lean", "trio-websocket"), default="lean")
     parser.add_argument(
         "--heartbeat",
         type=lambda v: tuple(float(x) for x in v.split(",")),

@@ -16,6 +16,8 @@ Modes:
 * ``idle``: connect, print ``CONNECTED n``, hold the calls open without traffic
   for ``--hold`` seconds, close, print ``RESULT {json}``.
 
+A ``wss://`` URL is opened with uvloop's TLS, trusting ``--cafile``.
+
 Every loop here is bounded in time; the process exits by itself.
 """
 
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import base64
 import json
+import ssl
 import sys
 import time
 
@@ -94,9 +97,10 @@ def message(ident: int, b64: str) -> bytes:
 
 
 async def connect_all(
-    url: str, n: int, parallel: int, connect_timeout: float
+    url: str, n: int, parallel: int, connect_timeout: float, cafile: str | None
 ) -> tuple[list[Call], int]:
     gate = asyncio.Semaphore(parallel)
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("wss:") else None
     calls: list[Call] = []
     failed = 0
 
@@ -104,7 +108,9 @@ async def connect_all(
         nonlocal failed
         async with gate:
             try:
-                _, call = await asyncio.wait_for(ws_connect(Call, url), connect_timeout)
+                _, call = await asyncio.wait_for(
+                    ws_connect(Call, url, ssl_context=context), connect_timeout
+                )
             except Exception as exc:  # a refused or timed-out call is counted, not fatal
                 failed += 1
                 if failed <= 3:
@@ -143,7 +149,9 @@ async def paced(args: argparse.Namespace) -> dict[str, object]:
     pcm = bytes((i * 37) & 0xFF for i in range(args.rate // 50 * 2))
     b64 = base64.b64encode(pcm).decode()
     started = time.perf_counter()
-    calls, failed = await connect_all(args.url, args.calls, args.parallel, args.connect_timeout)
+    calls, failed = await connect_all(
+        args.url, args.calls, args.parallel, args.connect_timeout, args.cafile
+    )
     connect_seconds = time.perf_counter() - started
     say(f"CONNECTED {len(calls)}")
     loop = asyncio.get_running_loop()
@@ -235,7 +243,9 @@ def _ms(value: float | None, scale: float) -> float | None:
 
 
 async def idle(args: argparse.Namespace) -> dict[str, object]:
-    calls, failed = await connect_all(args.url, args.calls, args.parallel, args.connect_timeout)
+    calls, failed = await connect_all(
+        args.url, args.calls, args.parallel, args.connect_timeout, args.cafile
+    )
     say(f"CONNECTED {len(calls)}")
     await asyncio.sleep(args.hold)
     errors = failed + sum(call.closed_early for call in calls)
@@ -255,6 +265,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=3.0)
     parser.add_argument("--parallel", type=int, default=50)
     parser.add_argument("--connect-timeout", type=float, default=10.0)
+    parser.add_argument("--cafile", help="CA (PEM) to trust for a wss:// URL")
     args = parser.parse_args()
     runner = paced if args.mode == "paced" else idle
     result = uvloop.run(runner(args))

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, final
+from typing import final
 
 import attrs
 import trio
@@ -49,7 +49,7 @@ from ..proto import (
     decode_control,
 )
 from ..ws import WebSocketConnection, WebSocketRequest, serve_websocket_stream
-from ..ws._streams import start_tls
+from ..ws._streams import accept_tls, start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import CallObserver, SimulatedCall
 from ._clock import SlotTimer
@@ -359,13 +359,8 @@ class Simulator:
     # -- connections --------------------------------------------------------------------------
 
     async def _listen(self, listeners: list[trio.SocketListener], host: str) -> None:
-        wrapped: list[trio.abc.Listener[Any]] = list(listeners)
-        if self._ssl_context is not None:
-            wrapped = [
-                trio.SSLListener(listener, self._ssl_context, https_compatible=True)
-                for listener in listeners
-            ]
-        await self._nursery.start(trio.serve_listeners, self._handle_stream, wrapped)
+        # TLS, if any, is done per connection (_handle_stream), on the socket.
+        await self._nursery.start(trio.serve_listeners, self._handle_stream, listeners)
         self.port = listeners[0].socket.getsockname()[1]
         advertised = "127.0.0.1" if host in ("", "0.0.0.0") else host
         if ":" in advertised:
@@ -385,12 +380,16 @@ class Simulator:
         self._streams += 1
         try:
             with trio.move_on_after(self.config.connect_timeout) as opening:
-                if isinstance(transport, trio.SSLStream):
+                if isinstance(transport, trio.SSLStream):  # in memory (open_stream)
                     try:
                         await transport.do_handshake()
                     except trio.BrokenResourceError:
                         await _send_tls_alert(transport)
                         raise
+                elif self._ssl_context is not None:  # a listener's socket
+                    transport = stream.transport = await accept_tls(
+                        transport, self._ssl_context, self.config.close_timeout
+                    )
             if opening.cancelled_caught:
                 return
             remaining = max(opening.deadline - trio.current_time(), 0.0)

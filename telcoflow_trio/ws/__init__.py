@@ -36,9 +36,10 @@ The exceptions are in the library's tree: :class:`ConnectionClosed` is a
 :class:`ConnectionTimeout`) a :class:`~telcoflow_trio.exceptions.WSSConnectionError`.
 
 Layout: ``_framing`` (RFC 6455 framing, sans-IO), ``_handshake`` (the h11
-upgrade, sans-IO), ``_connection`` (the I/O connection, with the plain-TCP
-fast path), ``_poller`` (one epoll set per run, deferred small writes),
-``_streams`` (where TCP and TLS streams are made), ``_errors``, ``_client`` and
+upgrade, sans-IO), ``_connection`` (the I/O connection, with the socket
+fast path for TCP and TLS), ``_poller`` (one epoll set per run, deferred small
+writes), ``_tls`` (TLS on a non-blocking ``ssl.SSLSocket`` driven by the
+poller), ``_streams`` (where TCP and TLS streams are made), ``_errors``, ``_client`` and
 ``_server`` (this API), ``_transport`` (the seam the rest of the library
 uses, with trio-websocket still selectable there).
 """

@@ -6,7 +6,7 @@ generic frame generators, pure-Python masking). Here the data path is a small
 frame codec (the sans-IO :mod:`~telcoflow_trio.ws._framing`) run in the
 caller's task: :meth:`LeanWebSocket.get_message` parses frames straight out of
 ``receive_some`` buffers, and :meth:`LeanWebSocket.send_message` writes header
-and payload in one ``send``. On plain TCP, small writes wait for the end of
+and payload in one ``send``. On a socket (TCP, or TLS on it), small writes wait for the end of
 trio's current batch of tasks and go out back to back with the other
 connections' (``_poller.py`` says why). The HTTP upgrade uses h11 (the HTTP
 layer wsproto itself uses); what it writes and checks is the sans-IO
@@ -38,6 +38,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 
@@ -64,9 +65,11 @@ from ._handshake import (
     check_upgrade_request,
     client_request,
     header_values,
+    refusal_headers,
     reject_bytes,
 )
 from ._poller import EpollPoller, current_poller
+from ._tls import TLSSocketStream, send_all
 
 __all__ = [
     "LeanRequest",
@@ -102,9 +105,11 @@ class LeanWebSocket(FrameCodec):
         "_raw",
         "_raw_drained",
         "_receiving",
+        "_retry",
         "_send_waiters",
         "_sending",
         "_stream",
+        "_tls",
         "_unsent",
         "close_timeout",
         "path",
@@ -141,13 +146,18 @@ class LeanWebSocket(FrameCodec):
         # epoll drops a closed descriptor without a word.)
         self._raw: socket.socket | None = None
         self._poller: EpollPoller | None = None
+        # TLS on a socket (_tls.py) is the same path on the SSLSocket; a short
+        # read ends a record, not the data: TLSSocketStream.drained() tells.
+        self._tls = stream if type(stream) is TLSSocketStream else None
         if type(stream) is trio.SocketStream:
             self._raw = socket.socket(fileno=stream.socket.detach())
             stream.socket = trio.socket.from_stdlib_socket(self._raw)  # non-blocking
             self._poller = current_poller()
             if self._poller is not None:
                 self._poller.register(self._raw.fileno())
-        self._raw_drained = not leftover
+        elif self._tls is not None:
+            self._raw, self._poller = self._tls.socket, self._tls.poller
+        self._raw_drained = not leftover and self._tls is None
         self._closed: CloseReason | None = None
         self._sending = False
         self._receiving = False
@@ -159,6 +169,7 @@ class LeanWebSocket(FrameCodec):
         self._owed_close = b""
         self._unsent = b""  # owed before anything else: deferred frames, or what a flush left
         self._queued = False  # _unsent waits for the poller's flush (see _defer)
+        self._retry = False  # _unsent is a write cut short: it goes first, alone, as it is
         self._pings: dict[bytes, trio.Event] = {}
         self.close_timeout = close_timeout
         #: The request path (with query string) the connection was opened for.
@@ -219,12 +230,13 @@ class LeanWebSocket(FrameCodec):
                     return b""
             try:
                 data = raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                self._raw_drained = True
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                self._raw_drained = True  # WantWrite: the poller wakes us on room too
                 continue
-            except OSError:
+            except OSError:  # a reset, a bad TLS record: the peer is gone
                 return b""
-            self._raw_drained = len(data) < _RECEIVE_SIZE
+            tls = self._tls
+            self._raw_drained = len(data) < _RECEIVE_SIZE if tls is None else tls.drained()
             return data
 
     async def _write(self, data: bytes) -> None:
@@ -236,22 +248,12 @@ class LeanWebSocket(FrameCodec):
         raw = self._raw
         if raw is None:
             await self._stream.send_all(data)
-            return
-        view = memoryview(data)
-        while True:
-            try:
-                sent = raw.send(view)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket send failed: {exc}") from exc
-            if sent == len(view):
-                return
-            view = view[sent:]
-            try:
-                await trio.lowlevel.wait_writable(raw)
-            except trio.ClosedResourceError as exc:
-                raise trio.BrokenResourceError("socket closed during send") from exc
+        else:
+            await send_all(raw, data, self._keep)
+
+    def _keep(self, rest: bytes) -> None:
+        """A write was cancelled: ``rest`` goes out before anything else (see ``_tls``)."""
+        self._unsent, self._retry = rest, True
 
     async def _drop(self) -> None:
         """Close the TCP connection (the stream, and with it our socket)."""
@@ -268,7 +270,10 @@ class LeanWebSocket(FrameCodec):
             await self._send_waiters.park()
         self._sending = True
         try:
-            if self._unsent:
+            if self._retry:
+                unsent, self._unsent, self._retry = self._unsent, b"", False
+                await self._write(unsent)
+            elif self._unsent:
                 data, self._unsent, self._queued = self._unsent + data, b"", False
             if data:
                 await self._write(data)
@@ -291,7 +296,7 @@ class LeanWebSocket(FrameCodec):
     async def send_message(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message.
 
-        On plain TCP a small message is written when trio's current batch of
+        On a socket (TCP or TLS) a small message is written when trio's current batch of
         tasks is done, with the other connections' (see ``_poller``): always
         before trio waits for I/O, so nothing waits on it. A connection broken
         meanwhile is then reported by the next send or receive.
@@ -309,7 +314,7 @@ class LeanWebSocket(FrameCodec):
     def _defer(self, frame: bytes) -> bool:
         """Leave ``frame`` to the poller's flush; ``False``: it must be written now, in order.
 
-        Only on plain TCP, at most ``_DEFER_MAX`` bytes a connection, and never
+        Only on a socket (TCP or TLS), at most ``_DEFER_MAX`` bytes a connection, and never
         behind a send in progress or bytes a flush could not write.
         """
         if self._queued:
@@ -336,8 +341,10 @@ class LeanWebSocket(FrameCodec):
         try:
             sent = raw.send(self._unsent)
         except OSError:  # full, or broken: the next write or read reports which
+            self._retry = self._retry or self._tls is not None  # OpenSSL may hold part
             return
         self._unsent = self._unsent[sent:]
+        self._retry = self._retry and bool(self._unsent)
 
     async def send_messages(self, messages: Sequence[str | bytes]) -> None:
         """Send several messages, in order, with one write (one system call).
@@ -356,7 +363,7 @@ class LeanWebSocket(FrameCodec):
         """Send a binary message from a synchronous caller, if that can be done now.
 
         ``True``: taken; it leaves with the next flush of writes (see
-        :meth:`send_message`). ``False``: nothing was taken (not plain TCP, the
+        :meth:`send_message`). ``False``: nothing was taken (not on a socket, the
         connection is closed, a send is in progress, a flush found the socket
         full, or the message is large); use :meth:`send_message`.
         """
@@ -587,11 +594,13 @@ async def _next_event(conn: h11.Connection, stream: trio.abc.Stream) -> object:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
+        # Only an unfinished head counts: the bytes after it (the first frames
+        # a server may send with its 101) are the WebSocket's, whatever their size.
+        if len(conn.trailing_data[0]) > MAX_HANDSHAKE:
+            raise WSSConnectionError("WebSocket upgrade message too large")
         data = await stream.receive_some(_RECEIVE_SIZE)
         if not data:
             raise WSSConnectionError("the peer closed the connection during the WebSocket upgrade")
-        if len(data) + len(conn.trailing_data[0]) > MAX_HANDSHAKE:
-            raise WSSConnectionError("WebSocket upgrade message too large")
         conn.receive_data(bytes(data))
 
 
@@ -766,7 +775,7 @@ async def accept_lean_websocket(
         return None
     why = check_upgrade_request(event)
     if why is not None:
-        await _reject(stream, conn, 400, why)
+        await _reject(stream, conn, 400, why, refusal_headers(event))
         return None
     # h11 pauses after an upgrade request; the 101 switches it over.
     while conn.next_event() not in (h11.PAUSED, h11.NEED_DATA):

@@ -17,6 +17,7 @@ then skipped with :meth:`~FrameCodec.discard_oversized`). No extensions.
 
 from __future__ import annotations
 
+import codecs
 import os
 import struct
 from typing import Final
@@ -49,6 +50,7 @@ PONG: Final = 0xA
 _VALID_CLOSE: Final = frozenset(
     {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
 )
+_UTF8: Final = codecs.getincrementaldecoder("utf-8")
 
 
 def valid_close_code(code: int) -> bool:
@@ -135,6 +137,10 @@ class FrameCodec:
     """
 
     __slots__ = (
+        "_body_at",
+        "_body_fin",
+        "_body_key",
+        "_body_left",
         "_buf",
         "_client",
         "_frag",
@@ -145,6 +151,8 @@ class FrameCodec:
         "_max",
         "_pos",
         "_skip",
+        "_text",
+        "_utf8",
     )
 
     def __init__(self, *, client: bool, max_message_size: int, leftover: bytes = b"") -> None:
@@ -152,9 +160,22 @@ class FrameCodec:
         self._buf = bytes(leftover)
         self._pos = 0
         self._max = max_message_size
+        # The message in progress (fragmented, or one frame still arriving):
+        # its opcode (0: none), binary parts, text decoded so far, and size.
         self._frag: list[bytes] = []
-        self._frag_op = 0  # opcode of the fragmented message in progress, 0: none
+        self._frag_op = 0
+        self._text: list[str] = []
         self._frag_size = 0
+        # Text in parts is decoded as it comes, so invalid UTF-8 fails at the
+        # part that has it (RFC 6455 8.1); a message in one frame never needs it.
+        self._utf8: codecs.IncrementalDecoder | None = None
+        # A data frame whose payload is still arriving is taken out of the
+        # buffer as it comes, so reassembly is linear in the message's size:
+        # payload bytes still to come, bytes seen, its masking key, its FIN bit.
+        self._body_left = 0
+        self._body_at = 0
+        self._body_key = b""
+        self._body_fin = False
         self._skip = 0  # bytes of an oversized frame still to discard (after a 1009)
         self._masks = b""  # random masking keys, drawn 4 bytes at a time from _mask_at
         self._mask_at = 0
@@ -191,7 +212,11 @@ class FrameCodec:
     # -- receiving ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer after what is still unparsed."""
+        """Add bytes from the peer after what is still unparsed (usually nothing: no copy).
+
+        What stays unparsed is short (a frame header, a control frame): the
+        payload of a data frame leaves the buffer as it arrives.
+        """
         if self._pos >= len(self._buf):
             self._buf = data if type(data) is bytes else bytes(data)
         else:
@@ -212,6 +237,13 @@ class FrameCodec:
             buf = self._buf
             pos = self._pos
             avail = len(buf) - pos
+            if self._body_left:
+                if not avail:
+                    return None
+                message = self._take_body(buf[pos : pos + self._body_left])
+                if message is not None:
+                    return message
+                continue
             if avail < 2:
                 return None
             b0 = buf[pos]
@@ -258,31 +290,75 @@ class FrameCodec:
                 elif opcode == CONT:
                     self._frag_op = 0  # this frame ended the message
                 raise FrameError(1009, f"message longer than {self._max} bytes")
+            elif opcode == CONT:
+                if not self._frag_op:
+                    raise FrameError(1002, "continuation frame without a message to continue")
+            elif self._frag_op:
+                raise FrameError(1002, "new message before the fragmented one ended")
             end = start + length
             if len(buf) < end:
-                return None
+                if opcode >= 8 or len(buf) < start:
+                    return None  # a header or a control frame: short, wait in the buffer
+                # A data frame still arriving: its payload leaves the buffer as
+                # it comes (never copied again), text checked on the way.
+                if opcode:
+                    self._frag_op = opcode
+                self._body_left, self._body_at, self._body_fin = length, 0, bool(fin)
+                self._body_key = buf[start - 4 : start] if b1 & 0x80 else b""
+                self._pos = start
+                continue
             payload = buf[start:end]
             if b1 & 0x80:
                 payload = mask(payload, buf[start - 4 : start])
             self._pos = end
             if opcode >= 8:
                 return opcode, payload
-            if opcode == CONT:
-                if not self._frag_op:
-                    raise FrameError(1002, "continuation frame without a message to continue")
-            elif self._frag_op:
-                raise FrameError(1002, "new message before the fragmented one ended")
-            elif fin:
-                return decode(opcode, payload)
-            else:
+            if opcode and fin:
+                return decode(opcode, payload)  # a message in one frame: the fast path
+            if opcode:
                 self._frag_op = opcode
-            self._frag.append(payload)
-            self._frag_size += length
-            if fin:
-                opcode, whole = self._frag_op, b"".join(self._frag)
-                self._frag.clear()
-                self._frag_op = self._frag_size = 0
-                return decode(opcode, whole)
+            message = self._add_part(payload, bool(fin))
+            if message is not None:
+                return message
+
+    def _take_body(self, data: bytes) -> str | bytes | None:
+        """``data``: the next bytes of the frame in progress; the message if they end it."""
+        self._pos += len(data)
+        if self._body_key:
+            at = self._body_at & 3
+            data = mask(data, self._body_key[at:] + self._body_key[:at])
+        self._body_at += len(data)
+        self._body_left -= len(data)
+        return self._add_part(data, self._body_fin and not self._body_left)
+
+    def _add_part(self, data: bytes, last: bool) -> str | bytes | None:
+        """Add ``data`` to the message in progress; the whole message if ``last``.
+
+        Raises:
+            FrameError: 1007, the text so far cannot be (or, ``last``, is not) UTF-8.
+        """
+        self._frag_size += len(data)
+        if self._frag_op == TEXT:
+            if self._utf8 is None:
+                self._utf8 = _UTF8()
+            try:
+                self._text.append(self._utf8.decode(data, last))
+            except UnicodeDecodeError:
+                raise FrameError(1007, "text message is not valid UTF-8") from None
+        else:
+            self._frag.append(data)
+        if not last:
+            return None
+        whole: str | bytes
+        if self._frag_op == TEXT:
+            whole = "".join(self._text)
+            self._text.clear()
+            self._utf8 = None
+        else:
+            whole = b"".join(self._frag)
+            self._frag.clear()
+        self._frag_op = self._frag_size = 0
+        return whole
 
     @property
     def oversized(self) -> int:
@@ -302,5 +378,7 @@ class FrameCodec:
         if self._skip:
             return False
         self._frag.clear()
-        self._frag_size = 0
+        self._text.clear()
+        self._frag_size = self._body_left = 0
+        self._utf8 = None
         return True

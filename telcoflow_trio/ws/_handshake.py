@@ -29,6 +29,7 @@ __all__ = [
     "check_upgrade_request",
     "client_request",
     "header_values",
+    "refusal_headers",
     "reject_bytes",
     "str_headers",
 ]
@@ -141,6 +142,14 @@ def check_upgrade_request(request: h11.Request) -> bytes | None:
     if len(header_values(headers, b"sec-websocket-key")) != 1:
         return b"missing Sec-WebSocket-Key"
     return None
+
+
+def refusal_headers(request: h11.Request) -> list[tuple[str, str]]:
+    """Headers of the 400 to a refused ``request``: the version we speak, if it asked for
+    another (RFC 6455 4.2.2), so the client can retry with it."""
+    if header_values(list(request.headers), b"sec-websocket-version") != [b"13"]:
+        return [("Sec-WebSocket-Version", "13")]
+    return []
 
 
 def accept_response(

@@ -144,9 +144,11 @@ async def serve_websocket_stream(
     gets the plain-TCP fast path.
     """
     request: WebSocketRequest | None = None
+    tls: trio.abc.Stream = stream  # with TLS on the socket, the stream gives it up
     try:
         with trio.move_on_after(handshake_timeout):
-            tls = stream if ssl_context is None else await accept_tls(stream, ssl_context)
+            if ssl_context is not None:
+                tls = await accept_tls(stream, ssl_context, close_timeout)
             got = await accept_lean_websocket(
                 tls,
                 max_message_size=max_message_size,
@@ -157,7 +159,7 @@ async def serve_websocket_stream(
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         logger.debug("WebSocket opening failed: %r", exc.__cause__ or exc)
     if request is None:  # a bad request was answered with 400 already
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(tls)
         return
     where = request.path.split("?", 1)[0]  # a query string may hold secrets
     code = 1000

@@ -9,7 +9,8 @@ on a trio byte stream. Two decisions live here:
   :func:`open_websocket` puts one deadline around TCP, TLS and the handshake.
 * **Exceptions are translated at this boundary**, once: a closed socket is
   :class:`~telcoflow_trio.exceptions.WSSConnectionClosed`, a refused upgrade with
-  401/403 or a TLS failure is :class:`~telcoflow_trio.exceptions.WSSAuthenticationError`,
+  401/403 is :class:`~telcoflow_trio.exceptions.WSSAuthenticationError` and a TLS failure
+  :class:`~telcoflow_trio.exceptions.WSSTLSError` (both never retried),
   anything else that stops a connection from opening is
   :class:`~telcoflow_trio.exceptions.WSSConnectionError`. The exception of the
   code inside ``async with open_websocket(...)`` passes through unchanged.
@@ -42,7 +43,13 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 
-from ..exceptions import WSSAuthenticationError, WSSConnectionClosed, WSSConnectionError, WSSError
+from ..exceptions import (
+    WSSAuthenticationError,
+    WSSConnectionClosed,
+    WSSConnectionError,
+    WSSError,
+    WSSTLSError,
+)
 from . import _errors
 from ._connection import lean_client_handshake
 from ._handshake import check_headers
@@ -240,7 +247,7 @@ def _translate_open_error(exc: BaseException, url: str, timeout: float) -> WSSEr
             return WSSAuthenticationError(detail)
         return WSSConnectionError(detail)
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-        return WSSAuthenticationError(f"TLS handshake with {where} failed: {exc.__cause__ or exc}")
+        return WSSTLSError(f"TLS handshake with {where} failed: {exc.__cause__ or exc}")
     if isinstance(exc, trio.TooSlowError):
         return WSSConnectionError(f"opening {where} took longer than {timeout:g} s")
     if isinstance(exc, HandshakeError | OSError | trio.BrokenResourceError | ConnectionClosed):

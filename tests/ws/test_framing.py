@@ -56,6 +56,33 @@ def test_what_a_client_frames_a_server_parses_in_any_chunking(
     assert got == messages
 
 
+@given(
+    st.text(max_size=300),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.integers(1, 40),
+)
+def test_text_cut_anywhere_into_fragments_and_reads_comes_out_whole(
+    text: str, cuts: list[int], chunk: int
+) -> None:
+    """Fragment and read boundaries inside characters: decoded as it comes, whole at the end."""
+    data, parts = text.encode(), []
+    for cut in cuts:
+        parts.append(data[:cut])
+        data = data[cut:]
+    parts.append(data)
+    last = len(parts) - 1
+    wire = b"".join(
+        frame(CONT if i else TEXT, part, fin=i == last, mask=KEY) for i, part in enumerate(parts)
+    )
+    ours = FrameCodec(client=False, max_message_size=1 << 20)
+    got: list[object] = []
+    for i in range(0, len(wire), chunk):
+        ours.receive_data(wire[i : i + chunk])
+        while (message := ours.next_frame()) is not None:
+            got.append(message)
+    assert got == [text]
+
+
 def test_client_frames_are_masked_with_fresh_keys_server_frames_are_not() -> None:
     client = FrameCodec(client=True, max_message_size=100)
     one, two = client.frame(BINARY, b"abcd"), client.frame(BINARY, b"abcd")
@@ -255,6 +282,15 @@ def test_a_bad_101_is_refused(change: dict[bytes, bytes], what: str) -> None:
     headers.update(change)
     with pytest.raises(WSSConnectionError, match=what):
         handshake.check_switch(list(headers.items()), nonce, ["a", "b"])
+
+
+def test_a_refusal_for_a_wrong_version_names_ours() -> None:
+    _, request, _ = upgrade()
+    assert handshake.refusal_headers(request) == []
+    headers = [(k, b"8" if k == b"sec-websocket-version" else v) for k, v in request.headers]
+    old = h11.Request(method="GET", target=b"/", headers=headers)
+    assert b"Version" in (handshake.check_upgrade_request(old) or b"")
+    assert handshake.refusal_headers(old) == [("Sec-WebSocket-Version", "13")]
 
 
 def test_a_rejection_is_a_whole_http_response() -> None:

@@ -118,6 +118,77 @@ async def test_a_frame_split_across_reads_is_reassembled() -> None:
     assert await ws.get_message() == "next"
 
 
+@BOTH_SIDES
+async def test_text_split_mid_character_across_reads_and_fragments(client: bool) -> None:
+    """Masked or not, cut anywhere (even inside a character), text comes out whole."""
+    ws, peer = pair(client=client)
+    text = "héllo wörld ✓ " * 300
+    data = text.encode()
+    one_frame = frame(TEXT, data, mask=peer.mask)
+    two_frames = frame(TEXT, data[:1001], fin=False, mask=peer.mask) + frame(
+        0x0, data[1001:], mask=peer.mask
+    )
+    for wire in (one_frame, two_frames):
+        async with trio.open_nursery() as nursery:
+
+            async def feed(wire: bytes = wire) -> None:
+                for i in range(0, len(wire), 5):
+                    await peer.stream.send_all(wire[i : i + 5])
+                    await trio.testing.wait_all_tasks_blocked()
+
+            nursery.start_soon(feed)
+            assert await ws.get_message() == text
+
+
+@BOTH_SIDES
+@pytest.mark.parametrize(
+    "how",
+    ["in the second of three fragments", "in a frame still arriving", "at the end"],
+)
+async def test_invalid_utf8_fails_at_once_not_at_the_end_of_the_message(
+    client: bool, how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """RFC 6455 8.1 (Autobahn 6.4.1-6.4.4): the bad bytes fail the connection when they
+    arrive; the rest of the message is never sent here, so waiting for it would hang."""
+    ws, peer = pair(client=client)
+    bad = "κόσμε".encode() + b"\xf4\x90\x80\x80"  # U+110000: out of range
+    if how == "in the second of three fragments":
+        await peer.send(TEXT, "κόσμε".encode(), fin=False)
+        await peer.send(0x0, b"\xf4\x90\x80\x80", fin=False)
+    elif how == "in a frame still arriving":
+        wire = frame(TEXT, bad + b"edited" * 10, mask=peer.mask)
+        await peer.stream.send_all(wire[: len(wire) - 30])
+    else:  # a text message may not end inside a character
+        await peer.send(TEXT, "κόσμε".encode(), fin=False)
+        await peer.send(0x0, b"\xce")
+    with trio.fail_after(1), pytest.raises(WSSConnectionClosed, match="UTF-8") as info:
+        await ws.get_message()
+    assert info.value.code == 1007
+    assert await peer.expect_close(1007)
+
+
+async def test_a_large_frame_is_not_copied_on_every_read() -> None:
+    """Reassembly is linear: while a large frame arrives, nothing accumulates in the
+    parse buffer (it held the whole frame so far, copied on every read)."""
+    ws, peer = pair(client=False, max_message_size=8 << 20)
+    payload = os.urandom(4 << 20)
+    wire = frame(BINARY, payload, mask=peer.mask)
+    got: list[str | bytes] = []
+    largest = 0
+    async with trio.open_nursery() as nursery:
+
+        async def reader() -> None:
+            got.append(await ws.get_message())
+
+        nursery.start_soon(reader)
+        for i in range(0, len(wire), 65536):
+            await peer.stream.send_all(wire[i : i + 65536])
+            await trio.testing.wait_all_tasks_blocked()
+            largest = max(largest, len(ws._buf) - ws._pos)
+    assert got == [payload]
+    assert largest <= 65536
+
+
 async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -> None:
     ws, peer = pair(client=True)
     done = trio.Event()
@@ -455,6 +526,22 @@ async def test_lean_server_rejects_a_plain_http_request() -> None:
     assert b"not a WebSocket upgrade request" in answer
 
 
+async def test_a_wrong_version_is_answered_400_with_the_version_we_speak() -> None:
+    """RFC 6455 4.2.2: the refusal names the version the server understands."""
+    client, server = trio.testing.memory_stream_pair()
+    await client.send_all(
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
+    )
+    assert await accept_lean_websocket(server) is None
+    answer = b""
+    while data := await client.receive_some():
+        answer += data
+    head = answer.split(b"\r\n\r\n", 1)[0].lower().split(b"\r\n")
+    assert head[0].startswith(b"http/1.1 400 ")
+    assert b"sec-websocket-version: 13" in head
+
+
 async def test_lean_request_reject_sends_the_status_and_body() -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
 
@@ -487,22 +574,40 @@ async def test_client_refuses_a_wrong_accept_token() -> None:
             await lean_client_handshake(client, "h", "/")
 
 
-async def test_bytes_right_after_the_101_are_kept() -> None:
-    """A server may send its first frame in the same segment as the 101."""
+class _ReadsAfter(trio.abc.ReceiveStream):
+    """A receive stream that waits for ``event`` before its first read."""
+
+    def __init__(self, inner: trio.abc.ReceiveStream, event: trio.Event) -> None:
+        self.inner, self.event = inner, event
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        await self.event.wait()
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("size", [13, 200_000])
+async def test_bytes_right_after_the_101_are_kept(size: int) -> None:
+    """A server may send its first frame with its 101: kept, whatever its size (a large
+    one used to count against the upgrade's size limit: 'upgrade message too large')."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
+    sent = trio.Event()
+    client = trio.StapledStream(client_stream, _ReadsAfter(client_stream, sent))
+    message = ("hello at once" * size)[:size]
 
     async def server() -> None:
         request = await accept_lean_websocket(server_stream)
         assert request is not None
         ws = await request.accept()
-        await ws.send_message("hello at once")
+        await ws.send_message(message)
+        sent.set()  # the client reads the 101 and the frame together
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server)
-        await trio.testing.wait_all_tasks_blocked()
-        # Let the server write the 101 and the frame before we read anything.
-        ws = await lean_client_handshake(client_stream, "h", "/")
-        assert await ws.get_message() == "hello at once"
+        ws = await lean_client_handshake(client, "h", "/")
+        assert await ws.get_message() == message
 
 
 @pytest.mark.parametrize("poller", ["shared epoll", "trio's wait_readable"])
