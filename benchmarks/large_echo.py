@@ -5,7 +5,8 @@ size (issue 15: the lean framing copied its buffer on every read). Each size is
 echoed ``--repeat`` times over one connection, client and server both ours
 through the public ``telcoflow_trio.ws`` API (so both reassemble it), in one
 process; the median CPU time of that process is reported (CPU, not wall time:
-the machine is shared), in ms, with MB/s (the message counted once). ``websockets`` (asyncio) runs the same when it is importable.
+the machine is shared), in ms, with MB/s (the message counted once).
+``websockets`` (asyncio) runs the same when it is importable.
 
 Usage: ``python benchmarks/large_echo.py [--sizes 1,4,16] [--repeat 5] [--json out.json]``
 """
