@@ -87,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        # Building the parser imports the simulator: a Ctrl+C that early is not
+        # inside any command's own handling yet.
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("telcoflow-trio: interrupted\n")
+        return 130
     status: int = args.run(args)
     return status
 

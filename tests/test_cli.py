@@ -34,6 +34,18 @@ def test_bad_arguments_exit_2_without_traceback(capsys: pytest.CaptureFixture[st
     assert "--calls must be at least 1" in capsys.readouterr().err
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl+C while the parser is built (it imports the simulator), before any command runs.
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["demo"]) == 130
+    assert capsys.readouterr().err == "telcoflow-trio: interrupted\n"
+
+
 def test_call_to_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     # Port 9 on loopback (discard) is closed on the machines we run on.
     status = cli.main(["call", "--server", "ws://127.0.0.1:9", "--hangup-after", "1"])
