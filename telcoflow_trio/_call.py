@@ -31,6 +31,7 @@ import trio
 
 from . import proto
 from ._media import MediaConnection
+from ._offer import CallOffer
 from .config import TelcoflowClientConfig
 from .events import CallEvent, CallState
 from .exceptions import (
@@ -87,6 +88,9 @@ class TerminationReason(enum.StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: The client shut down while the call was in progress.
     CLIENT_SHUTDOWN = "client_shutdown"
+    #: The ``CALL_OFFERED`` handler handed the call to another process
+    #: (:meth:`CallOffer.to_json`); it goes on there.
+    HANDED_OFF = "handed_off"
 
 
 Who: TypeAlias = Literal["caller", "agent", "server", "network", "client"]
@@ -207,6 +211,7 @@ class ActiveCall:
         self._requested: tuple[TerminationReason, Who] | None = None
         self._nursery: trio.Nursery | None = None  # the call's own, while its media is open
         self._handler_scope = trio.CancelScope()
+        self._offer_scope = trio.CancelScope()
         self._shutting_down = False
         self.handler_errors = 0
         self._media = MediaConnection(
@@ -635,8 +640,18 @@ class ActiveCall:
 
     # -- internals: the call's task ------------------------------------------------------
 
-    async def _serve(self, handler: Callable[[ActiveCall], object]) -> bool:
-        """The whole life of the call: media, handler, close. False if media failed."""
+    async def _serve(
+        self,
+        handler: Callable[[ActiveCall], object],
+        offered: Callable[[CallOffer], object] | None = None,
+        *,
+        task_status: trio.TaskStatus[WSSError | None] = trio.TASK_STATUS_IGNORED,
+    ) -> bool:
+        """The whole life of the call: offer, media, handler, close. False if media
+        failed; ``task_status`` gets that error, or ``None`` once media is open."""
+        if offered is not None and await self._offer(offered):
+            task_status.started(None)
+            return True
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(self._media.run)
@@ -644,8 +659,10 @@ class ActiveCall:
                 if self._termination is None:
                     logger.error("call %s not handled: %s", self.call_id, exc)
                     self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
+                task_status.started(exc)
                 return False
             logger.info("call %s from %s: media connected", self.call_id, self.caller_number)
+            task_status.started(None)
             self._nursery = nursery
             nursery.start_soon(self._dispatch_events)
             try:
@@ -653,6 +670,30 @@ class ActiveCall:
             finally:
                 self._nursery = None
         return True
+
+    async def _offer(self, hook: Callable[[CallOffer], object]) -> bool:
+        """Run the ``CALL_OFFERED`` handler; True if the call is over here (handed
+        off, or the client shut down meanwhile)."""
+        offer = CallOffer(self._call_in)
+        failed = False
+        try:
+            with self._offer_scope:
+                result = hook(offer)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            failed = True
+            logger.exception(
+                "call %s: CALL_OFFERED handler raised; serving the call here", self.call_id
+            )
+            await self._report(exc)
+        finally:
+            offer._open = False
+        if self._offer_scope.cancelled_caught:
+            self._terminate(TerminationReason.CLIENT_SHUTDOWN, "client")
+        elif offer.handed_off and not failed:
+            self._terminate(TerminationReason.HANDED_OFF, "agent")
+        return self._termination is not None
 
     async def _run_handler(self, handler: Callable[[ActiveCall], object]) -> None:
         reason = TerminationReason.HANDLER_RETURNED
@@ -717,4 +758,5 @@ class ActiveCall:
     def _shutdown(self) -> None:
         """The client is shutting down: cancel the handler; the task then closes the call."""
         self._shutting_down = True
+        self._offer_scope.cancel()
         self._handler_scope.cancel()
