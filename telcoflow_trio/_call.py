@@ -645,13 +645,13 @@ class ActiveCall:
         handler: Callable[[ActiveCall], object],
         offered: Callable[[CallOffer], object] | None = None,
         *,
-        task_status: trio.TaskStatus[WSSError | None] = trio.TASK_STATUS_IGNORED,
-    ) -> bool:
-        """The whole life of the call: offer, media, handler, close. False if media
-        failed; ``task_status`` gets that error, or ``None`` once media is open."""
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> WSSError | None:
+        """The whole life of the call: offer, media, handler, close. Returns why
+        media failed (before ``task_status`` is started), else ``None``."""
         if offered is not None and await self._offer(offered):
-            task_status.started(None)
-            return True
+            task_status.started()
+            return None
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(self._media.run)
@@ -659,17 +659,16 @@ class ActiveCall:
                 if self._termination is None:
                     logger.error("call %s not handled: %s", self.call_id, exc)
                     self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
-                task_status.started(exc)
-                return False
+                return exc
             logger.info("call %s from %s: media connected", self.call_id, self.caller_number)
-            task_status.started(None)
+            task_status.started()
             self._nursery = nursery
             nursery.start_soon(self._dispatch_events)
             try:
                 await self._run_handler(handler)
             finally:
                 self._nursery = None
-        return True
+        return None
 
     async def _offer(self, hook: Callable[[CallOffer], object]) -> bool:
         """Run the ``CALL_OFFERED`` handler; True if the call is over here (handed

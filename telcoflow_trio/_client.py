@@ -589,10 +589,13 @@ class TelcoflowClient:
         *,
         task_status: trio.TaskStatus[WSSError | None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """The call's task; ``task_status`` gets ``None`` once the call is served
+        (media open, or handed off), or the media error once the call is gone."""
         # The call's task: what it logs, and the tasks it starts, carry its id.
         with call_context(call.call_id):
             try:
-                if not await call._serve(handler, offered, task_status=task_status):
+                error = await call._serve(handler, offered, task_status=task_status)
+                if error is not None:
                     self._calls_failed += 1
             finally:
                 self._calls.pop(call.call_id, None)
@@ -600,6 +603,8 @@ class TelcoflowClient:
                 self._finished(call)
                 self._calls_changed.unpark_all()
             self._reoffer()  # room for one more
+            if error is not None:
+                task_status.started(error)  # adopt_call() raises it, all counted
 
     def _finished(self, call: ActiveCall) -> None:
         """Add an ended call to the client's totals."""

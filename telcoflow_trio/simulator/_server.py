@@ -475,6 +475,7 @@ class Simulator:
             if refusal is not None:
                 await self._reject(request, 401, f"unauthorized: {refusal}".encode(), refusal)
                 return
+            assert call is not None
             await self._serve(request, stream, f"media-{call.call_id}", self._media_handler(call))
         elif path == SOFTPHONE_PATH:
             if not self._api_key_ok(headers):
