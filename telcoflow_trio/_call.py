@@ -1,7 +1,8 @@
 """The public :class:`ActiveCall`: one call, its commands, audio and events.
 
 An ``ActiveCall`` is created by :class:`~telcoflow_trio.TelcoflowClient` when a
-call arrives and lives in its own task: the media connection is opened first,
+call arrives (or is adopted) and lives in its own task: the ``CALL_OFFERED``
+handler, if any, may hand it off first; then the media connection is opened,
 then the ``INCOMING_CALL`` handler runs, and when the handler returns or raises
 the call is closed (``call.close``). Whatever ends a call (the caller hanging
 up, the platform, the media connection breaking, a local

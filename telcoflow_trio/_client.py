@@ -592,6 +592,7 @@ class TelcoflowClient:
         """The call's task; ``task_status`` gets ``None`` once the call is served
         (media open, or handed off), or the media error once the call is gone."""
         # The call's task: what it logs, and the tasks it starts, carry its id.
+        error: WSSError | None = None
         with call_context(call.call_id):
             try:
                 error = await call._serve(handler, offered, task_status=task_status)
