@@ -32,7 +32,7 @@ import trio
 
 from . import proto
 from ._media import MediaConnection
-from ._offer import CallOffer
+from ._offer import CallOffer, CallParties
 from .config import TelcoflowClientConfig
 from .events import CallEvent, CallState
 from .exceptions import (
@@ -173,7 +173,7 @@ def _takes_argument(handler: Callable[..., Any]) -> bool:
 
 
 @final
-class ActiveCall:
+class ActiveCall(CallParties):
     """One call, handed to your ``INCOMING_CALL`` handler with its media connected.
 
     Created only by :class:`~telcoflow_trio.TelcoflowClient`. Commands raise
@@ -226,27 +226,7 @@ class ActiveCall:
     def __repr__(self) -> str:
         return f"<ActiveCall {self.call_id} {self._state}>"
 
-    # -- properties ------------------------------------------------------------------
-
-    @property
-    def call_id(self) -> str:
-        """The platform's id of the call."""
-        return self._call_in.call_id
-
-    @property
-    def id(self) -> str:
-        """Same as :attr:`call_id` (the 1.0.0 name)."""
-        return self._call_in.call_id
-
-    @property
-    def caller_number(self) -> str:
-        """Who is calling (``from``)."""
-        return self._call_in.caller
-
-    @property
-    def callee_number(self) -> str:
-        """The number that was called (``to``); ``connect()`` rings it."""
-        return self._call_in.callee
+    # -- properties (call_id, id, caller_number, callee_number: CallParties) ----------
 
     @property
     def sample_rate(self) -> int:

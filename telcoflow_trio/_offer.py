@@ -16,25 +16,14 @@ from typing import final
 from . import proto
 from .exceptions import WSSCallStateError
 
-__all__ = ["CallOffer"]
+__all__ = ["CallOffer", "CallParties"]
 
 
-@final
-class CallOffer:
-    """A call before its media connection opens, given to the ``CALL_OFFERED`` handler.
+class CallParties:
+    """The id and numbers of a call, from its ``call.in`` (an offer's and an
+    active call's)."""
 
-    Created only by :class:`~telcoflow_trio.TelcoflowClient`. Its repr never
-    shows the media token.
-    """
-
-    def __init__(self, call_in: proto.CallIn) -> None:
-        self._call_in = call_in
-        self._handed_off = False
-        self._open = True  # while the CALL_OFFERED handler runs
-
-    def __repr__(self) -> str:
-        state = " handed off" if self._handed_off else ""
-        return f"<CallOffer {self._call_in.call_id}{state}>"
+    _call_in: proto.CallIn
 
     @property
     def call_id(self) -> str:
@@ -53,8 +42,26 @@ class CallOffer:
 
     @property
     def callee_number(self) -> str:
-        """The number that was called (``to``)."""
+        """The number that was called (``to``); ``connect()`` rings it."""
         return self._call_in.callee
+
+
+@final
+class CallOffer(CallParties):
+    """A call before its media connection opens, given to the ``CALL_OFFERED`` handler.
+
+    Created only by :class:`~telcoflow_trio.TelcoflowClient`. Its repr never
+    shows the media token.
+    """
+
+    def __init__(self, call_in: proto.CallIn) -> None:
+        self._call_in = call_in
+        self._handed_off = False
+        self._open = True  # while the CALL_OFFERED handler runs
+
+    def __repr__(self) -> str:
+        state = " handed off" if self._handed_off else ""
+        return f"<CallOffer {self._call_in.call_id}{state}>"
 
     @property
     def handed_off(self) -> bool:
