@@ -186,6 +186,8 @@ async def test_a_used_or_expired_token_is_refused_at_the_adopter(
             with pytest.raises(WSSCallError, match="already used") as caught:
                 await c.adopt_call(document, handler=hold)
             assert caught.value.__cause__ is not None
+            token = json.loads(document)["session_token"]
+            assert token not in f"{caught.value} {caught.value.__cause__} {first!r}"
             assert c.statistics().calls_failed == 1
             assert c.statistics().calls_active == 0
             await simulated.hang_up()
