@@ -16,9 +16,11 @@ from urllib.parse import urlsplit
 
 from ._frames import CallIn
 
-__all__ = ["decode_handoff", "encode_handoff"]
+__all__ = ["MAX_HANDOFF_BYTES", "decode_handoff", "encode_handoff"]
 
 _FIELDS = ("id", "caller", "callee", "session_url", "session_token")
+#: A document is a URL, a token and three short strings: anything bigger is not one.
+MAX_HANDOFF_BYTES = 64 * 1024
 
 
 def encode_handoff(call_in: CallIn) -> str:
@@ -42,12 +44,15 @@ def decode_handoff(data: str | bytes | Mapping[str, object]) -> CallIn:
     Unknown extra keys are ignored, as 1.0.0 does.
 
     Raises:
-        ValueError: not JSON, not an object, a missing or non-string field, an
-            empty ``id`` or ``session_token``, a ``channel`` other than
+        ValueError: larger than ``MAX_HANDOFF_BYTES``, not JSON, not an object,
+            a missing or non-string field, an empty ``id`` or
+            ``session_token``, a ``channel`` other than
             ``"TELCO"``, or a ``session_url`` that is not a ``ws://``/``wss://``
             URL with a host. The message names the field, never its secret value.
     """
     if isinstance(data, str | bytes | bytearray):
+        if len(data) > MAX_HANDOFF_BYTES:
+            raise ValueError(f"the handoff data is larger than {MAX_HANDOFF_BYTES} bytes")
         try:
             obj = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

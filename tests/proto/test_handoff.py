@@ -45,6 +45,7 @@ def _without(key: str) -> dict[str, Any]:
     ("data", "message"),
     [
         ("{not json", "not JSON"),
+        (" " * (proto.MAX_HANDOFF_BYTES + 1), "larger than 65536 bytes"),
         (b"\xff\xfe", "not JSON"),
         ("[1, 2]", "must be a JSON object, got list"),
         (_without("channel"), "'channel' must be 'TELCO'.*got NoneType"),
