@@ -203,6 +203,21 @@ async def test_a_used_or_expired_token_is_refused_at_the_adopter(
             await late.hang_up()
 
 
+async def test_the_token_is_revoked_when_the_claimant_leaves_before_media(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with open_simulator(SimulatorConfig(), listen=False) as sim, open_client(sim) as b:
+            async with open_handing_off(sim) as (_, documents):
+                simulated = await sim.place_call(CallerScript())
+                document = await documents.receive()
+            # The claiming client closed: the simulator offers the call again.
+            with pytest.raises(WSSCallError, match="invalid or revoked"):
+                await b.adopt_call(document, handler=hold)
+            assert simulated.state is CallState.PENDING
+            await simulated.hang_up()
+
+
 async def test_shutdown_ends_adopted_calls_and_offers_in_progress(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
