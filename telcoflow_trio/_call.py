@@ -695,7 +695,7 @@ class ActiveCall:
         who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
         try:
             if self._termination is None and not _cancelled():
-                if reason is TerminationReason.HANDLER_RETURNED:
+                if reason is TerminationReason.HANDLER_RETURNED and not self.outbound:
                     # The rule 1.0.0 callback code trips over: say it where it bites.
                     logger.debug(
                         "call %s: the INCOMING_CALL handler returned, so the call ends "

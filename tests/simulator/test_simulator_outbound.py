@@ -1,0 +1,71 @@
+"""Outbound calls on the wire: ``session.create`` TELCO, then open, ready, and
+``call.in`` only once the callee answers (the 1.0.0 SDK has no answered event)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from telcoflow_trio.proto import CallIn, Response, SessionClosed, SessionCreate, SessionReady
+from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator
+
+from .simclient import open_control
+
+
+async def test_call_in_comes_when_the_callee_answers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_simulator() as sim, open_control(sim) as control:
+        sim.expect_callee("+15550100", CallerScript(answers_after=3.0))
+        t0 = trio.current_time()
+        await control.ws.send_message(SessionCreate("TELCO", "+15550100", "c1").encode())
+        created: Response = await control.expect(Response)
+        assert created.ok and created.req_id == "c1"
+        assert isinstance(created.content, dict) and created.content["created"] is True
+        session_id = created.content["sessionId"]
+        opened = await control.open(session_id)
+        assert opened.ok and isinstance(opened.content, dict)
+        session = opened.content["session"]
+        assert (session["remoteAddress"], session["localAddress"]) == ("+15550100", "+15550199")
+        await control.ws.send_message(SessionReady(session_id).encode())
+        call_in: CallIn = await control.expect(CallIn)
+        assert trio.current_time() - t0 == 3.0  # not before the answer
+        assert (call_in.session_id, call_in.caller, call_in.callee) == (
+            session_id,
+            "+15550199",
+            "+15550100",
+        )
+        call = sim.get_call(call_in.call_id)
+        assert call is not None and call.outbound and str(call.state) == "ANSWERED"
+        assert sim.statistics().calls_outbound == 1
+
+
+async def test_unanswered_call_closes_its_session(autojump_clock: trio.testing.MockClock) -> None:
+    config = SimulatorConfig(outbound_ring_timeout=7.0)
+    async with open_simulator(config) as sim, open_control(sim) as control:
+        sim.expect_callee("+15550100", CallerScript(answers_after=None))
+        await control.ws.send_message(SessionCreate("TELCO", "+15550100", "c1").encode())
+        created: Response = await control.expect(Response)
+        assert isinstance(created.content, dict)
+        session_id = created.content["sessionId"]
+        assert (await control.open(session_id)).ok
+        await control.ws.send_message(SessionReady(session_id).encode())
+        closed: SessionClosed = await control.expect(SessionClosed, limit=10)
+        assert (closed.session_id, closed.reason) == (session_id, "CALL_TERMINATED")
+        result = sim.results()[0]
+        assert (result.ended_by, result.outbound, result.answered_at) == (
+            "unanswered_timeout",
+            True,
+            None,
+        )
+
+
+async def test_bad_address_is_an_invalid_request(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_simulator() as sim, open_control(sim) as control:
+        await control.ws.send_message(SessionCreate("TELCO", "not a number", "c1").encode())
+        refused: Response = await control.expect(Response)
+        assert (refused.ok, refused.error_code) == (False, "INVALID_REQUEST")
+        assert refused.error_content == {
+            "message": "remoteAddress 'not a number' is not a phone number"
+        }
+        assert sim.statistics().calls_outbound == 0
