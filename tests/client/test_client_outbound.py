@@ -65,13 +65,15 @@ async def test_answered_call_carries_audio_both_ways(
         result = await placed[0].wait_result()
         stats = client.statistics()
     assert client_tasks() == []
-    assert result.outbound and result.callee == NUMBER
+    assert result.outbound
+    assert result.callee == NUMBER
     assert result.ended_by == "agent_close"
     assert result.answered_at == pytest.approx(result.placed_at + 2.0)
     assert result.agent_audio.startswith(b"\x01\x02" * 100)
     assert result.agent_audio_seconds >= 0.5
     assert {p.name for p in result.recordings} == {"caller.wav", "agent.wav"}
-    assert stats.calls_outbound == 1 and stats.calls_outbound_unanswered == 0
+    assert stats.calls_outbound == 1
+    assert stats.calls_outbound_unanswered == 0
     assert stats.calls_ended == {"handler_returned": 1}
     assert sim.statistics().calls_outbound == 1
     assert sim.statistics().calls_placed == 0
@@ -125,7 +127,8 @@ async def test_declined_or_unanswered_ends_with_the_reason(
         assert caught.value.reason == "CALL_TERMINATED"
         assert (await placed[0].wait_result()).ended_by == ended_by
         stats = client.statistics()
-    assert stats.calls_outbound_unanswered == 1 and stats.calls_active == 0
+    assert stats.calls_outbound_unanswered == 1
+    assert stats.calls_active == 0
     assert client_tasks() == []
 
 
@@ -145,7 +148,8 @@ async def test_our_ring_timeout_gives_up_and_a_late_answer_is_hung_up(
         assert result.answered_at == pytest.approx(result.placed_at + 15.0)
         await trio.sleep(1)
         stats = client.statistics()
-    assert stats.calls_active == 0 and stats.calls_outbound_unanswered == 1
+    assert stats.calls_active == 0
+    assert stats.calls_outbound_unanswered == 1
     assert client_tasks() == []
 
 

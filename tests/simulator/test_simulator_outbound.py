@@ -20,11 +20,14 @@ async def test_call_in_comes_when_the_callee_answers(
         t0 = trio.current_time()
         await control.ws.send_message(SessionCreate("TELCO", "+15550100", "c1").encode())
         created: Response = await control.expect(Response)
-        assert created.ok and created.req_id == "c1"
-        assert isinstance(created.content, dict) and created.content["created"] is True
+        assert created.ok
+        assert created.req_id == "c1"
+        assert isinstance(created.content, dict)
+        assert created.content["created"] is True
         session_id = created.content["sessionId"]
         opened = await control.open(session_id)
-        assert opened.ok and isinstance(opened.content, dict)
+        assert opened.ok
+        assert isinstance(opened.content, dict)
         session = opened.content["session"]
         assert (session["remoteAddress"], session["localAddress"]) == ("+15550100", "+15550199")
         await control.ws.send_message(SessionReady(session_id).encode())
@@ -36,7 +39,9 @@ async def test_call_in_comes_when_the_callee_answers(
             "+15550100",
         )
         call = sim.get_call(call_in.call_id)
-        assert call is not None and call.outbound and str(call.state) == "ANSWERED"
+        assert call is not None
+        assert call.outbound
+        assert str(call.state) == "ANSWERED"
         assert sim.statistics().calls_outbound == 1
 
 
