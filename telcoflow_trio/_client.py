@@ -638,6 +638,8 @@ class TelcoflowClient:
         answered = False
         try:
             opened = await control.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+            if not opened.ok and dialing.arrived.is_set():
+                raise self._not_answered(dialing, ring_timeout)  # it closed that fast
             if not opened.ok:
                 raise session_error(
                     f"session.open of the call to {remote_address}",
@@ -674,6 +676,8 @@ class TelcoflowClient:
 
     def _not_answered(self, dialing: _Dialing, ring_timeout: float) -> WSSError:
         where = f"the call to {dialing.remote_address}"
+        if self._closing:
+            return WSSConnectionError(f"the client closed while {where} rang")
         if dialing.closed_reason is not None:
             return WSSCallNotAnswered(
                 f"{where} ended before it was answered (session closed: {dialing.closed_reason}; "
@@ -690,11 +694,14 @@ class TelcoflowClient:
             del self._abandoned[next(iter(self._abandoned))]
 
     def _outbound_arrived(self, call_in: proto.CallIn, dialing: _Dialing | None) -> None:
-        if dialing is None or self._closing or self._calls_nursery is None:
-            # Given up (or closing) before the answer: take the call only to hang up.
-            self._abandoned.pop(call_in.session_id, None)
-            if self._calls_nursery is None:
-                return
+        if self._closing or self._calls_nursery is None:
+            logger.warning("not taking call %s: the client is closing", call_in.call_id)
+            if dialing is not None:
+                dialing.arrived.set()
+            return
+        if dialing is None:
+            # Given up before the answer: take the call only to hang up.
+            del self._abandoned[call_in.session_id]
             logger.info("call %s was answered after we gave up on it: closing it", call_in.call_id)
             dialing = _Dialing(call_in.callee)
             dialing.released.set()

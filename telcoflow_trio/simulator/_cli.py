@@ -52,7 +52,11 @@ commands (CALL is the call's #number or id):
   call [tone HZ | noise SEED | silence | wav PATH] [hangup=S] [talk=S]
        [answer-after=S|never] [hangup-before-answer=S] [hangup-when-silent=S]
        [record=DIR] [from=NUMBER] [to=NUMBER]        place a call
-  hangup CALL                   the caller hangs up
+  hangup CALL                   the caller (of an outbound call: the callee) hangs up
+  callee NUMBER [tone HZ | noise SEED | silence | wav PATH] [pickup=S|never]
+       [reject] [hangup=S] [talk=S] [record=DIR]
+                                how the next outbound call to NUMBER is answered
+  answer CALL | reject CALL     the callee of a ringing outbound call picks up / declines
   calls                         list active calls
   stats                         simulator statistics
   drop-control                  drop every control connection
@@ -164,7 +168,8 @@ class _Console:
             self.by_number[number] = call.call_id
         tag = f"#{self.numbers.get(call.call_id, '?')}"
         if event == "placed":
-            self.say(f"{tag} placed {call.caller} -> {call.callee} (call {call.call_id})")
+            kind = "dialled by the agent" if call.outbound else "placed"
+            self.say(f"{tag} {kind} {call.caller} -> {call.callee} (call {call.call_id})")
         elif event == "ended" and call.result is not None:
             r = call.result
             self.say(
@@ -209,6 +214,18 @@ class _Console:
             self.out.write(HELP)
         elif name == "call":
             await sim.place_call(_script(rest), **_numbers(rest))
+        elif name == "callee":
+            if not rest:
+                raise ValueError("callee needs a NUMBER")
+            sim.expect_callee(rest[0], _script(rest[1:]))
+        elif name in ("answer", "reject"):
+            call = sim.get_call(self.call_id(rest[0]))
+            if call is None:
+                raise LookupError(f"no active call {rest[0]}")
+            try:
+                await (call.answer() if name == "answer" else call.reject())
+            except RuntimeError as exc:
+                raise ValueError(str(exc)) from None
         elif name == "hangup":
             call = sim.get_call(self.call_id(rest[0]))
             if call is None:
@@ -273,6 +290,7 @@ def _script(words: list[str]) -> CallerScript:
         "answer-after": "callee_answers_after",
         "hangup-before-answer": "hangup_before_answer_after",
         "hangup-when-silent": "hangup_after_agent_silent",
+        "pickup": "answers_after",
     }
     position = 0
     while position < len(words):
@@ -288,6 +306,8 @@ def _script(words: list[str]) -> CallerScript:
                 raise ValueError(f"unknown option {key!r}")
         elif word == "silence":
             audio = silence()
+        elif word == "reject":
+            options["rejects"] = True
         elif word in ("tone", "noise", "wav") and position < len(words):
             value = words[position]
             position += 1

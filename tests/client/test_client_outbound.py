@@ -286,3 +286,21 @@ async def test_client_shutdown_closes_the_call_in_the_block(
         assert seen[0].termination.reason is TerminationReason.CLIENT_SHUTDOWN
         assert (await placed[0].wait_result()).ended_by == "agent_close"
     assert client_tasks() == []
+
+
+async def test_declined_before_our_session_open(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair() as (sim, client, _):
+        sim.expect_callee(NUMBER, CallerScript(answers_after=0.0, rejects=True))
+        with pytest.raises(WSSCallNotAnswered) as caught:
+            async with client.place_call(NUMBER):
+                pass
+        assert caught.value.reason == "CALL_TERMINATED"
+    assert client_tasks() == []
+
+
+async def test_answered_before_our_session_ready(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair() as (sim, client, opener):
+        sim.expect_callee(NUMBER, CallerScript(answers_after=0.0))
+        async with client.place_call(NUMBER) as call:
+            assert opener.now() < 0.1
+            assert call.state is CallState.ANSWERED

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import io
+
+import pytest
 import trio
 import trio.testing
 
@@ -74,3 +77,34 @@ async def test_bad_address_is_an_invalid_request(autojump_clock: trio.testing.Mo
             "message": "remoteAddress 'not a number' is not a phone number"
         }
         assert sim.statistics().calls_outbound == 0
+
+
+async def test_console_scripts_and_answers_outbound_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from telcoflow_trio.simulator._cli import _Console
+
+    out = io.StringIO()
+    async with open_simulator() as sim, open_control(sim) as control:
+        console = _Console(sim, out)
+        sim.add_observer(console.observe)
+        await console.command("callee", ["+15550100", "tone", "300", "pickup=never"])
+        await console.command("callee", ["+15550111", "reject", "pickup=1"])
+        for number, req in (("+15550100", "a"), ("+15550111", "b")):
+            await control.ws.send_message(SessionCreate("TELCO", number, req).encode())
+            created: Response = await control.expect(Response)
+            assert created.ok
+        [ringing, declining] = sim.active_calls()
+        assert ringing.script.answers_after is None
+        assert declining.script.rejects
+        await console.command("answer", ["#1"])
+        assert str(ringing.state) == "ANSWERED"
+        with pytest.raises(ValueError, match="not a ringing outbound call"):
+            await console.command("reject", ["#1"])
+        closed: SessionClosed = await control.expect(SessionClosed)
+        assert closed.session_id == declining.session_id
+        assert (await declining.wait_result()).ended_by == "callee_rejected"
+    text = out.getvalue()
+    assert "#1 dialled by the agent +15550199 -> +15550100" in text
+    assert "ok: answer #1" in text
+    assert "#2 ended by callee_rejected" in text
