@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
 import sys
 from functools import partial
 from pathlib import Path
@@ -19,11 +18,10 @@ from typing import IO, Any
 
 import trio
 
-from ._cli_secrets import UsageError, add_api_key_arguments, api_key_from
+from ._cli_secrets import add_api_key_arguments, api_key_from
 from ._client import TelcoflowClient
-from ._command import run_command
+from ._command import command_status
 from .config import TelcoflowClientConfig
-from .exceptions import WSSError
 from .simulator._audio import read_wav, resample, write_wav
 from .simulator._model import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
 
@@ -124,15 +122,4 @@ async def run_dial(
 
 def dial_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio dial``: place one outbound call. Returns the exit code."""
-    try:
-        run_command("telcoflow-trio dial", partial(run_dial, args))
-    except KeyboardInterrupt:
-        sys.stderr.write("telcoflow-trio dial: interrupted\n")
-        return 130
-    except UsageError as exc:
-        sys.stderr.write(f"telcoflow-trio dial: {exc}\n")
-        return 2
-    except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
-        sys.stderr.write(f"telcoflow-trio dial: {exc}\n")
-        return 1
-    return 0
+    return command_status("telcoflow-trio dial", partial(run_dial, args))

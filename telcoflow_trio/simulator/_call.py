@@ -226,8 +226,7 @@ class SimulatedCall:
         Raises:
             RuntimeError: not an outbound call, or it is not ringing.
         """
-        if not self.outbound or self._state is not _P:
-            raise RuntimeError(f"{self!r} is not a ringing outbound call")
+        self._check_ringing()
         self._answer_outbound()
         await trio.lowlevel.checkpoint()
 
@@ -237,10 +236,13 @@ class SimulatedCall:
         Raises:
             RuntimeError: not an outbound call, or it is not ringing.
         """
-        if not self.outbound or self._state is not _P:
-            raise RuntimeError(f"{self!r} is not a ringing outbound call")
+        self._check_ringing()
         self._finish("callee_rejected", "CALL_TERMINATED")
         await trio.lowlevel.checkpoint()
+
+    def _check_ringing(self) -> None:
+        if not self.outbound or self._state is not _P:
+            raise RuntimeError(f"{self!r} is not a ringing outbound call")
 
     # -- state ----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import IO, Any
 import trio
 
 from .._cli_secrets import UsageError, add_api_key_arguments, api_key_from
-from .._command import run_command
+from .._command import command_status, run_command
 from ..exceptions import WSSError
 from ._audio import AudioSource, noise, silence, tone, wav_source
 from ._call import SimulatedCall
@@ -429,15 +429,4 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
 
 def call_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio call``: place one call into a running simulator. Returns the exit code."""
-    try:
-        run_command("telcoflow-trio call", partial(run_call, args))
-    except KeyboardInterrupt:
-        sys.stderr.write("telcoflow-trio call: interrupted\n")
-        return 130
-    except UsageError as exc:
-        sys.stderr.write(f"telcoflow-trio call: {exc}\n")
-        return 2
-    except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
-        sys.stderr.write(f"telcoflow-trio call: {exc}\n")
-        return 1
-    return 0
+    return command_status("telcoflow-trio call", partial(run_call, args))
