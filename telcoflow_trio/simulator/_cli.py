@@ -123,6 +123,12 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         type=_seconds,
         help="hang up this long after the answer (default: 2 s after the WAV has played)",
     )
+    parser.add_argument(
+        "--answer",
+        metavar="NUMBER",
+        help="be the callee of the next outbound call an agent places to NUMBER "
+        "(--wav is then what the callee says)",
+    )
     parser.add_argument("--caller", default="+15550100", help="the calling number")
     parser.add_argument("--callee", default="+15550199", help="the called number")
     add_api_key_arguments(parser, default_note=f"default {DEFAULT_API_KEY!r}")
@@ -403,7 +409,8 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
     def show(frame: dict[str, Any]) -> None:
         data = frame.get("data", {})
         if frame.get("type") == "call.placed":
-            out.write(f"placed call {data.get('callId')}\n")
+            verb = "placed" if args.answer is None else "ringing: agent dialled"
+            out.write(f"{verb} call {data.get('callId')}\n")
         elif frame.get("type") == "call.state":
             out.write(f"{data.get('state')} ({data.get('sampleRate')} Hz)\n")
         out.flush()
@@ -419,6 +426,7 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
         connector_uuid=args.connector_uuid,
         ssl_context=_client_ssl_context(args),
         on_event=show,
+        answer=args.answer,
     )
     out.write(json.dumps(call.result, indent=2) + "\n")
     if args.record is not None and call.sample_rate is not None:

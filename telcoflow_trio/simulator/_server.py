@@ -252,6 +252,11 @@ class Simulator:
         test calls :meth:`SimulatedCall.answer` or :meth:`SimulatedCall.reject`."""
         self._callee_scripts[remote_address] = script
 
+    def forget_callee(self, remote_address: str, script: CallerScript) -> None:
+        """Undo :meth:`expect_callee` of ``script`` if no call has used it yet."""
+        if self._callee_scripts.get(remote_address) is script:
+            del self._callee_scripts[remote_address]
+
     def get_call(self, call_id: str) -> SimulatedCall | None:
         """The active call with ``call_id``, if any."""
         return self._calls.get(call_id)

@@ -304,3 +304,36 @@ async def test_answered_before_our_session_ready(autojump_clock: trio.testing.Mo
         async with client.place_call(NUMBER) as call:
             assert opener.now() < 0.1
             assert call.state is CallState.ANSWERED
+
+
+async def test_the_softphone_answers(autojump_clock: trio.testing.MockClock) -> None:
+    from telcoflow_trio.simulator._softphone import SoftphoneCall, run_softphone
+
+    async with open_pair() as (sim, client, _):
+        got: list[SoftphoneCall] = []
+
+        async def softphone() -> None:
+            got.append(
+                await run_softphone(
+                    sim.base_url,
+                    open_stream=sim.open_stream,
+                    answer=NUMBER,
+                    hangup_after=2.0,
+                    extra={"answersAfter": 0.5},
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(softphone)
+            await trio.testing.wait_all_tasks_blocked()
+            assert NUMBER in sim._callee_scripts  # the softphone waits for the call
+            async with client.place_call(NUMBER) as call:
+                await call.write_audio(b"\x07\x00" * call.sample_rate)  # 1 s
+                info = await call.wait_terminated()
+        assert info.reason is TerminationReason.CALLEE_HANGUP
+        [phone] = got
+    assert phone.result["endedBy"] == "callee_hangup"
+    assert phone.result["outbound"] is True
+    assert phone.sample_rate == call.sample_rate
+    assert b"\x07\x00" * 100 in phone.agent_audio  # it heard the agent
+    assert NUMBER not in sim._callee_scripts
