@@ -67,6 +67,9 @@ commands (CALL is the call's #number or id):
   reject-auth on|off            answer every upgrade with HTTP 401
   slow-pulls FACTOR             pull agent audio FACTOR times slower (1: normal)
   call-error CALL [CODE]        send call.error (default TTS_SESSION_ERROR)
+  delay-creates SECONDS         answer session.create this late (0: off)
+  refuse-creates CODE|off       refuse outbound calls with CODE (e.g. QUOTA_EXCEEDED)
+  close-session CALL [REASON]   close a call's session (default FORCE_CLOSE)
   send-control TEXT             send TEXT as-is to every control connection
   send-media CALL TEXT          send TEXT as-is on a call's media connection
   quit                          stop the simulator
@@ -258,6 +261,12 @@ class _Console:
             faults.slow_buffer_requests(float(rest[0]))
         elif name == "call-error":
             await faults.call_error(self.call_id(rest[0]), *rest[1:2])
+        elif name == "delay-creates":
+            faults.delay_creates(float(rest[0]))
+        elif name == "refuse-creates":
+            faults.refuse_creates(None if rest[0] == "off" else rest[0])
+        elif name == "close-session":
+            faults.close_session(self.call_id(rest[0]), *rest[1:2])
         elif name == "send-control":
             await faults.send_control(" ".join(rest))
         elif name == "send-media":

@@ -104,6 +104,14 @@ async def test_console_scripts_and_answers_outbound_calls(
         closed: SessionClosed = await control.expect(SessionClosed)
         assert closed.session_id == declining.session_id
         assert (await declining.wait_result()).ended_by == "callee_rejected"
+        await console.command("delay-creates", ["1.5"])
+        await console.command("refuse-creates", ["FORBIDDEN"])
+        assert sim.faults.create_delay == 1.5
+        assert sim.faults.create_refusal == ("FORBIDDEN", "refused by a fault")
+        await console.command("refuse-creates", ["off"])
+        assert sim.faults.create_refusal is None
+        await console.command("close-session", ["#1", "CALL_TERMINATED"])
+        assert (await ringing.wait_result()).termination_reason == "CALL_TERMINATED"
     text = out.getvalue()
     assert "#1 dialled by the agent +15550199 -> +15550100" in text
     assert "ok: answer #1" in text
