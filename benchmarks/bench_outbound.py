@@ -34,7 +34,13 @@ from _report import RESULTS, fmt, machine, markdown_table, write_json
 
 PY = sys.executable
 ROOT = HERE.parent
-NUMBER = "+15550100"
+
+
+def number(i: int) -> str:
+    """A number per call: two calls to one number at once would be one session."""
+    return f"+1555{i:07d}"
+
+
 AGENTS = {
     "ours": "ours: TelcoflowClient.place_call (lean transport)",
     "sdk": "official telcoflow 1.0.0 SDK (asyncio)",
@@ -72,10 +78,10 @@ def dial_ours(url: str, calls: int, concurrency: int) -> dict[str, Any]:
 
     latencies: list[float] = []
 
-    async def one(client: TelcoflowClient, limit: trio.CapacityLimiter) -> None:
+    async def one(client: TelcoflowClient, limit: trio.CapacityLimiter, i: int) -> None:
         async with limit:
             started = time.monotonic()
-            async with client.place_call(NUMBER) as call:
+            async with client.place_call(number(i)) as call:
                 async for _ in call.audio_stream():
                     latencies.append(time.monotonic() - started)
                     break
@@ -89,8 +95,8 @@ def dial_ours(url: str, calls: int, concurrency: int) -> dict[str, Any]:
             started = time.monotonic()
             with trio.fail_after(120):
                 async with trio.open_nursery() as nursery:
-                    for _ in range(calls):
-                        nursery.start_soon(one, client, limit)
+                    for i in range(calls):
+                        nursery.start_soon(one, client, limit, i)
             return time.monotonic() - started
 
     wall = trio.run(main)
@@ -104,10 +110,10 @@ def dial_sdk(url: str, calls: int, concurrency: int) -> dict[str, Any]:
 
     latencies: list[float] = []
 
-    async def one(sm: Any, limit: asyncio.Semaphore) -> None:
+    async def one(sm: Any, limit: asyncio.Semaphore, i: int) -> None:
         async with limit:
             started = time.monotonic()
-            session = await sm.create_session(ChannelType.TELCO, NUMBER)
+            session = await sm.create_session(ChannelType.TELCO, number(i))
             done = asyncio.Event()
 
             @session.on_incoming_call
@@ -134,7 +140,7 @@ def dial_sdk(url: str, calls: int, concurrency: int) -> dict[str, Any]:
         async with SessionManager(config) as sm:
             limit = asyncio.Semaphore(concurrency)
             started = time.monotonic()
-            await asyncio.wait_for(asyncio.gather(*(one(sm, limit) for _ in range(calls))), 120)
+            await asyncio.wait_for(asyncio.gather(*(one(sm, limit, i) for i in range(calls))), 120)
             return time.monotonic() - started
 
     wall = asyncio.run(main())
