@@ -9,6 +9,7 @@ after the WAV has played) unless the callee hangs up first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from ._cli_secrets import add_api_key_arguments, api_key_from
 from ._client import TelcoflowClient
 from ._command import command_status
 from .config import TelcoflowClientConfig
+from .exceptions import BufferClosedError
 from .simulator._audio import read_wav, resample, write_wav
 from .simulator._model import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
 
@@ -103,7 +105,8 @@ async def run_dial(
 
             nursery.start_soon(listen)
             if speech:
-                await call.write_audio(speech)
+                with contextlib.suppress(BufferClosedError):  # the callee hung up
+                    await call.write_audio(speech)
     termination = call.termination
     summary = {
         "callId": call.call_id,

@@ -76,3 +76,23 @@ def test_dial_help_and_unreachable_server(capsys: pytest.CaptureFixture[str]) ->
     err = capsys.readouterr().err
     assert err.startswith("telcoflow-trio dial: ")
     assert "Traceback" not in err
+
+
+async def test_dial_callee_hangs_up_mid_message(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    hello = tmp_path / "hello.wav"
+    write_wav(hello, make_tone(660, 30.0, 16000), 16000)
+    async with open_simulator() as sim:
+        sim.expect_callee(NUMBER, CallerScript(answers_after=1.0, hangup_after=2.0))
+        config = TelcoflowClientConfig.sandbox(
+            sim.api_key, sim.connector_uuid, base_url=sim.base_url, sample_rate=16000
+        )
+        async with TelcoflowClient(config, open_stream=sim.open_stream) as client:
+            summary = await run_dial(
+                parse(NUMBER, "--wav", str(hello), "--sample-rate", "16000"),
+                out=io.StringIO(),
+                client=client,
+            )
+    assert summary["endedBy"] == "callee_hangup"
+    assert summary["heardSeconds"] == pytest.approx(2.0, abs=0.1)
