@@ -10,6 +10,7 @@ import trio.testing
 
 from telcoflow_trio import ActiveCall, CallState, TelcoflowClient, TerminationReason
 from telcoflow_trio.exceptions import (
+    BufferClosedError,
     WSSCallNotAnswered,
     WSSChannelNotConfigured,
     WSSConnectionError,
@@ -337,3 +338,19 @@ async def test_the_softphone_answers(autojump_clock: trio.testing.MockClock) -> 
     assert phone.sample_rate == call.sample_rate
     assert b"\x07\x00" * 100 in phone.agent_audio  # it heard the agent
     assert NUMBER not in sim._callee_scripts
+
+
+async def test_session_closed_under_a_live_outbound_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_pair() as (sim, client, _):
+        sim.expect_callee(NUMBER, CallerScript(answers_after=0.5))
+        async with client.place_call(NUMBER) as call:
+            await trio.sleep(1)
+            sim.faults.close_session(call.call_id)
+            info = await call.wait_terminated()
+            with pytest.raises(BufferClosedError):
+                call.send_audio(b"\0\0")
+        assert info.reason is TerminationReason.SERVER
+        assert client.statistics().calls_ended == {"server": 1}
+    assert client_tasks() == []
