@@ -75,6 +75,8 @@ class TerminationReason(enum.StrEnum):
     #: The caller hung up (``CALL_TERMINATED``), before or after the answer, or
     #: gave up ringing.
     CALLER_HANGUP = "caller_hangup"
+    #: The called party of an outbound call hung up (``CALL_TERMINATED``).
+    CALLEE_HANGUP = "callee_hangup"
     #: The platform ended the call for a reason this client does not know (in ``detail``).
     SESSION_CLOSED = "session_closed"
     #: The media connection broke, or the platform dropped it, without a ``call.terminated``.
@@ -94,7 +96,7 @@ class TerminationReason(enum.StrEnum):
     HANDED_OFF = "handed_off"
 
 
-Who: TypeAlias = Literal["caller", "agent", "server", "network", "client"]
+Who: TypeAlias = Literal["caller", "callee", "agent", "server", "network", "client"]
 
 
 @attrs.frozen
@@ -103,7 +105,8 @@ class TerminationInfo:
 
     Attributes:
         reason: why.
-        who: which side ended it: ``"caller"``, ``"agent"`` (this program's
+        who: which side ended it: ``"caller"``, ``"callee"`` (of an outbound
+            call), ``"agent"`` (this program's
             commands or handler), ``"server"``, ``"network"`` or ``"client"``
             (the client shutting down).
         when: ``trio.current_time()`` at the end.
@@ -193,12 +196,16 @@ class ActiveCall(CallParties):
         open_stream: StreamOpener,
         on_handler_error: ErrorHook | None = None,
         on_terminated: Callable[[ActiveCall], None] | None = None,
+        outbound: bool = False,
     ) -> None:
         self._call_in = call_in
         self._config = config
         self._on_handler_error = on_handler_error
         self._on_terminated = on_terminated
-        self._state = CallState.PENDING
+        #: Placed by this program (:meth:`TelcoflowClient.place_call`): it
+        #: arrives answered, and ``CALL_TERMINATED`` is the callee hanging up.
+        self.outbound = outbound
+        self._state = CallState.ANSWERED if outbound else CallState.PENDING
         self._termination: TerminationInfo | None = None
         self._terminated = trio.Event()
         self._handlers: dict[CallEvent, list[tuple[Callable[..., Any], bool]]] = {}
@@ -539,6 +546,8 @@ class ActiveCall(CallParties):
         if ours and self._requested is not None:
             # Our close/disconnect did it (also one whose response came too late).
             self._terminate(*self._requested)
+        elif reason == "CALL_TERMINATED" and self.outbound:
+            self._terminate(TerminationReason.CALLEE_HANGUP, "callee", reason)
         elif reason == "CALL_TERMINATED":
             self._terminate(TerminationReason.CALLER_HANGUP, "caller", reason)
         elif reason in (None, "FORCE_CLOSE"):
@@ -707,7 +716,7 @@ class ActiveCall(CallParties):
         who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
         try:
             if self._termination is None and not _cancelled():
-                if reason is TerminationReason.HANDLER_RETURNED:
+                if reason is TerminationReason.HANDLER_RETURNED and not self.outbound:
                     # The rule 1.0.0 callback code trips over: say it where it bites.
                     logger.debug(
                         "call %s: the INCOMING_CALL handler returned, so the call ends "

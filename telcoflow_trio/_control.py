@@ -160,6 +160,13 @@ class ControlConnection:
                 raise self.failure or WSSConnectionError("the control connection was closed")
             await self._state_lot.park()
 
+    async def wait_lost(self) -> None:
+        """Wait until the connection set up now is lost (at once if there is none)."""
+        await trio.lowlevel.checkpoint()
+        ws = self._ws
+        while ws is not None and self._ws is ws:
+            await self._state_lot.park()
+
     # -- supervisor ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -286,6 +293,7 @@ class ControlConnection:
         self._ws = None
         self._nursery = None
         self.connected = False
+        self._state_lot.unpark_all()  # wake wait_lost()
         error = WSSConnectionError("the control connection was lost")
         for slot in self._requests.values():
             slot.error = error
@@ -403,6 +411,20 @@ class ControlConnection:
             return slot.response
         finally:
             self._requests.pop(req_id, None)
+
+    async def send(self, frame: proto.ControlFrame) -> None:
+        """Send ``frame``, which has no reply.
+
+        Raises:
+            WSSConnectionError: not connected, or the connection is closed.
+        """
+        ws = self._ws
+        if ws is None:
+            raise WSSConnectionError("the control connection is not open")
+        try:
+            await ws.send_message(frame.encode())
+        except WSSConnectionClosed as exc:
+            raise WSSConnectionError(f"could not send {type(frame).__name__}: {exc}") from exc
 
     @property
     def claims_in_flight(self) -> int:

@@ -15,7 +15,15 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     ├── WSSMediaError               media connection failed or dropped mid-call
     ├── BufferFullError             the outgoing audio buffer has no room
     ├── BufferClosedError           audio written after the call ended
+    ├── WSSSessionError +           the platform refused a session request
+    │   ├── WSSChannelNotConfigured     CHANNEL_NOT_CONFIGURED
+    │   ├── WSSQuotaExceeded            QUOTA_EXCEEDED
+    │   ├── WSSOutboundOverflow         OUTBOUND_OVERFLOW
+    │   ├── WSSForbidden                FORBIDDEN
+    │   ├── WSSInvalidRequest           INVALID_REQUEST
+    │   └── WSSSessionAlreadyExists     session.create answered ``created: false``
     ├── WSSCallError                base of call errors
+    │   ├── WSSCallNotAnswered +        an outbound call ended before it was answered
     │   ├── WSSCallClosedError          the call has already ended
     │   ├── WSSCallStateError +         command illegal in the call's state
     │   ├── WSSCallCommandError         the server refused a command
@@ -47,11 +55,19 @@ __all__ = [
     "WSSCallCommandError",
     "WSSCallCommandTimeoutError",
     "WSSCallError",
+    "WSSCallNotAnswered",
     "WSSCallStateError",
+    "WSSChannelNotConfigured",
     "WSSConnectionClosed",
     "WSSConnectionError",
     "WSSError",
+    "WSSForbidden",
+    "WSSInvalidRequest",
     "WSSMediaError",
+    "WSSOutboundOverflow",
+    "WSSQuotaExceeded",
+    "WSSSessionAlreadyExists",
+    "WSSSessionError",
     "WSSTLSError",
 ]
 
@@ -111,8 +127,80 @@ class BufferClosedError(WSSError):
     """Audio was written after the call's outgoing buffer was closed."""
 
 
+class WSSSessionError(WSSError):
+    """The platform refused a session request (``session.create``).
+
+    ``error_code`` is the server's code; the message carries the server's own
+    message. Unknown codes raise this class itself.
+    """
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class WSSChannelNotConfigured(WSSSessionError):
+    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel (e.g. no outbound calls)."""
+
+
+class WSSQuotaExceeded(WSSSessionError):
+    """``QUOTA_EXCEEDED``: the connector may not open more sessions now."""
+
+
+class WSSOutboundOverflow(WSSSessionError):
+    """``OUTBOUND_OVERFLOW``: too many outbound sessions are being set up at once."""
+
+
+class WSSForbidden(WSSSessionError):
+    """``FORBIDDEN``: the connector may not reach that address."""
+
+
+class WSSInvalidRequest(WSSSessionError):
+    """``INVALID_REQUEST``: the platform found the request malformed."""
+
+
+class WSSSessionAlreadyExists(WSSSessionError):
+    """``session.create`` answered ``created: false``: a session to that address is open.
+
+    ``session_id`` is that session's id.
+    """
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+_SESSION_ERRORS: dict[str, type[WSSSessionError]] = {
+    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
+    "FORBIDDEN": WSSForbidden,
+    "INVALID_REQUEST": WSSInvalidRequest,
+}
+
+
+def session_error(what: str, code: str | None, message: str | None) -> WSSSessionError:
+    """The exception for a refused session request: ``what`` failed with ``code``."""
+    cls = _SESSION_ERRORS.get(code or "", WSSSessionError)
+    text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
+    return cls(text, error_code=code)
+
+
 class WSSCallError(WSSError):
     """Base class of errors about one call."""
+
+
+class WSSCallNotAnswered(WSSCallError):
+    """An outbound call ended, or was given up, before the called party answered.
+
+    ``reason`` is the platform's ``session.closed`` reason (``CALL_TERMINATED``:
+    the callee declined, was busy or did not answer within the platform's ring
+    time), or ``None`` when our own ``ring_timeout`` ran out first.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class WSSCallClosedError(WSSCallError):

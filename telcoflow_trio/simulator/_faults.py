@@ -22,6 +22,8 @@ class _FaultableCall(Protocol):
 
     def _media_connection(self) -> Connection: ...
 
+    def _finish(self, ended_by: str, reason: str) -> None: ...
+
 
 class FaultHost(Protocol):
     """What the faults act on (the ``Simulator`` is one): no import of it."""
@@ -47,6 +49,10 @@ class SimulatorFaults:
         self.auth_rejected = False
         #: Agent audio frames played (and pulled) per real-time frame; below 1 is slow.
         self.pull_rate = 1.0
+        #: Seconds before each ``session.create`` is answered.
+        self.create_delay = 0.0
+        #: ``(code, message)`` every ``session.create`` is refused with, or ``None``.
+        self.create_refusal: tuple[str, str] | None = None
 
     def _call(self, call_id: str) -> _FaultableCall:
         call = self._sim.get_call(call_id)
@@ -124,6 +130,25 @@ class SimulatorFaults:
             WSSConnectionClosed: the media connection closed meanwhile.
         """
         await self._call(call_id)._media_connection().send(raw)
+
+    def delay_creates(self, seconds: float) -> None:
+        """Answer every ``session.create`` ``seconds`` late (0: at once)."""
+        if seconds < 0:
+            raise ValueError(f"the delay must be non-negative; got {seconds!r}")
+        self.create_delay = seconds
+
+    def refuse_creates(self, code: str | None, message: str = "refused by a fault") -> None:
+        """Refuse every call ``session.create`` with ``code`` (``None``: stop refusing)."""
+        self.create_refusal = None if code is None else (code, message)
+
+    def close_session(self, call_id: str, reason: str = "FORCE_CLOSE") -> None:
+        """The platform closes a call's session now (``session.closed`` with ``reason``),
+        ringing or not; the call ends ``server``.
+
+        Raises:
+            LookupError: no such active call.
+        """
+        self._call(call_id)._finish("server", reason)
 
     async def call_error(
         self,

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import hmac
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: A number an outbound call may go to: an optional ``+`` and 3 to 15 digits.
+_DIALABLE = re.compile(r"\+?[0-9]{3,15}")
 
 #: The slot of the call tickers' shared timer, in seconds.
 _TICK_SLOT = 0.001
@@ -157,6 +161,9 @@ class Simulator:
         self._calls_ended = 0
         self._calls_abandoned_unclaimed = 0
         self._sessions_busy = 0
+        self._calls_outbound = 0
+        #: Scripts for the next outbound call to a number (:meth:`expect_callee`).
+        self._callee_scripts: dict[str, CallerScript] = {}
         self._auth_rejections = 0
         self._malformed_frames = 0
         self._handler_errors = 0
@@ -238,6 +245,18 @@ class Simulator:
         await trio.lowlevel.checkpoint()
         return call
 
+    def expect_callee(self, remote_address: str, script: CallerScript) -> None:
+        """The next outbound call to ``remote_address`` is answered as ``script`` says
+        (``answers_after``, ``rejects``, ``audio``, ``record_dir``...); other calls use
+        ``config.callee_script``. A script with ``answers_after=None`` rings until the
+        test calls :meth:`SimulatedCall.answer` or :meth:`SimulatedCall.reject`."""
+        self._callee_scripts[remote_address] = script
+
+    def forget_callee(self, remote_address: str, script: CallerScript) -> None:
+        """Undo :meth:`expect_callee` of ``script`` if no call has used it yet."""
+        if self._callee_scripts.get(remote_address) is script:
+            del self._callee_scripts[remote_address]
+
     def get_call(self, call_id: str) -> SimulatedCall | None:
         """The active call with ``call_id``, if any."""
         return self._calls.get(call_id)
@@ -275,6 +294,7 @@ class Simulator:
             calls_unclaimed=sum(map(_waiting, self._calls.values())),
             calls_abandoned_unclaimed=self._calls_abandoned_unclaimed,
             sessions_busy=self._sessions_busy,
+            calls_outbound=self._calls_outbound,
         )
 
     async def aclose(self) -> None:
@@ -634,6 +654,8 @@ class Simulator:
         elif isinstance(frame, CallFlowSetup):
             control.wants_calls = frame.inbound_call != "NO"
             control.send_nowait(Response(frame.req_id, True).encode())
+        elif isinstance(frame, SessionCreate) and frame.channel == "TELCO":
+            self._spawn(partial(self._create_outbound, control, frame))
         elif isinstance(frame, SessionCreate | WaMsgOut):
             error = {"message": "the simulator only places inbound calls"}
             response = Response(frame.req_id, False, None, "CHANNEL_NOT_CONFIGURED", error)
@@ -644,6 +666,60 @@ class Simulator:
             control.send_nowait(response.encode())
         else:
             logger.debug("control %s: ignoring %r", control.sm_ws_id, type(frame).__name__)
+
+    async def _create_outbound(self, control: ControlConnection, frame: SessionCreate) -> None:
+        """Answer a ``session.create`` for a call (``create_delay`` late) and ring the callee."""
+        if self.faults.create_delay > 0:
+            await trio.sleep(self.faults.create_delay)
+        if control.alive:
+            control.send_nowait(self._outbound_response(control, frame).encode())
+
+    def _outbound_response(self, control: ControlConnection, frame: SessionCreate) -> Response:
+        def refused(code: str, message: str) -> Response:
+            return Response(frame.req_id, False, None, code, {"message": message})
+
+        config, remote = self.config, frame.remote_address
+        if self.faults.create_refusal is not None:
+            return refused(*self.faults.create_refusal)
+        if not config.outbound_calls:
+            return refused("CHANNEL_NOT_CONFIGURED", "outbound calls are not enabled")
+        if not _DIALABLE.fullmatch(remote):
+            return refused("INVALID_REQUEST", f"remoteAddress {remote!r} is not a phone number")
+        for call in self._calls.values():
+            if call.outbound and call.callee == remote and call._bound is control:
+                return Response(
+                    frame.req_id, True, {"sessionId": call.session_id, "created": False}
+                )
+        outbound = sum(call.outbound for call in self._calls.values())
+        if outbound >= config.max_outbound_calls:
+            return refused("QUOTA_EXCEEDED", f"{outbound} outbound calls are active")
+        if self._closing or len(self._calls) >= config.max_active_calls:
+            return refused("OUTBOUND_OVERFLOW", f"{len(self._calls)} calls are active")
+        call = SimulatedCall(
+            self,
+            self._callee_scripts.pop(remote, config.callee_script),
+            call_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            caller=config.outbound_caller_id,
+            callee=remote,
+            outbound=True,
+        )
+        call._bound = control
+        call._ever_bound = True
+        call.sample_rate = control.sample_rate
+        call.audio_mode = control.audio_mode
+        self._calls[call.call_id] = call
+        self._sessions[call.session_id] = call
+        self._calls_outbound += 1
+        self._spawn(call._run)
+        self._observe(call, "placed")
+        return Response(frame.req_id, True, {"sessionId": call.session_id, "created": True})
+
+    def _outbound_answered(self, call: SimulatedCall) -> None:
+        """The callee answered: the agent gets ``call.in`` if it is ready for it."""
+        bound = call._bound
+        if bound is not None and call._ready and not call._call_in_sent:
+            self._send_call_in(bound, call)
 
     def _open_session(self, control: ControlConnection, frame: SessionOpen) -> Response:
         call = self._sessions.get(frame.session_id)
@@ -671,11 +747,12 @@ class Simulator:
                 call.sample_rate = control.sample_rate
                 call.audio_mode = control.audio_mode
             self._observe(call, "claimed")
+        remote, local = (call.callee, call.caller) if call.outbound else (call.caller, call.callee)
         session = {
             "id": call.session_id,
             "channel": "TELCO",
-            "remoteAddress": call.caller,
-            "localAddress": call.callee,
+            "remoteAddress": remote,
+            "localAddress": local,
             "openedAt": self._epoch(),
         }
         return Response(frame.req_id, True, {"session": session})
@@ -689,6 +766,12 @@ class Simulator:
             return
         if call._call_in_sent:
             return
+        if call.outbound and call.state is CallState.PENDING:
+            call._ready = True  # call.in once the callee answers
+            return
+        self._send_call_in(control, call)
+
+    def _send_call_in(self, control: ControlConnection, call: SimulatedCall) -> None:
         token = uuid.uuid4().hex + uuid.uuid4().hex
         call._issue_token(token, trio.current_time() + self.config.token_ttl)
         url = f"{self.base_url}{MEDIA_PATH_PREFIX}{call.call_id}"
@@ -713,11 +796,11 @@ class Simulator:
     def _control_gone(self, control: ControlConnection) -> None:
         self._controls.pop(control.sm_ws_id, None)
         logger.info("control connection %s closed", control.sm_ws_id)
-        orphans = [
-            call
-            for call in self._calls.values()
-            if call._bound is control and not call._media_used and call.state is CallState.PENDING
-        ]
+        mine = [c for c in self._calls.values() if c._bound is control and not c._media_used]
+        for call in mine:
+            if call.outbound:  # its agent is gone before the media: the platform hangs up
+                call._finish("server", "FORCE_CLOSE")
+        orphans = [call for call in mine if call.state is CallState.PENDING and not call.outbound]
         for call in orphans:
             call._unbind()
             self._broadcast(self._notify_frame(call, "RESUME"))
@@ -725,7 +808,12 @@ class Simulator:
 
 def _waiting(call: SimulatedCall) -> bool:
     """Whether ``call`` rings with no agent: offered, and no worker has it now."""
-    return call.state is CallState.PENDING and call._bound is None and not call._media_used
+    return (
+        call.state is CallState.PENDING
+        and call._bound is None
+        and not call._media_used
+        and not call.outbound
+    )
 
 
 @asynccontextmanager
