@@ -153,6 +153,22 @@ class SimulatorConfig:
         return context
 
 
+def _call_errors(value: Any) -> tuple[tuple[float, str], ...]:
+    """``(seconds after the answer, error code)`` pairs, sorted by time."""
+    try:
+        pairs = [(at, code) for at, code in value]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"call_errors must be (seconds, error code) pairs; got {value!r}"
+        ) from None
+    for at, code in pairs:
+        if isinstance(at, bool) or not isinstance(at, int | float) or at < 0:
+            raise ValueError(f"call_errors: {at!r} is not a non-negative number of seconds")
+        if not isinstance(code, str) or not code:
+            raise ValueError(f"call_errors: {code!r} is not an error code")
+    return tuple(sorted(pairs, key=lambda pair: pair[0]))
+
+
 @attrs.frozen
 class CallerScript:
     """What a simulated caller (and the callee of ``call.connect``) does. Times in seconds.
@@ -176,6 +192,10 @@ class CallerScript:
     callee_answers_after: float | None = attrs.field(default=1.0, validator=_non_negative)
     #: What the callee says once connected.
     callee_audio: AudioSource = attrs.field(factory=Silence, validator=_audio_source)
+    #: ``call.error`` events the platform sends on the call, as ``(seconds after
+    #: the answer, error code)`` pairs, e.g. ``((2.0, "TTS_SESSION_ERROR"),)``;
+    #: the call goes on.
+    call_errors: tuple[tuple[float, str], ...] = attrs.field(default=(), converter=_call_errors)
     #: Write ``caller.wav`` and ``agent.wav`` (time-aligned from the answer) here.
     record_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
 

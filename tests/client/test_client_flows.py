@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio import ActiveCall, CallErrorInfo, events
+from telcoflow_trio import ActiveCall, CallErrorCode, CallErrorInfo, CallState, events
 from telcoflow_trio.simulator import CallerScript, tone
 from telcoflow_trio.simulator._audio import mix
 
@@ -117,4 +117,42 @@ async def test_isolated_legs_are_bounded_when_unread(
     assert stats[0].inbound_dropped_chunks >= 2 * 85  # both channels kept at most 10
 
 
-_ = (CallErrorInfo, events)
+# -- call.error ------------------------------------------------------------------------
+
+
+async def test_scripted_call_errors_reach_call_handlers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = CallerScript(call_errors=[(2, "OTHER_ERROR"), (1, CallErrorCode.TTS_SESSION_ERROR)])
+    seen: list[tuple[float, CallErrorInfo, CallState]] = []
+
+    async def handler(call: ActiveCall) -> None:
+        @call.on(events.CALL_ERROR)
+        def on_error(info: CallErrorInfo) -> None:
+            seen.append((trio.current_time() - answered, info, call.state))
+
+        await call.answer()
+        answered = trio.current_time()
+        await trio.sleep(3)
+        assert call.state is CallState.ANSWERED  # call.error does not end the call
+        await call.close()
+
+    async with open_pair(handler=handler) as (sim, _, _):
+        simulated = await sim.place_call(script)
+        with trio.fail_after(30):
+            result = await simulated.wait_result()
+    assert result.ended_by == "agent_close"
+    assert [(round(t, 1), i.error_code, s) for t, i, s in seen] == [
+        (1.0, "TTS_SESSION_ERROR", CallState.ANSWERED),
+        (2.0, "OTHER_ERROR", CallState.ANSWERED),
+    ]
+    assert seen[0][1].error_message == "scripted call error"
+
+
+@pytest.mark.parametrize(
+    ("errors", "match"),
+    [([(-1, "X")], "non-negative"), ([(1, "")], "not an error code"), ([1], "pairs")],
+)
+def test_call_errors_script_is_checked(errors: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        CallerScript(call_errors=errors)
