@@ -20,6 +20,16 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     │   ├── WSSCallStateError +         command illegal in the call's state
     │   ├── WSSCallCommandError         the server refused a command
     │   └── WSSCallCommandTimeoutError  no response to a command in time
+    ├── WSSRequestError +           the session manager refused a control request
+    │   ├── WSSChannelNotConfigured     CHANNEL_NOT_CONFIGURED (1.0.0 names, all codes
+    │   ├── WSSForbidden                FORBIDDEN               of spec B.6 but
+    │   ├── WSSInvalidRequest           INVALID_REQUEST         UNAUTHORIZED, which is
+    │   ├── WSSQuotaExceeded            QUOTA_EXCEEDED          WSSAuthenticationError)
+    │   ├── WSSOutboundOverflow         OUTBOUND_OVERFLOW
+    │   ├── WSSSessionBusy              SESSION_BUSY (bound_sm_ws_id)
+    │   ├── WSSSessionClosed            SESSION_CLOSED
+    │   ├── WSSSessionNotFound          SESSION_NOT_FOUND
+    │   └── WSSSessionNotOpen           SESSION_NOT_OPEN
     ├── ProtocolError +             a frame that breaks the wire protocol
     │   ├── LocalProtocolError +        we were about to send an invalid frame
     │   └── RemoteProtocolError +       the peer sent an invalid frame
@@ -36,6 +46,7 @@ if TYPE_CHECKING:
     from ._bridge_result import BridgeResult
 
 __all__ = [
+    "REQUEST_ERRORS",
     "BufferClosedError",
     "BufferFullError",
     "LocalProtocolError",
@@ -48,10 +59,20 @@ __all__ = [
     "WSSCallCommandTimeoutError",
     "WSSCallError",
     "WSSCallStateError",
+    "WSSChannelNotConfigured",
     "WSSConnectionClosed",
     "WSSConnectionError",
     "WSSError",
+    "WSSForbidden",
+    "WSSInvalidRequest",
     "WSSMediaError",
+    "WSSOutboundOverflow",
+    "WSSQuotaExceeded",
+    "WSSRequestError",
+    "WSSSessionBusy",
+    "WSSSessionClosed",
+    "WSSSessionNotFound",
+    "WSSSessionNotOpen",
     "WSSTLSError",
 ]
 
@@ -140,6 +161,82 @@ class WSSCallCommandError(WSSCallError):
 
 class WSSCallCommandTimeoutError(WSSCallError):
     """No response to a call command arrived before its deadline."""
+
+
+class WSSRequestError(WSSError):
+    """The session manager answered a control request with ``ok: false``.
+
+    ``error_code`` is the server's code and ``error_content`` its details (the
+    message says both). Known codes raise the subclasses below (the telcoflow
+    1.0.0 names); an unknown code raises this class itself.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        error_content: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_content = error_content
+
+
+class WSSChannelNotConfigured(WSSRequestError):
+    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel (TELCO, WA)."""
+
+
+class WSSForbidden(WSSRequestError):
+    """``FORBIDDEN``: not allowed on this connection, e.g. by its call flow."""
+
+
+class WSSInvalidRequest(WSSRequestError):
+    """``INVALID_REQUEST``: the server could not accept the request's fields."""
+
+
+class WSSQuotaExceeded(WSSRequestError):
+    """``QUOTA_EXCEEDED``: the connector's quota is used up."""
+
+
+class WSSOutboundOverflow(WSSRequestError):
+    """``OUTBOUND_OVERFLOW``: too many outbound sessions at once."""
+
+
+class WSSSessionBusy(WSSRequestError):
+    """``SESSION_BUSY``: another control connection (``bound_sm_ws_id``) holds the session."""
+
+    @property
+    def bound_sm_ws_id(self) -> str | None:
+        bound = (self.error_content or {}).get("boundSmWsId")
+        return bound if isinstance(bound, str) else None
+
+
+class WSSSessionClosed(WSSRequestError):
+    """``SESSION_CLOSED``: the session has ended and cannot be resumed."""
+
+
+class WSSSessionNotFound(WSSRequestError):
+    """``SESSION_NOT_FOUND``: no such session."""
+
+
+class WSSSessionNotOpen(WSSRequestError):
+    """``SESSION_NOT_OPEN``: the session is not open (yet)."""
+
+
+#: The class each control error code raises (``UNAUTHORIZED``: credentials).
+REQUEST_ERRORS: dict[str, type[WSSError]] = {
+    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
+    "FORBIDDEN": WSSForbidden,
+    "INVALID_REQUEST": WSSInvalidRequest,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
+    "SESSION_BUSY": WSSSessionBusy,
+    "SESSION_CLOSED": WSSSessionClosed,
+    "SESSION_NOT_FOUND": WSSSessionNotFound,
+    "SESSION_NOT_OPEN": WSSSessionNotOpen,
+    "UNAUTHORIZED": WSSAuthenticationError,
+}
 
 
 class ProtocolError(WSSError):

@@ -124,6 +124,9 @@ class SimulatedCall:
         self.audio_mode = "mixed"
         self._bound: ControlConnection | None = None
         self._ever_bound = False
+        #: Unclaimed for ``missed_call_after`` (or nobody took all calls): see _server.
+        self._missed = False
+        self._miss_timer = False
         self._call_in_sent = False
         self._token: str | None = None
         self._token_expires = 0.0

@@ -89,6 +89,10 @@ class SimulatorConfig:
     token_ttl: float = attrs.field(default=60.0, validator=_positive)
     #: A caller hangs up after ringing this long unanswered.
     unanswered_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: A call no connection claimed within this time of being placed is *missed*:
+    #: connections whose call flow is ``inboundCall: MISSED_ONLY`` are offered it
+    #: then (at once if no ``ALL`` connection was there to take it).
+    missed_call_after: float = attrs.field(default=10.0, validator=_non_negative)
     #: A control connection must send ``setup`` within this time.
     setup_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Bound on a WebSocket opening handshake (including TLS).
