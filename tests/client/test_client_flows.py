@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio import ActiveCall, CallErrorCode, CallErrorInfo, CallState, events
-from telcoflow_trio.simulator import CallerScript, tone
+from telcoflow_trio import (
+    ActiveCall,
+    CallErrorCode,
+    CallErrorInfo,
+    CallState,
+    InboundCallMode,
+    _client,
+    _control,
+    events,
+)
+from telcoflow_trio.exceptions import WSSConnectionError, WSSInvalidRequest
+from telcoflow_trio.simulator import CallerScript, SimulatorConfig, tone
 from telcoflow_trio.simulator._audio import mix
+from telcoflow_trio.simulator._server import Simulator
+from tests.simulator.simclient import open_control
 
 from .conftest import open_pair
 
@@ -156,3 +169,107 @@ async def test_scripted_call_errors_reach_call_handlers(
 def test_call_errors_script_is_checked(errors: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         CallerScript(call_errors=errors)
+
+
+# -- call flow setup -------------------------------------------------------------------
+
+
+def sim_flows(sim: Simulator) -> list[str]:
+    """The inboundCall rule of each control connection the simulator has."""
+    return [control.inbound_call for control in sim._control_connections()]
+
+
+async def test_call_flow_no_then_all(autojump_clock: trio.testing.MockClock) -> None:
+    calls: list[ActiveCall] = []
+
+    async def handler(call: ActiveCall) -> None:
+        calls.append(call)
+        await call.answer()
+        await call.close()
+
+    async with open_pair(handler=handler) as (sim, client, _):
+        await client.setup_call_flow(inbound_call=InboundCallMode.NO, outbound_call=True)
+        assert sim_flows(sim) == ["NO"]
+        simulated = await sim.place_call()
+        await trio.sleep(5)
+        assert (calls, sim.statistics().calls_unclaimed) == ([], 1)  # not offered
+        await client.setup_call_flow(inbound_call="ALL")  # offers the waiting call
+        with trio.fail_after(5):
+            result = await simulated.wait_result()
+    assert result.ended_by == "agent_close"
+    assert len(calls) == 1
+
+
+async def test_call_flow_is_restored_before_claims_resume(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claimed_at: list[float] = []
+    wire: list[str] = []  # each control request sent and answered, in order
+    real_request = _control.ControlConnection.request
+
+    async def request(self: Any, build: Any) -> Any:
+        kind = type(build("")).__name__
+        wire.append(f"> {kind}")
+        try:
+            return await real_request(self, build)
+        finally:
+            wire.append(f"< {kind}")
+
+    monkeypatch.setattr(_control.ControlConnection, "request", request)
+
+    async def handler(call: ActiveCall) -> None:
+        claimed_at.append(trio.current_time() - t0)
+        await call.answer()
+        await call.close()
+
+    config = SimulatorConfig(missed_call_after=10)
+    async with (
+        open_pair(config, handler=handler) as (sim, client, _),
+        open_control(sim),  # takes ALL calls (but claims none): ours are missed after 10 s
+    ):
+        await client.setup_call_flow(inbound_call=InboundCallMode.MISSED_ONLY)
+        t0 = trio.current_time()
+        simulated = await sim.place_call()
+        wire.clear()
+        assert sim.faults.drop_control() == 2
+        # Our new connection hears of the waiting call at once, while its flow
+        # is the server's default (ALL): a claim then would win the call now.
+        # The claim waits for the restored flow, so is refused; the call comes
+        # when it is missed.
+        await trio.sleep(1)
+        assert client.statistics().reconnects == 1
+        async with open_control(sim):  # an ALL connection again
+            with trio.fail_after(30):
+                await simulated.wait_result()
+            assert sorted(sim_flows(sim)) == ["ALL", "MISSED_ONLY"]
+    assert wire[:3] == ["> CallFlowSetup", "< CallFlowSetup", "> SessionOpen"]
+    assert claimed_at == [pytest.approx(10, abs=0.1)]
+
+
+async def test_call_flow_refused_raises_with_the_servers_message(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Modes(enum.StrEnum):  # a mode the client accepts but the server does not
+        ALL = "ALL"
+        SOMETIMES = "SOMETIMES"
+
+    async with open_pair() as (sim, client, _):
+        await client.setup_call_flow(inbound_call="NO")
+        monkeypatch.setattr(_client, "InboundCallMode", Modes)
+        with pytest.raises(WSSInvalidRequest, match=r"INVALID_REQUEST.*'SOMETIMES'") as info:
+            await client.setup_call_flow(inbound_call="SOMETIMES")
+        assert info.value.error_code == "INVALID_REQUEST"
+        assert sim_flows(sim) == ["NO"]  # the accepted flow stays
+        assert client._call_flow is not None
+        assert client._call_flow.inbound_call == "NO"
+
+
+async def test_call_flow_arguments_are_checked(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_pair() as (_, client, _):
+        with pytest.raises(ValueError, match="inbound_call must be one of ALL, MISSED_ONLY, NO"):
+            await client.setup_call_flow(inbound_call="SOME")
+        with pytest.raises(TypeError, match="outbound_message must be a bool, got int"):
+            await client.setup_call_flow(outbound_message=1)  # type: ignore[arg-type]
+        await client.disconnect()
+        with pytest.raises(WSSConnectionError, match="not connected"):
+            await client.setup_call_flow()
