@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from ._bridge_result import BridgeResult
 
 __all__ = [
-    "REQUEST_ERRORS",
     "BufferClosedError",
     "BufferFullError",
     "LocalProtocolError",
@@ -222,21 +221,6 @@ class WSSSessionNotFound(WSSRequestError):
 
 class WSSSessionNotOpen(WSSRequestError):
     """``SESSION_NOT_OPEN``: the session is not open (yet)."""
-
-
-#: The class each control error code raises (``UNAUTHORIZED``: credentials).
-REQUEST_ERRORS: dict[str, type[WSSError]] = {
-    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
-    "FORBIDDEN": WSSForbidden,
-    "INVALID_REQUEST": WSSInvalidRequest,
-    "QUOTA_EXCEEDED": WSSQuotaExceeded,
-    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
-    "SESSION_BUSY": WSSSessionBusy,
-    "SESSION_CLOSED": WSSSessionClosed,
-    "SESSION_NOT_FOUND": WSSSessionNotFound,
-    "SESSION_NOT_OPEN": WSSSessionNotOpen,
-    "UNAUTHORIZED": WSSAuthenticationError,
-}
 
 
 class ProtocolError(WSSError):

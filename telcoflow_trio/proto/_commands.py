@@ -14,13 +14,21 @@ from typing import Any
 import attrs
 
 from ..exceptions import (
-    REQUEST_ERRORS,
     WSSAuthenticationError,
     WSSCallCommandError,
     WSSCallCommandTimeoutError,
     WSSCallError,
+    WSSChannelNotConfigured,
     WSSError,
+    WSSForbidden,
+    WSSInvalidRequest,
+    WSSOutboundOverflow,
+    WSSQuotaExceeded,
     WSSRequestError,
+    WSSSessionBusy,
+    WSSSessionClosed,
+    WSSSessionNotFound,
+    WSSSessionNotOpen,
 )
 from ._frames import Command, CommandResponse, Response
 from ._states import CallCommand
@@ -49,6 +57,21 @@ def response_error(response: CommandResponse) -> WSSCallError | None:
     return WSSCallCommandError(message, error_code=code, error_message=response.error_message)
 
 
+#: The class each control error code raises (``UNAUTHORIZED``: credentials).
+_REQUEST_ERRORS: dict[str, type[WSSError]] = {
+    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
+    "FORBIDDEN": WSSForbidden,
+    "INVALID_REQUEST": WSSInvalidRequest,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
+    "SESSION_BUSY": WSSSessionBusy,
+    "SESSION_CLOSED": WSSSessionClosed,
+    "SESSION_NOT_FOUND": WSSSessionNotFound,
+    "SESSION_NOT_OPEN": WSSSessionNotOpen,
+    "UNAUTHORIZED": WSSAuthenticationError,
+}
+
+
 def request_error(response: Response, what: str) -> WSSError | None:
     """The exception a refused control ``response`` to ``what`` stands for; ``None`` if ok.
 
@@ -63,7 +86,7 @@ def request_error(response: Response, what: str) -> WSSError | None:
     message = f"{what} refused: {code or 'no error code'}"
     if isinstance(detail, str) and detail:
         message += f" ({detail})"
-    cls = REQUEST_ERRORS.get(code or "", WSSRequestError)
+    cls = _REQUEST_ERRORS.get(code or "", WSSRequestError)
     if not issubclass(cls, WSSRequestError):
         assert cls is WSSAuthenticationError
         return cls(message)
