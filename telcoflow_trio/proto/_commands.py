@@ -57,8 +57,8 @@ def response_error(response: CommandResponse) -> WSSCallError | None:
     return WSSCallCommandError(message, error_code=code, error_message=response.error_message)
 
 
-#: The class each control error code raises (``UNAUTHORIZED``: credentials).
-_REQUEST_ERRORS: dict[str, type[WSSError]] = {
+#: The class each control error code raises (``UNAUTHORIZED`` is a credentials error).
+_REQUEST_ERRORS: dict[str, type[WSSRequestError]] = {
     "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
     "FORBIDDEN": WSSForbidden,
     "INVALID_REQUEST": WSSInvalidRequest,
@@ -68,7 +68,6 @@ _REQUEST_ERRORS: dict[str, type[WSSError]] = {
     "SESSION_CLOSED": WSSSessionClosed,
     "SESSION_NOT_FOUND": WSSSessionNotFound,
     "SESSION_NOT_OPEN": WSSSessionNotOpen,
-    "UNAUTHORIZED": WSSAuthenticationError,
 }
 
 
@@ -86,10 +85,9 @@ def request_error(response: Response, what: str) -> WSSError | None:
     message = f"{what} refused: {code or 'no error code'}"
     if isinstance(detail, str) and detail:
         message += f" ({detail})"
+    if code == "UNAUTHORIZED":
+        return WSSAuthenticationError(message)
     cls = _REQUEST_ERRORS.get(code or "", WSSRequestError)
-    if not issubclass(cls, WSSRequestError):
-        assert cls is WSSAuthenticationError
-        return cls(message)
     return cls(message, error_code=code, error_content=content)
 
 
