@@ -22,6 +22,7 @@ __all__ = [
     "CALL_CONNECTED",
     "CALL_CONNECT_FAILED",
     "CALL_ERROR",
+    "CALL_OFFERED",
     "CALL_TERMINATED",
     "INCOMING_CALL",
     "CallErrorCode",
@@ -38,6 +39,11 @@ class ClientEvent(enum.StrEnum):
     #: A call arrived; the handler gets the :class:`~telcoflow_trio.ActiveCall`
     #: with its media connection already open.
     INCOMING_CALL = "call.incoming"
+    #: A call arrived and its media connection is not open yet: the handler
+    #: gets a :class:`~telcoflow_trio.CallOffer` and may hand the call to
+    #: another process (:meth:`~telcoflow_trio.CallOffer.to_json`); when it
+    #: returns without doing so, the call is served here (``INCOMING_CALL``).
+    CALL_OFFERED = "call.offered"
 
 
 class CallEvent(enum.StrEnum):
@@ -81,6 +87,7 @@ class InboundCallMode(enum.StrEnum):
 
 
 INCOMING_CALL = ClientEvent.INCOMING_CALL
+CALL_OFFERED = ClientEvent.CALL_OFFERED
 CALL_TERMINATED = CallEvent.CALL_TERMINATED
 CALL_ANSWERED = CallEvent.CALL_ANSWERED
 CALL_CONNECTED = CallEvent.CALL_CONNECTED
