@@ -17,11 +17,18 @@ from .config import (
     ClaimPolicy as ClaimPolicy,
     TelcoflowClientConfig as TelcoflowClientConfig,
 )
-from .events import CallEvent as CallEvent, CallState as CallState, ClientEvent as ClientEvent
+from .events import (
+    CallErrorCode as CallErrorCode,
+    CallEvent as CallEvent,
+    CallState as CallState,
+    ClientEvent as ClientEvent,
+    InboundCallMode as InboundCallMode,
+)
 from .proto import LatencyHistogram as LatencyHistogram
 
 __all__ = [
     "ActiveCall",
+    "CallErrorCode",
     "CallErrorInfo",
     "CallEvent",
     "CallIdFilter",
@@ -32,6 +39,7 @@ __all__ = [
     "ClaimPolicy",
     "ClientEvent",
     "ClientStatistics",
+    "InboundCallMode",
     "LatencyHistogram",
     "TelcoflowClient",
     "TelcoflowClientConfig",

@@ -136,8 +136,8 @@ class CallStatistics:
         underruns: ``buffer_request``\\ s that arrived while earlier credit was
             unused and nothing was queued: the server wanted agent audio we did
             not have (deliberate silences count too).
-        inbound_dropped_chunks: caller-audio chunks dropped because
-            ``audio_stream()`` readers were too slow (oldest first).
+        inbound_dropped_chunks: inbound audio chunks (all channels) dropped
+            because ``audio_stream()`` readers were too slow (oldest first).
         command_latencies: ``(command, seconds)`` of the latest answered commands.
     """
 
@@ -438,16 +438,30 @@ class ActiveCall(CallParties):
         """Bytes of agent audio queued and not yet sent."""
         return len(self._media.outgoing)
 
-    def audio_stream(self) -> AsyncIterator[bytes]:
-        """The caller's audio (channel 0) as PCM16LE chunks, until the call ends.
+    def audio_stream(self, channel_id: int = 0) -> AsyncIterator[bytes]:
+        """The call's audio on ``channel_id`` as PCM16LE chunks, until the call ends.
+
+        Channel 0 is what the agent hears (the caller, mixed with the connected
+        party after ``connect()``). With ``audio_mode="isolated"`` the platform
+        also sends each leg alone on channels 1, 2, ... (the simulator: 1 the
+        caller, 2 the connected party); a channel that never carries audio
+        just ends with the call.
 
         Each call of this method gives an independent reader that sees every chunk
-        from then on (the first one also gets what arrived before it). A reader
-        keeps at most ``config.inbound_queue_chunks`` chunks; when it falls
-        further behind, the oldest chunks are dropped and counted in
-        :meth:`statistics`. The connection itself never waits for a slow reader.
+        from then on (the first one of a channel also gets what arrived before
+        it). Every channel has its own bounded queues: a reader keeps at most
+        ``config.inbound_queue_chunks`` chunks; when it falls further behind, the
+        oldest chunks are dropped and counted in :meth:`statistics`. The
+        connection itself never waits for a slow reader.
+
+        Raises:
+            ValueError: ``channel_id`` is not an integer from 0 to 255 (one byte).
         """
-        return self._media.inbound.open_stream()
+        if isinstance(channel_id, bool) or not isinstance(channel_id, int):
+            raise ValueError(f"channel_id must be an int from 0 to 255, got {channel_id!r}")
+        if not 0 <= channel_id <= 255:
+            raise ValueError(f"channel_id must be from 0 to 255, got {channel_id}")
+        return self._media.channel(channel_id).open_stream()
 
     # -- events ----------------------------------------------------------------------
 
@@ -493,8 +507,8 @@ class ActiveCall(CallParties):
             frames_received=c.frames_received,
             bytes_received=c.bytes_received,
             send_buffer_bytes=len(media.outgoing),
-            inbound_dropped_chunks=media.inbound.dropped_chunks,
-            inbound_dropped_bytes=media.inbound.dropped_bytes,
+            inbound_dropped_chunks=sum(i.dropped_chunks for i in media.channels.values()),
+            inbound_dropped_bytes=sum(i.dropped_bytes for i in media.channels.values()),
             underruns=c.underruns,
             buffer_requests=c.buffer_requests,
             malformed_frames=c.malformed_frames,

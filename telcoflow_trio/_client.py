@@ -33,7 +33,7 @@ from ._logging import call_context
 from ._media import MediaCounters
 from ._offer import CallOffer
 from .config import TelcoflowClientConfig
-from .events import ClientEvent
+from .events import ClientEvent, InboundCallMode
 from .exceptions import (
     WSSCallClosedError,
     WSSCallError,
@@ -209,6 +209,7 @@ class TelcoflowClient:
         self._control_done.set()
         self._failure: WSSError | None = None
         self._disconnected = False
+        self._call_flow: proto.CallFlowSetup | None = None
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -344,6 +345,7 @@ class TelcoflowClient:
             on_call_in=self._call_arrived,
             on_session_closed=self._session_closed,
         )
+        self._control.call_flow = self._call_flow
         self._control_done = trio.Event()
         try:
             await nursery.start(self._run_control, self._control)
@@ -420,6 +422,66 @@ class TelcoflowClient:
             if self._control is None:
                 break
         await self._wait_no_calls()
+
+    async def setup_call_flow(
+        self,
+        *,
+        inbound_call: InboundCallMode | str = InboundCallMode.NO,
+        outbound_call: bool = False,
+        inbound_message: bool = False,
+        outbound_message: bool = False,
+    ) -> None:
+        """Tell the platform which traffic this connection takes (``call_flow.setup``).
+
+        The arguments and their defaults (everything off) are those of telcoflow
+        1.0.0's ``CallFlowConfig``: ``inbound_call`` says which inbound calls
+        are offered (``ALL``, ``MISSED_ONLY``: only calls no ``ALL`` connection
+        took, ``NO``: none, and the client then claims none); the flags allow
+        placing calls and receiving or sending messages. Without a call flow
+        the platform applies its default (the simulator: everything on).
+
+        Unlike 1.0.0 the client keeps the accepted flow and sends it again on
+        every reconnection before it claims any call (the server forgets it).
+
+        Raises:
+            ValueError: ``inbound_call`` is not one of ALL, MISSED_ONLY, NO.
+            TypeError: a flag is not a bool.
+            WSSConnectionError: not connected, or the connection dropped.
+            WSSRequestError: the server refused the flow; the subclass names
+                the code (e.g. :class:`~telcoflow_trio.exceptions.WSSInvalidRequest`)
+                and the message carries the server's. The previous flow stays.
+        """
+        try:
+            mode = InboundCallMode(inbound_call)
+        except ValueError:
+            allowed = ", ".join(m.value for m in InboundCallMode)
+            raise ValueError(
+                f"inbound_call must be one of {allowed}; got {inbound_call!r}"
+            ) from None
+        flags = {
+            "outbound_call": outbound_call,
+            "inbound_message": inbound_message,
+            "outbound_message": outbound_message,
+        }
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        control = self._control
+        if control is None:
+            raise WSSConnectionError("the client is not connected; call connect()")
+        flow = proto.CallFlowSetup(str(mode), outbound_call, inbound_message, outbound_message, "")
+        response = await control.request(lambda req_id: attrs.evolve(flow, req_id=req_id))
+        error = proto.request_error(response, "call_flow.setup")
+        if error is not None:
+            raise error
+        self._call_flow = control.call_flow = flow
+        logger.info(
+            "call flow set: inbound calls %s, outbound calls %s, messages in %s / out %s",
+            mode,
+            outbound_call,
+            inbound_message,
+            outbound_message,
+        )
 
     # -- handlers and calls ------------------------------------------------------------
 
@@ -541,6 +603,10 @@ class TelcoflowClient:
             control.notified(self._unclaimed.popitem()[1])
 
     def _should_claim(self, notify: proto.SessionNotify) -> bool:
+        flow = self._call_flow
+        if flow is not None and flow.inbound_call == InboundCallMode.NO:
+            logger.debug("call flow takes no inbound calls: not claiming %s", notify.session_id)
+            return False
         if self._incoming is None:
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
             self._keep(notify)

@@ -15,19 +15,24 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     ├── WSSMediaError               media connection failed or dropped mid-call
     ├── BufferFullError             the outgoing audio buffer has no room
     ├── BufferClosedError           audio written after the call ended
-    ├── WSSSessionError +           the platform refused a session request
-    │   ├── WSSChannelNotConfigured     CHANNEL_NOT_CONFIGURED
-    │   ├── WSSQuotaExceeded            QUOTA_EXCEEDED
-    │   ├── WSSOutboundOverflow         OUTBOUND_OVERFLOW
-    │   ├── WSSForbidden                FORBIDDEN
-    │   ├── WSSInvalidRequest           INVALID_REQUEST
-    │   └── WSSSessionAlreadyExists     session.create answered ``created: false``
     ├── WSSCallError                base of call errors
     │   ├── WSSCallNotAnswered +        an outbound call ended before it was answered
     │   ├── WSSCallClosedError          the call has already ended
     │   ├── WSSCallStateError +         command illegal in the call's state
     │   ├── WSSCallCommandError         the server refused a command
     │   └── WSSCallCommandTimeoutError  no response to a command in time
+    ├── WSSRequestError +           the session manager refused a control request
+    │   └── WSSSessionError             a session request (open, create, call flow): by code
+    │       ├── WSSChannelNotConfigured     CHANNEL_NOT_CONFIGURED (1.0.0 names, all codes
+    │       ├── WSSForbidden                FORBIDDEN               of spec B.6 but
+    │       ├── WSSInvalidRequest           INVALID_REQUEST         UNAUTHORIZED, which is
+    │       ├── WSSQuotaExceeded            QUOTA_EXCEEDED          WSSAuthenticationError)
+    │       ├── WSSOutboundOverflow         OUTBOUND_OVERFLOW
+    │       ├── WSSSessionBusy              SESSION_BUSY (bound_sm_ws_id)
+    │       ├── WSSSessionClosed            SESSION_CLOSED
+    │       ├── WSSSessionNotFound          SESSION_NOT_FOUND
+    │       ├── WSSSessionNotOpen           SESSION_NOT_OPEN
+    │       └── WSSSessionAlreadyExists     session.create answered ``created: false``
     ├── ProtocolError +             a frame that breaks the wire protocol
     │   ├── LocalProtocolError +        we were about to send an invalid frame
     │   └── RemoteProtocolError +       the peer sent an invalid frame
@@ -66,8 +71,13 @@ __all__ = [
     "WSSMediaError",
     "WSSOutboundOverflow",
     "WSSQuotaExceeded",
+    "WSSRequestError",
     "WSSSessionAlreadyExists",
+    "WSSSessionBusy",
+    "WSSSessionClosed",
     "WSSSessionError",
+    "WSSSessionNotFound",
+    "WSSSessionNotOpen",
     "WSSTLSError",
 ]
 
@@ -127,65 +137,6 @@ class BufferClosedError(WSSError):
     """Audio was written after the call's outgoing buffer was closed."""
 
 
-class WSSSessionError(WSSError):
-    """The platform refused a session request (``session.create``).
-
-    ``error_code`` is the server's code; the message carries the server's own
-    message. Unknown codes raise this class itself.
-    """
-
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-
-
-class WSSChannelNotConfigured(WSSSessionError):
-    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel (e.g. no outbound calls)."""
-
-
-class WSSQuotaExceeded(WSSSessionError):
-    """``QUOTA_EXCEEDED``: the connector may not open more sessions now."""
-
-
-class WSSOutboundOverflow(WSSSessionError):
-    """``OUTBOUND_OVERFLOW``: too many outbound sessions are being set up at once."""
-
-
-class WSSForbidden(WSSSessionError):
-    """``FORBIDDEN``: the connector may not reach that address."""
-
-
-class WSSInvalidRequest(WSSSessionError):
-    """``INVALID_REQUEST``: the platform found the request malformed."""
-
-
-class WSSSessionAlreadyExists(WSSSessionError):
-    """``session.create`` answered ``created: false``: a session to that address is open.
-
-    ``session_id`` is that session's id.
-    """
-
-    def __init__(self, message: str, *, session_id: str) -> None:
-        super().__init__(message)
-        self.session_id = session_id
-
-
-_SESSION_ERRORS: dict[str, type[WSSSessionError]] = {
-    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
-    "QUOTA_EXCEEDED": WSSQuotaExceeded,
-    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
-    "FORBIDDEN": WSSForbidden,
-    "INVALID_REQUEST": WSSInvalidRequest,
-}
-
-
-def session_error(what: str, code: str | None, message: str | None) -> WSSSessionError:
-    """The exception for a refused session request: ``what`` failed with ``code``."""
-    cls = _SESSION_ERRORS.get(code or "", WSSSessionError)
-    text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
-    return cls(text, error_code=code)
-
-
 class WSSCallError(WSSError):
     """Base class of errors about one call."""
 
@@ -228,6 +179,106 @@ class WSSCallCommandError(WSSCallError):
 
 class WSSCallCommandTimeoutError(WSSCallError):
     """No response to a call command arrived before its deadline."""
+
+
+class WSSRequestError(WSSError):
+    """The session manager answered a control request with ``ok: false``.
+
+    ``error_code`` is the server's code and ``error_content`` its details (the
+    message says both). Known codes raise the subclasses below (the telcoflow
+    1.0.0 names); an unknown code raises this class itself.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        error_content: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_content = error_content
+
+
+class WSSSessionError(WSSRequestError):
+    """The platform refused a request about a session (``session.open``,
+    ``session.create``, ``call_flow.setup``): the classes below name the code,
+    as telcoflow 1.0.0 does; an unknown code raises this class itself.
+    """
+
+
+class WSSSessionAlreadyExists(WSSSessionError):
+    """``session.create`` answered ``created: false``: a session to that address is open.
+
+    ``session_id`` is that session's id.
+    """
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class WSSChannelNotConfigured(WSSSessionError):
+    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel (TELCO, WA)."""
+
+
+class WSSForbidden(WSSSessionError):
+    """``FORBIDDEN``: not allowed on this connection, e.g. by its call flow."""
+
+
+class WSSInvalidRequest(WSSSessionError):
+    """``INVALID_REQUEST``: the server could not accept the request's fields."""
+
+
+class WSSQuotaExceeded(WSSSessionError):
+    """``QUOTA_EXCEEDED``: the connector's quota is used up."""
+
+
+class WSSOutboundOverflow(WSSSessionError):
+    """``OUTBOUND_OVERFLOW``: too many outbound sessions at once."""
+
+
+class WSSSessionBusy(WSSSessionError):
+    """``SESSION_BUSY``: another control connection (``bound_sm_ws_id``) holds the session."""
+
+    @property
+    def bound_sm_ws_id(self) -> str | None:
+        bound = (self.error_content or {}).get("boundSmWsId")
+        return bound if isinstance(bound, str) else None
+
+
+class WSSSessionClosed(WSSSessionError):
+    """``SESSION_CLOSED``: the session has ended and cannot be resumed."""
+
+
+class WSSSessionNotFound(WSSSessionError):
+    """``SESSION_NOT_FOUND``: no such session."""
+
+
+class WSSSessionNotOpen(WSSSessionError):
+    """``SESSION_NOT_OPEN``: the session is not open (yet)."""
+
+
+#: The class each control error code raises (``UNAUTHORIZED`` is a credentials error).
+REQUEST_ERRORS: dict[str, type[WSSSessionError]] = {
+    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
+    "FORBIDDEN": WSSForbidden,
+    "INVALID_REQUEST": WSSInvalidRequest,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
+    "SESSION_BUSY": WSSSessionBusy,
+    "SESSION_CLOSED": WSSSessionClosed,
+    "SESSION_NOT_FOUND": WSSSessionNotFound,
+    "SESSION_NOT_OPEN": WSSSessionNotOpen,
+}
+
+
+def session_error(what: str, code: str | None, message: str | None) -> WSSSessionError:
+    """The exception for a refused session request: ``what`` failed with ``code``."""
+    cls = REQUEST_ERRORS.get(code or "", WSSSessionError)
+    text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
+    return cls(text, error_code=code)
 
 
 class ProtocolError(WSSError):

@@ -42,7 +42,7 @@ from ..proto import (
 from ._audio import Silence, mix, write_wav
 from ._clock import SlotTimer
 from ._connection import Connection, ControlConnection, salvage_field
-from ._faults import SimulatorFaults
+from ._faults import SimulatorFaults, call_error_frame
 from ._model import CallerScript, CallResult, CommandRecord, SimulatorConfig
 
 __all__ = ["CallHost", "CallObserver", "SimulatedCall"]
@@ -131,6 +131,9 @@ class SimulatedCall:
         self.audio_mode = "mixed"
         self._bound: ControlConnection | None = None
         self._ever_bound = False
+        #: Unclaimed for ``missed_call_after`` (or nobody took all calls): see _server.
+        self._missed = False
+        self._miss_timer = False
         self._call_in_sent = False
         self._ready = False  # outbound: session.ready came; call.in goes out on the answer
         self._token: str | None = None
@@ -627,6 +630,7 @@ class SimulatedCall:
         start = trio.current_time()
         answered_at = self._answered_at if self._answered_at is not None else start
         hang_up_at = self._hang_up_at()
+        errors = collections.deque((answered_at + at, code) for at, code in script.call_errors)
         tick = 0
         # A closed socket ends the loop; the reader sees the close and ends the call.
         with contextlib.suppress(WSSConnectionClosed):
@@ -665,6 +669,8 @@ class SimulatedCall:
                             request = requests[want] = BufferRequest(want, frame).encode()
                         out.append(request)
                         self._outstanding += want
+                while errors and now >= errors[0][0]:
+                    out.append(call_error_frame(errors.popleft()[1], "scripted call error"))
                 self._caller_bytes += frame
                 track = self._caller_track
                 if track is not None and len(track) < self._record_limit:

@@ -162,8 +162,13 @@ class SimulatorFaults:
             LookupError: no such active call, or it has no media connection.
             WSSConnectionClosed: the media connection closed meanwhile.
         """
-        fields: dict[str, object] = {"error_code": error_code}
-        if error_message is not None:
-            fields["error_message"] = error_message
-        frame = CallEventFrame("call.error", fields).encode()
+        frame = call_error_frame(error_code, error_message)
         await self._call(call_id)._media_connection().send(frame)
+
+
+def call_error_frame(error_code: str, error_message: str | None = None) -> str:
+    """The ``call_event`` text of a ``call.error`` (the call goes on)."""
+    fields: dict[str, object] = {"error_code": error_code}
+    if error_message is not None:
+        fields["error_message"] = error_message
+    return CallEventFrame("call.error", fields).encode()

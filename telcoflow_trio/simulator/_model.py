@@ -90,6 +90,10 @@ class SimulatorConfig:
     token_ttl: float = attrs.field(default=60.0, validator=_positive)
     #: A caller hangs up after ringing this long unanswered.
     unanswered_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: A call no connection claimed within this time of being placed is *missed*:
+    #: connections whose call flow is ``inboundCall: MISSED_ONLY`` are offered it
+    #: then (at once if no ``ALL`` connection was there to take it).
+    missed_call_after: float = attrs.field(default=10.0, validator=_non_negative)
     #: A control connection must send ``setup`` within this time.
     setup_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Bound on a WebSocket opening handshake (including TLS).
@@ -166,6 +170,22 @@ class SimulatorConfig:
         return context
 
 
+def _call_errors(value: Any) -> tuple[tuple[float, str], ...]:
+    """``(seconds after the answer, error code)`` pairs, sorted by time."""
+    try:
+        pairs = [(at, code) for at, code in value]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"call_errors must be (seconds, error code) pairs; got {value!r}"
+        ) from None
+    for at, code in pairs:
+        if isinstance(at, bool) or not isinstance(at, int | float) or at < 0:
+            raise ValueError(f"call_errors: {at!r} is not a non-negative number of seconds")
+        if not isinstance(code, str) or not code:
+            raise ValueError(f"call_errors: {code!r} is not an error code")
+    return tuple(sorted(pairs, key=lambda pair: pair[0]))
+
+
 @attrs.frozen
 class CallerScript:
     """What a simulated caller (and the callee of ``call.connect``) does. Times in seconds.
@@ -193,6 +213,10 @@ class CallerScript:
     callee_answers_after: float | None = attrs.field(default=1.0, validator=_non_negative)
     #: What the callee says once connected.
     callee_audio: AudioSource = attrs.field(factory=Silence, validator=_audio_source)
+    #: ``call.error`` events the platform sends on the call, as ``(seconds after
+    #: the answer, error code)`` pairs, e.g. ``((2.0, "TTS_SESSION_ERROR"),)``;
+    #: the call goes on.
+    call_errors: tuple[tuple[float, str], ...] = attrs.field(default=(), converter=_call_errors)
     #: Write ``caller.wav`` and ``agent.wav`` (time-aligned from the answer) here.
     record_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     #: Outbound calls (this script is the called party's): it answers after

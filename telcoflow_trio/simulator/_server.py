@@ -241,7 +241,7 @@ class Simulator:
         self._calls_placed += 1
         self._spawn(call._run)
         self._observe(call, "placed")
-        self._broadcast(self._notify_frame(call, "NEW_INCOMING_CALL"))
+        self._offer(call, "NEW_INCOMING_CALL")
         await trio.lowlevel.checkpoint()
         return call
 
@@ -357,9 +357,36 @@ class Simulator:
             call.session_id, "TELCO", call.caller, call.callee, activity, self._epoch()
         ).encode()
 
-    def _broadcast(self, frame: str) -> None:
+    def _offer(self, call: SimulatedCall, activity: str) -> None:
+        """Notify every connection whose call flow takes ``call`` (see ``_miss_later``)."""
+        controls = list(self._controls.values())
+        if not call._missed and not any(c.inbound_call == "ALL" for c in controls):
+            call._missed = True  # nobody takes all calls: missed at once
+        frame = self._notify_frame(call, activity)
+        for control in controls:
+            if control.offered(call._missed):
+                control.send_nowait(frame)
+        self._watch_missed(call)
+
+    def _watch_missed(self, call: SimulatedCall) -> None:
+        """Offer ``call`` to ``MISSED_ONLY`` connections once it is missed (if any listen)."""
+        if call._missed or call._miss_timer:
+            return
+        if any(c.inbound_call == "MISSED_ONLY" for c in self._controls.values()):
+            call._miss_timer = self._spawn(lambda: self._miss_later(call))
+
+    async def _miss_later(self, call: SimulatedCall) -> None:
+        """Call-flow model of ``MISSED_ONLY``: a call still unclaimed ``missed_call_after``
+        after it was placed is missed; only then are those connections offered it."""
+        await trio.sleep_until(call.placed_at + self.config.missed_call_after)
+        call._miss_timer = False
+        if call._missed or not _waiting(call):
+            return  # claimed (answered or ringing at an agent) or over: not missed
+        call._missed = True
+        activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
+        frame = self._notify_frame(call, activity)
         for control in list(self._controls.values()):
-            if control.wants_calls:
+            if control.inbound_call == "MISSED_ONLY":
                 control.send_nowait(frame)
 
     def _call_ended(self, call: SimulatedCall) -> None:
@@ -647,13 +674,15 @@ class Simulator:
             self._on_control_frame(control, frame)
 
     def _on_control_frame(self, control: ControlConnection, frame: object) -> None:
-        if isinstance(frame, SessionOpen):
+        refusal = _flow_refusal(control, frame)
+        if refusal is not None:
+            control.send_nowait(refusal.encode())
+        elif isinstance(frame, SessionOpen):
             control.send_nowait(self._open_session(control, frame).encode())
         elif isinstance(frame, SessionReady):
             self._session_ready(control, frame)
         elif isinstance(frame, CallFlowSetup):
-            control.wants_calls = frame.inbound_call != "NO"
-            control.send_nowait(Response(frame.req_id, True).encode())
+            self._set_call_flow(control, frame)
         elif isinstance(frame, SessionCreate) and frame.channel == "TELCO":
             self._spawn(partial(self._create_outbound, control, frame))
         elif isinstance(frame, SessionCreate | WaMsgOut):
@@ -732,6 +761,9 @@ class Simulator:
             error = {"message": f"session {frame.session_id} is not open"}
             return Response(frame.req_id, False, None, code, error)
         bound = call._bound
+        if bound is not control and not control.offered(call._missed):
+            error = {"message": f"the call flow (inboundCall {control.inbound_call}) excludes it"}
+            return Response(frame.req_id, False, None, "FORBIDDEN", error)
         # A call on its media connection stays with its worker even once that
         # worker's control connection is gone (it drains): only a ringing call
         # is offered again (see _control_gone).
@@ -786,12 +818,35 @@ class Simulator:
         )
         control.send_nowait(call_in.encode())
 
-    def _renotify(self, control: ControlConnection) -> None:
-        """Tell a new connection about every call still waiting for an agent."""
+    def _renotify(
+        self, control: ControlConnection, skip: Callable[[SimulatedCall], bool] = lambda c: False
+    ) -> None:
+        """Tell ``control`` about every call waiting for an agent that its flow takes."""
         for call in list(self._calls.values()):
-            if _waiting(call):
+            if _waiting(call) and control.offered(call._missed) and not skip(call):
                 activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
                 control.send_nowait(self._notify_frame(call, activity))
+
+    def _set_call_flow(self, control: ControlConnection, frame: CallFlowSetup) -> None:
+        """Apply ``call_flow.setup`` to this connection (until it closes), then offer it
+        the waiting calls it did not take before."""
+        if frame.inbound_call not in ("ALL", "MISSED_ONLY", "NO"):
+            mode = frame.inbound_call
+            error = {"message": f"inboundCall must be ALL, MISSED_ONLY or NO, not {mode!r}"}
+            control.send_nowait(
+                Response(frame.req_id, False, None, "INVALID_REQUEST", error).encode()
+            )
+            return
+        before = control.inbound_call
+        control.inbound_call = frame.inbound_call
+        control.outbound_call = frame.outbound_call
+        control.inbound_message = frame.inbound_message
+        control.outbound_message = frame.outbound_message
+        control.send_nowait(Response(frame.req_id, True).encode())
+        self._renotify(control, skip=lambda call: control.offered(call._missed, before))
+        for call in list(self._calls.values()):
+            if _waiting(call):
+                self._watch_missed(call)
 
     def _control_gone(self, control: ControlConnection) -> None:
         self._controls.pop(control.sm_ws_id, None)
@@ -803,7 +858,26 @@ class Simulator:
         orphans = [call for call in mine if call.state is CallState.PENDING and not call.outbound]
         for call in orphans:
             call._unbind()
-            self._broadcast(self._notify_frame(call, "RESUME"))
+            self._offer(call, "RESUME")
+
+
+def _flow_refusal(control: ControlConnection, frame: object) -> Response | None:
+    """``FORBIDDEN`` for what this connection's call flow does not allow, else ``None``.
+
+    FORBIDDEN, not CHANNEL_NOT_CONFIGURED: the connector has the channel; it is
+    this connection that declared it does not place calls or send messages.
+    """
+    if isinstance(frame, SessionCreate):
+        allowed = control.outbound_call if frame.channel == "TELCO" else control.outbound_message
+        what = "outboundCall" if frame.channel == "TELCO" else "outboundMessage"
+    elif isinstance(frame, WaMsgOut):
+        allowed, what = control.outbound_message, "outboundMessage"
+    else:
+        return None
+    if allowed:
+        return None
+    error = {"message": f"the call flow of this connection has {what} false"}
+    return Response(frame.req_id, False, None, "FORBIDDEN", error)
 
 
 def _waiting(call: SimulatedCall) -> bool:
