@@ -23,7 +23,7 @@ from telcoflow_trio.exceptions import WSSConnectionError, WSSInvalidRequest
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, tone
 from telcoflow_trio.simulator._audio import mix
 from telcoflow_trio.simulator._server import Simulator
-from tests.simulator.simclient import open_control
+from simulator.simclient import open_control
 
 from .conftest import open_pair
 

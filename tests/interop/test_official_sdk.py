@@ -28,7 +28,7 @@ from telcoflow_trio.simulator import (
     tone,
 )
 from telcoflow_trio.simulator._call import CallObserver
-from tests.simulator.simclient import open_control
+from simulator.simclient import open_control
 
 pytestmark = pytest.mark.interop
 
