@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from simulator.simclient import open_control
 
 from telcoflow_trio import (
     ActiveCall,
@@ -23,7 +24,6 @@ from telcoflow_trio.exceptions import WSSConnectionError, WSSInvalidRequest
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, tone
 from telcoflow_trio.simulator._audio import mix
 from telcoflow_trio.simulator._server import Simulator
-from simulator.simclient import open_control
 
 from .conftest import open_pair
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from simulator.simclient import open_control
 
 from telcoflow_trio.proto import CallState
 from telcoflow_trio.simulator import (
@@ -28,7 +29,6 @@ from telcoflow_trio.simulator import (
     tone,
 )
 from telcoflow_trio.simulator._call import CallObserver
-from simulator.simclient import open_control
 
 pytestmark = pytest.mark.interop
 
