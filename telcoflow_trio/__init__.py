@@ -10,14 +10,25 @@ from ._call import (
 )
 from ._client import ClientStatistics as ClientStatistics, TelcoflowClient as TelcoflowClient
 from ._logging import CallIdFilter as CallIdFilter, current_call_id as current_call_id
+from ._session import IncomingMessage as IncomingMessage, Session as Session
 from ._version import __version__ as __version__
 from .config import (
     ClaimMode as ClaimMode,
     ClaimPolicy as ClaimPolicy,
     TelcoflowClientConfig as TelcoflowClientConfig,
 )
-from .events import CallEvent as CallEvent, CallState as CallState, ClientEvent as ClientEvent
-from .proto import LatencyHistogram as LatencyHistogram
+from .events import (
+    CallEvent as CallEvent,
+    CallState as CallState,
+    ChannelType as ChannelType,
+    ClientEvent as ClientEvent,
+    MessageErrorCode as MessageErrorCode,
+)
+from .proto import (
+    CloseResult as CloseResult,
+    LatencyHistogram as LatencyHistogram,
+    SessionInfo as SessionInfo,
+)
 
 __all__ = [
     "ActiveCall",
@@ -26,11 +37,17 @@ __all__ = [
     "CallIdFilter",
     "CallState",
     "CallStatistics",
+    "ChannelType",
     "ClaimMode",
     "ClaimPolicy",
     "ClientEvent",
     "ClientStatistics",
+    "CloseResult",
+    "IncomingMessage",
     "LatencyHistogram",
+    "MessageErrorCode",
+    "Session",
+    "SessionInfo",
     "TelcoflowClient",
     "TelcoflowClientConfig",
     "TerminationInfo",

@@ -101,6 +101,9 @@ class ControlConnection:
         on_claim_done: a claim ended (won, refused, dropped), unless cancelled.
         on_call_in: a claimed session's call arrived.
         on_session_closed: the server closed a session.
+        on_connected: a connection was set up (``True`` for a reconnection).
+        on_wa_notify: a WhatsApp session is offered (``session.notify``, channel WA).
+        on_wa_message: a ``wa.msg.in`` arrived.
     """
 
     def __init__(
@@ -115,6 +118,9 @@ class ControlConnection:
         on_session_closed: Callable[[proto.SessionClosed], None],
         claim_delay: Callable[[], float],
         on_claim_done: Callable[[], None],
+        on_connected: Callable[[bool], None] = lambda reconnect: None,
+        on_wa_notify: Callable[[proto.SessionNotify], None] = lambda frame: None,
+        on_wa_message: Callable[[proto.WaMsgIn], None] = lambda frame: None,
     ) -> None:
         self._config = config
         self._open_stream = open_stream
@@ -125,6 +131,9 @@ class ControlConnection:
         self._on_claim_done = on_claim_done
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
+        self._on_connected = on_connected
+        self._on_wa_notify = on_wa_notify
+        self._on_wa_message = on_wa_message
         self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._requests: dict[str, Reply[proto.Response]] = {}
@@ -174,11 +183,13 @@ class ControlConnection:
         """
 
         def ready() -> None:
-            if self.started:
+            reconnect = self.started
+            if reconnect:
                 self.counters.reconnects += 1
             else:
                 self.started = True
                 task_status.started()
+            self._on_connected(reconnect)
 
         try:
             with self._run_scope:
@@ -344,6 +355,8 @@ class ControlConnection:
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
                 self._settle(frame.session_id)
                 self._on_session_closed(frame)
+            elif isinstance(frame, proto.WaMsgIn):
+                self._on_wa_message(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
 
@@ -404,12 +417,29 @@ class ControlConnection:
         finally:
             self._requests.pop(req_id, None)
 
+    async def send(self, frame: proto.ControlFrame) -> None:
+        """Send a frame that has no reply (``session.ready``).
+
+        Raises:
+            WSSConnectionError: not connected, or the connection closed.
+        """
+        ws = self._ws
+        if ws is None:
+            raise WSSConnectionError("the control connection is not open")
+        try:
+            await ws.send_message(frame.encode())
+        except WSSConnectionClosed as exc:
+            raise WSSConnectionError(f"could not send {type(frame).__name__}: {exc}") from exc
+
     @property
     def claims_in_flight(self) -> int:
         """Sessions notified and being claimed (delayed or opening)."""
         return len(self._claims)
 
     def _notified(self, frame: proto.SessionNotify) -> None:
+        if frame.channel == "WA":
+            self._on_wa_notify(frame)
+            return
         self.counters.notifications += 1
         self.notified(frame)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 
+from .proto._frames import ChannelType, MessageErrorCode
 from .proto._states import CallState
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "CALL_ERROR",
     "CALL_TERMINATED",
     "INCOMING_CALL",
+    "INCOMING_MESSAGE",
     "CallEvent",
     "CallState",
+    "ChannelType",
     "ClientEvent",
+    "MessageErrorCode",
 ]
 
 
@@ -36,6 +40,9 @@ class ClientEvent(enum.StrEnum):
     #: A call arrived; the handler gets the :class:`~telcoflow_trio.ActiveCall`
     #: with its media connection already open.
     INCOMING_CALL = "call.incoming"
+    #: A WhatsApp message arrived on a session the client claimed for it; the
+    #: handler gets the :class:`~telcoflow_trio.IncomingMessage`.
+    INCOMING_MESSAGE = "message.incoming"
 
 
 class CallEvent(enum.StrEnum):
@@ -57,6 +64,7 @@ class CallEvent(enum.StrEnum):
 
 
 INCOMING_CALL = ClientEvent.INCOMING_CALL
+INCOMING_MESSAGE = ClientEvent.INCOMING_MESSAGE
 CALL_TERMINATED = CallEvent.CALL_TERMINATED
 CALL_ANSWERED = CallEvent.CALL_ANSWERED
 CALL_CONNECTED = CallEvent.CALL_CONNECTED

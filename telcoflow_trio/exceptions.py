@@ -20,6 +20,18 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     │   ├── WSSCallStateError +         command illegal in the call's state
     │   ├── WSSCallCommandError         the server refused a command
     │   └── WSSCallCommandTimeoutError  no response to a command in time
+    ├── WSSSessionError +           a session request refused (``error_code``, server message)
+    │   ├── WSSChannelNotConfigured +   CHANNEL_NOT_CONFIGURED: the channel is not set up
+    │   ├── WSSQuotaExceeded +          QUOTA_EXCEEDED: the connector's session quota
+    │   ├── WSSOutboundOverflow +       OUTBOUND_OVERFLOW: too many outbound sessions
+    │   ├── WSSForbidden +              FORBIDDEN: not allowed for this connector
+    │   ├── WSSInvalidRequest +         INVALID_REQUEST: a malformed request
+    │   ├── WSSSessionNotFound +        SESSION_NOT_FOUND
+    │   ├── WSSSessionClosed +          SESSION_CLOSED: the session is over
+    │   ├── WSSSessionNotOpen +         SESSION_NOT_OPEN
+    │   ├── WSSSessionBusy +            SESSION_BUSY: another connection holds it
+    │   └── WrongChannelError +         a channel's operation on another channel's session
+    ├── WSSMessageError +           a WhatsApp message was refused (``error_code``)
     ├── ProtocolError +             a frame that breaks the wire protocol
     │   ├── LocalProtocolError +        we were about to send an invalid frame
     │   └── RemoteProtocolError +       the peer sent an invalid frame
@@ -48,11 +60,24 @@ __all__ = [
     "WSSCallCommandTimeoutError",
     "WSSCallError",
     "WSSCallStateError",
+    "WSSChannelNotConfigured",
     "WSSConnectionClosed",
     "WSSConnectionError",
     "WSSError",
+    "WSSForbidden",
+    "WSSInvalidRequest",
     "WSSMediaError",
+    "WSSMessageError",
+    "WSSOutboundOverflow",
+    "WSSQuotaExceeded",
+    "WSSSessionBusy",
+    "WSSSessionClosed",
+    "WSSSessionError",
+    "WSSSessionNotFound",
+    "WSSSessionNotOpen",
     "WSSTLSError",
+    "WrongChannelError",
+    "session_error",
 ]
 
 
@@ -140,6 +165,105 @@ class WSSCallCommandError(WSSCallError):
 
 class WSSCallCommandTimeoutError(WSSCallError):
     """No response to a call command arrived before its deadline."""
+
+
+class WSSSessionError(WSSError):
+    """The platform refused a session request (control ``response`` or REST error body).
+
+    ``error_code`` is the server's code, ``error_message`` its message (both
+    also in the exception's text).
+    """
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, error_message: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_message = error_message
+
+
+class WSSChannelNotConfigured(WSSSessionError):
+    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel set up."""
+
+
+class WSSQuotaExceeded(WSSSessionError):
+    """``QUOTA_EXCEEDED``: the connector has as many sessions as it may."""
+
+
+class WSSOutboundOverflow(WSSSessionError):
+    """``OUTBOUND_OVERFLOW``: too many outbound sessions at once."""
+
+
+class WSSForbidden(WSSSessionError):
+    """``FORBIDDEN``: the connector may not do this."""
+
+
+class WSSInvalidRequest(WSSSessionError):
+    """``INVALID_REQUEST``: the server found the request malformed."""
+
+
+class WSSSessionNotFound(WSSSessionError):
+    """``SESSION_NOT_FOUND``: no such session."""
+
+
+class WSSSessionClosed(WSSSessionError):
+    """``SESSION_CLOSED``: the session is over and cannot be resumed."""
+
+
+class WSSSessionNotOpen(WSSSessionError):
+    """``SESSION_NOT_OPEN``: the session is not open (on this connection)."""
+
+
+class WSSSessionBusy(WSSSessionError):
+    """``SESSION_BUSY``: another control connection holds the session (``bound_sm_ws_id``)."""
+
+    bound_sm_ws_id: str | None = None
+
+
+class WrongChannelError(WSSSessionError):
+    """An operation of one channel on a session of another (``send_message`` on TELCO)."""
+
+
+class WSSMessageError(WSSError):
+    """The platform refused a WhatsApp message.
+
+    ``error_code`` is a :class:`~telcoflow_trio.events.MessageErrorCode` value
+    (``INVALID_PAYLOAD``, ``SESSION_NOT_OPEN``, ``OVERFLOW``, ...), or the
+    server's own string for a code this version does not know.
+    """
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, error_content: object = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_content = error_content
+
+
+_SESSION_ERRORS: dict[str, type[WSSSessionError]] = {
+    "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
+    "FORBIDDEN": WSSForbidden,
+    "INVALID_REQUEST": WSSInvalidRequest,
+    "SESSION_NOT_FOUND": WSSSessionNotFound,
+    "SESSION_CLOSED": WSSSessionClosed,
+    "SESSION_NOT_OPEN": WSSSessionNotOpen,
+    "SESSION_BUSY": WSSSessionBusy,
+}
+
+
+def session_error(code: str | None, message: str | None, what: str) -> WSSError:
+    """The exception for a refused session request: ``what`` failed with ``code``.
+
+    ``UNAUTHORIZED`` is a :class:`WSSAuthenticationError`; codes this version
+    does not know are a plain :class:`WSSSessionError`.
+    """
+    text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
+    if code == "UNAUTHORIZED":
+        return WSSAuthenticationError(text)
+    cls = _SESSION_ERRORS.get(code or "", WSSSessionError)
+    return cls(text, error_code=code, error_message=message)
 
 
 class ProtocolError(WSSError):

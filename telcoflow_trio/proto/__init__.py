@@ -32,10 +32,12 @@ from ._frames import (
     CallEventFrame as CallEventFrame,
     CallFlowSetup as CallFlowSetup,
     CallIn as CallIn,
+    ChannelType as ChannelType,
     Command as Command,
     CommandResponse as CommandResponse,
     ControlFrame as ControlFrame,
     MediaFrame as MediaFrame,
+    MessageErrorCode as MessageErrorCode,
     Response as Response,
     SessionClosed as SessionClosed,
     SessionCreate as SessionCreate,
@@ -49,6 +51,19 @@ from ._frames import (
     WaMsgOut as WaMsgOut,
     decode_control as decode_control,
     decode_media as decode_media,
+)
+from ._rest import (
+    SESSIONS_PATH as SESSIONS_PATH,
+    CloseResult as CloseResult,
+    SessionInfo as SessionInfo,
+    close_path as close_path,
+    decode_close as decode_close,
+    decode_error as decode_error,
+    decode_sessions as decode_sessions,
+    encode_error as encode_error,
+    encode_sessions as encode_sessions,
+    http_base_url as http_base_url,
+    sessions_target as sessions_target,
 )
 from ._states import (
     TRANSITIONS as TRANSITIONS,

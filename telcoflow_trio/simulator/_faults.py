@@ -7,10 +7,12 @@ from typing import Protocol, final
 
 import trio
 
-from ..proto import CallEventFrame
+from ..proto import CallEventFrame, MessageErrorCode
 from ._connection import Connection, ControlConnection
 
 __all__ = ["FaultHost", "SimulatorFaults"]
+
+_MESSAGE_ERROR_CODES = tuple(MessageErrorCode)
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,14 @@ class SimulatorFaults:
         self.auth_rejected = False
         #: Agent audio frames played (and pulled) per real-time frame; below 1 is slow.
         self.pull_rate = 1.0
+        #: Every ``wa.msg.out`` is refused with this ``MessageErrorCode``.
+        self.wa_error: str | None = None
+        #: Seconds before each ``wa.msg.out`` is acknowledged.
+        self.wa_ack_delay = 0.0
+        #: Every ``session.create`` is refused with this error code.
+        self.session_create_error: str | None = None
+        #: Every REST request is answered with this HTTP status (a 5xx).
+        self.rest_status: int | None = None
 
     def _call(self, call_id: str) -> _FaultableCall:
         call = self._sim.get_call(call_id)
@@ -103,6 +113,37 @@ class SimulatorFaults:
         if factor < 1:
             raise ValueError(f"factor must be at least 1, got {factor!r}")
         self.pull_rate = 1.0 / factor
+
+    def fail_wa_messages(self, code: str | None) -> None:
+        """Refuse every ``wa.msg.out`` with ``code`` (a ``MessageErrorCode``; ``None``: stop).
+
+        Raises:
+            ValueError: not a ``MessageErrorCode`` value.
+        """
+        if code is not None and code not in _MESSAGE_ERROR_CODES:
+            raise ValueError(f"{code!r} is not one of {', '.join(_MESSAGE_ERROR_CODES)}")
+        self.wa_error = code
+
+    def delay_wa_acks(self, seconds: float) -> None:
+        """Acknowledge each ``wa.msg.out`` only after ``seconds`` (0 turns it off)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must not be negative, got {seconds!r}")
+        self.wa_ack_delay = seconds
+
+    def refuse_sessions(self, code: str | None) -> None:
+        """Refuse every ``session.create`` with ``code`` (``QUOTA_EXCEEDED``, ``FORBIDDEN``,
+        ...; ``None``: stop)."""
+        self.session_create_error = code
+
+    def fail_rest(self, status: int | None = 503) -> None:
+        """Answer every REST request with HTTP ``status`` (``None``: stop).
+
+        Raises:
+            ValueError: ``status`` is not a 5xx.
+        """
+        if status is not None and not 500 <= status <= 599:
+            raise ValueError(f"status must be a 5xx, got {status!r}")
+        self.rest_status = status
 
     async def send_control(self, raw: str | bytes) -> int:
         """Send ``raw`` as-is to every control connection (malformed, oversized, unknown...).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hmac
+import json
 import logging
 import ssl
 import time
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import final
+from urllib.parse import parse_qs, unquote
 
 import attrs
 import trio
@@ -33,6 +35,7 @@ import trio_websocket
 
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..proto import (
+    SESSIONS_PATH,
     CallFlowSetup,
     CallIn,
     CallState,
@@ -47,6 +50,8 @@ from ..proto import (
     UnknownFrame,
     WaMsgOut,
     decode_control,
+    encode_error,
+    encode_sessions,
 )
 from ..ws import WebSocketConnection, WebSocketRequest, serve_websocket_stream
 from ..ws._streams import accept_tls, start_tls
@@ -57,6 +62,7 @@ from ._connection import Connection, ControlConnection, FaultStream, FrameLog, s
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
+from ._wa import WaPlatform
 
 #: An upgrade request from either WebSocket implementation (``SimulatorConfig.transport``).
 _Request = trio_websocket.WebSocketRequest | WebSocketRequest
@@ -138,6 +144,8 @@ class Simulator:
         self._closing = False
         self._drained = trio.Event()
         self._observers: list[CallObserver] = []
+        #: The WhatsApp channel: sessions, messages, simulated users.
+        self.wa = WaPlatform(self, self._is_call_session)
 
         self._controls: dict[str, ControlConnection] = {}
         self._calls: dict[str, SimulatedCall] = {}
@@ -326,6 +334,9 @@ class Simulator:
         self._results.append(attrs.evolve(result, agent_audio=b""))
         self._observe(call, "ended")
 
+    def _is_call_session(self, session_id: str) -> bool:
+        return session_id in self._sessions or session_id in self._closed_sessions
+
     def _control_connections(self) -> list[ControlConnection]:
         return list(self._controls.values())
 
@@ -402,6 +413,7 @@ class Simulator:
                     max_message_size=self.config.max_message_size,
                     handshake_timeout=remaining,
                     close_timeout=self.config.close_timeout,
+                    plain_http=True,
                 )
                 return
             async with trio.open_nursery() as nursery:
@@ -453,6 +465,9 @@ class Simulator:
     async def _route(self, request: _Request, stream: FaultStream, number: int) -> None:
         path = request.path.split("?", 1)[0]
         headers = request.headers
+        if isinstance(request, WebSocketRequest) and not request.upgrade:
+            await self._serve_rest(request, path)
+            return
         if self.faults.auth_rejected:
             await self._reject(request, 401, b"unauthorized", "auth rejection fault")
             return
@@ -480,6 +495,41 @@ class Simulator:
             await self._serve(request, stream, f"softphone-{number}", handler)
         else:
             await self._reject(request, 404, b"not found", "unknown path")
+
+    async def _serve_rest(self, request: WebSocketRequest, path: str) -> None:
+        """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out."""
+        status, body = self._rest_answer(request, path)
+        if status in (401, 403):
+            self._auth_rejections += 1
+        logger.info("REST %s %s -> %d", request.method, path, status)
+        with trio.move_on_after(self.config.close_timeout):
+            await request.respond(status, body, [("Content-Type", "application/json")])
+
+    def _rest_answer(self, request: WebSocketRequest, path: str) -> tuple[int, bytes]:
+        if not path.startswith(SESSIONS_PATH):
+            return 400, encode_error("INVALID_REQUEST", "not a WebSocket upgrade request")
+        if self.faults.auth_rejected or not self._api_key_ok(request.headers):
+            return 401, encode_error("UNAUTHORIZED", "invalid API key or connector UUID")
+        if self.faults.rest_status is not None:
+            return self.faults.rest_status, encode_error("INTERNAL_ERROR", "injected fault")
+        if path == SESSIONS_PATH:
+            if request.method != "GET":
+                return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+            query = parse_qs(request.path.partition("?")[2])
+            first = {key: values[0] for key, values in query.items()}
+            found = self.wa.listing(
+                first.get("channel"), first.get("remoteAddress"), first.get("state")
+            )
+            return 200, encode_sessions(found)
+        session_id, slash, action = path[len(SESSIONS_PATH) + 1 :].partition("/")
+        if not slash or action != "close" or not session_id:
+            return 404, encode_error("INVALID_REQUEST", "no such endpoint")
+        if request.method != "POST":
+            return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+        result = self.wa.close_by_rest(unquote(session_id))
+        if result is None:
+            return 404, encode_error("SESSION_NOT_FOUND", f"no open session {session_id}")
+        return 200, json.dumps(result.to_json()).encode()
 
     def _media_handler(self, call: SimulatedCall) -> Callable[[Connection], Awaitable[None]]:
         async def handler(conn: Connection) -> None:
@@ -573,6 +623,7 @@ class Simulator:
                 nursery.start_soon(self._control_writer, control, receive)
                 control.send_nowait(SetupDone(control.sm_ws_id).encode())
                 self._renotify(control)
+                self.wa.renotify(control)
                 await self._control_reader(control)
                 nursery.cancel_scope.cancel()
         finally:
@@ -622,14 +673,23 @@ class Simulator:
             self._on_control_frame(control, frame)
 
     def _on_control_frame(self, control: ControlConnection, frame: object) -> None:
-        if isinstance(frame, SessionOpen):
+        if isinstance(frame, SessionOpen | SessionReady) and self.wa.owns(frame.session_id):
+            if isinstance(frame, SessionOpen):
+                control.send_nowait(self.wa.open(control, frame).encode())
+            else:
+                self.wa.ready(control, frame)
+        elif isinstance(frame, SessionOpen):
             control.send_nowait(self._open_session(control, frame).encode())
         elif isinstance(frame, SessionReady):
             self._session_ready(control, frame)
+        elif isinstance(frame, SessionCreate) and frame.channel == "WA":
+            control.send_nowait(self.wa.create(control, frame).encode())
+        elif isinstance(frame, WaMsgOut):
+            self.wa.msg_out(control, frame)
         elif isinstance(frame, CallFlowSetup):
             control.wants_calls = frame.inbound_call != "NO"
             control.send_nowait(Response(frame.req_id, True).encode())
-        elif isinstance(frame, SessionCreate | WaMsgOut):
+        elif isinstance(frame, SessionCreate):
             error = {"message": "the simulator only places inbound calls"}
             response = Response(frame.req_id, False, None, "CHANNEL_NOT_CONFIGURED", error)
             control.send_nowait(response.encode())
@@ -708,6 +768,7 @@ class Simulator:
     def _control_gone(self, control: ControlConnection) -> None:
         self._controls.pop(control.sm_ws_id, None)
         logger.info("control connection %s closed", control.sm_ws_id)
+        self.wa.control_gone(control)
         orphans = [
             call
             for call in self._calls.values()
