@@ -196,17 +196,11 @@ class Session:
         )
         raise WSSMessageError(text, error_code=code, error_content=response.error_content)
 
-    async def messages(self) -> AsyncIterator[IncomingMessage]:
-        """The incoming messages, in order; ends when the session closes and the inbox is read.
-
-        One reader at a time: two iterators would split the messages.
+    def messages(self) -> AsyncIterator[IncomingMessage]:
+        """The incoming messages, in order (``async for``); ends when the session closes
+        and the inbox is read. One reader at a time: two would split the messages.
         """
-        while True:
-            while not self._inbox:
-                if self.closed:
-                    return
-                await self._arrived.park()
-            yield self._inbox.popleft()
+        return _Messages(self)
 
     async def receive_message(self) -> IncomingMessage:
         """The next incoming message.
@@ -214,9 +208,12 @@ class Session:
         Raises:
             trio.EndOfChannel: the session closed and every message was read.
         """
-        async for message in self.messages():
-            return message
-        raise trio.EndOfChannel(f"session {self.id} is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._inbox:
+            if self.closed:
+                raise trio.EndOfChannel(f"session {self.id} is closed")
+            await self._arrived.park()
+        return self._inbox.popleft()
 
     async def wait_closed(self) -> None:
         """Wait until the session has closed."""
@@ -256,6 +253,25 @@ class Session:
         self._closed.set()
         self._arrived.unpark_all()
         logger.info("session %s closed (%s)", self.id, reason)
+
+
+@final
+class _Messages:
+    """What :meth:`Session.messages` returns: an async iterator (no generator to finalize)."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> IncomingMessage:
+        try:
+            return await self._session.receive_message()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 MessageHandler: TypeAlias = Callable[[IncomingMessage], object]

@@ -41,6 +41,7 @@ from ._server import (
     serve_simulator as serve_simulator,
 )
 from ._softphone import SoftphoneCall as SoftphoneCall, run_softphone as run_softphone
+from ._wa import WaMessage as WaMessage, WaPlatform as WaPlatform, WaSession as WaSession
 
 __all__ = [
     "CONTROL_PATH",
@@ -60,6 +61,9 @@ __all__ = [
     "SimulatorFaults",
     "SimulatorStatistics",
     "SoftphoneCall",
+    "WaMessage",
+    "WaPlatform",
+    "WaSession",
     "noise",
     "open_simulator",
     "pcm_source",

@@ -73,6 +73,7 @@ __all__ = [
     "CONTROL_PATH",
     "MEDIA_PATH_PREFIX",
     "SOFTPHONE_PATH",
+    "WA_USER_PATH",
     "ControlConnection",
     "Simulator",
     "open_simulator",
@@ -88,6 +89,10 @@ CONTROL_PATH = "/v1/agent/session-manager"
 MEDIA_PATH_PREFIX = "/v1/media/"
 #: The simulator's own caller-side endpoint (the ``telcoflow-trio call`` softphone).
 SOFTPHONE_PATH = "/v1/simulator/call"
+#: The simulator's own WhatsApp-user endpoint (``telcoflow-trio wa``): a plain HTTP POST.
+WA_USER_PATH = "/v1/simulator/wa"
+#: Longest a ``wa`` request waits for the agent's replies, in seconds.
+_WA_USER_MAX_WAIT = 60.0
 #: Host of :attr:`Simulator.base_url` when the simulator is not listening.
 MEMORY_HOST = "simulator.invalid"
 
@@ -498,12 +503,37 @@ class Simulator:
 
     async def _serve_rest(self, request: WebSocketRequest, path: str) -> None:
         """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out."""
-        status, body = self._rest_answer(request, path)
+        if path == WA_USER_PATH:
+            status, body = await self._wa_user(request)
+        else:
+            status, body = self._rest_answer(request, path)
         if status in (401, 403):
             self._auth_rejections += 1
         logger.info("REST %s %s -> %d", request.method, path, status)
         with trio.move_on_after(self.config.close_timeout):
             await request.respond(status, body, [("Content-Type", "application/json")])
+
+    async def _wa_user(self, request: WebSocketRequest) -> tuple[int, bytes]:
+        """``POST /v1/simulator/wa?from=NUMBER&text=TEXT[&wait=S]``: a user writes; with
+        ``wait``, the answer comes with the agent's first reply (or after ``wait`` seconds)
+        and lists the replies so far."""
+        if self.faults.auth_rejected or not self._api_key_ok(request.headers):
+            return 401, encode_error("UNAUTHORIZED", "invalid API key or connector UUID")
+        if request.method != "POST":
+            return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+        query = {k: v[0] for k, v in parse_qs(request.path.partition("?")[2]).items()}
+        try:
+            wait = min(max(float(query.get("wait", "0")), 0.0), _WA_USER_MAX_WAIT)
+            session = await self.wa.send_from_user(query.get("from", ""), query.get("text", ""))
+        except ValueError as exc:
+            return 400, encode_error("INVALID_REQUEST", str(exc))
+        except RuntimeError as exc:
+            return 503, encode_error("CHANNEL_NOT_CONFIGURED", str(exc))
+        before = len(session.received)
+        with trio.move_on_after(wait):
+            await session.wait_received(before + 1)
+        replies = [m.data for m in list(session.received)[before:]]
+        return 200, json.dumps({"sessionId": session.session_id, "replies": replies}).encode()
 
     def _rest_answer(self, request: WebSocketRequest, path: str) -> tuple[int, bytes]:
         if not path.startswith(SESSIONS_PATH):

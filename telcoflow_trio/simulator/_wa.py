@@ -90,7 +90,8 @@ class WaSession:
     @property
     def claimed(self) -> bool:
         """Whether a live control connection has claimed it and sent ``session.ready``."""
-        return self._bound is not None and self._bound.alive and self._ready
+        bound = self._bound
+        return bound is not None and bound.alive and not bound.connection.abrupt and self._ready
 
     async def wait_received(self, count: int = 1) -> list[WaMessage]:
         """Wait until the user has received ``count`` messages in all; return them."""
@@ -189,7 +190,12 @@ class WaPlatform:
         if session is None:
             return _refusal(frame.req_id, "SESSION_CLOSED", f"session {frame.session_id} is over")
         bound = session._bound
-        if bound is not None and bound is not control and bound.alive:
+        if (
+            bound is not None
+            and bound is not control
+            and bound.alive
+            and not bound.connection.abrupt
+        ):
             return Response(
                 frame.req_id, False, None, "SESSION_BUSY", {"boundSmWsId": bound.sm_ws_id}
             )

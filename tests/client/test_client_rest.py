@@ -1,0 +1,125 @@
+"""The REST plane: listing and closing sessions, errors, auth, TLS-free loopback and memory."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from telcoflow_trio import ChannelType, SessionInfo, TelcoflowClient, TelcoflowClientConfig, proto
+from telcoflow_trio._rest import RestClient
+from telcoflow_trio.exceptions import (
+    RemoteProtocolError,
+    WSSAuthenticationError,
+    WSSConnectionError,
+    WSSSessionError,
+)
+from telcoflow_trio.simulator import SimulatorConfig, open_simulator
+
+from .conftest import client_config, open_pair
+
+
+@pytest.mark.usefixtures("autojump_clock")
+async def test_list_and_close() -> None:
+    async with open_pair() as (_sim, client, _):
+        a = await client.create_session(ChannelType.WA, "+15550100")
+        await client.create_session(ChannelType.WA, "+15550101")
+        found = await client.list_sessions(channel=ChannelType.WA, remote_address="+15550100")
+        assert [s.id for s in found] == [a.id]
+        (info,) = found
+        assert isinstance(info, SessionInfo)
+        assert (info.channel, info.initiator, info.state, info.remote_address) == (
+            "WA",
+            "SDK",
+            "OPEN",
+            "+15550100",
+        )
+        assert info.opened_at
+        assert info.closed_at is None
+        assert len(await client.list_sessions()) == 2
+        assert await client.list_sessions(channel="TELCO") == []
+        result = await client.close_session(a.id)
+        assert result.reason == "SDK_REQUEST"
+        assert result.closed_at
+        with trio.fail_after(5):
+            await a.wait_closed()
+        assert [s.id for s in await client.list_sessions(state="CLOSED")] == [a.id]
+        assert (await client.close_session(a.id)).reason == "NOT_FOUND"  # gone already
+        assert (await client.close_session("no-such/session")).reason == "NOT_FOUND"
+        with pytest.raises(ValueError, match="session_id"):
+            await client.close_session("")
+        with pytest.raises(ValueError, match="unknown channel"):
+            await client.list_sessions(channel="SMS")
+
+
+@pytest.mark.usefixtures("autojump_clock")
+async def test_rest_5xx_and_auth() -> None:
+    async with open_pair() as (sim, client, opener):
+        sim.faults.fail_rest(503)
+        with pytest.raises(WSSSessionError, match=r"HTTP 503.*INTERNAL_ERROR: injected fault"):
+            await client.list_sessions()
+        sim.faults.fail_rest(None)
+        bad = TelcoflowClient(
+            TelcoflowClientConfig.sandbox(
+                "wrong-key-123", sim.connector_uuid, base_url=sim.base_url
+            ),
+            open_stream=opener,
+        )
+        with pytest.raises(WSSAuthenticationError, match="UNAUTHORIZED"):
+            await bad._rest.list_sessions(None, None, "OPEN")
+        opener.down = True
+        with pytest.raises(WSSConnectionError, match="listing sessions failed"):
+            await client.list_sessions()
+    with pytest.raises(ValueError, match="5xx"):
+        sim.faults.fail_rest(404)
+
+
+async def test_over_loopback_and_plain_http_elsewhere(secret_scanner: object) -> None:
+    with trio.fail_after(10):
+        async with open_simulator(SimulatorConfig(), listen=True) as sim:
+            assert sim.base_url.startswith("ws://127.0.0.1:")
+            config = client_config(sim)
+            rest = RestClient(config, open_stream=_tcp)
+            await sim.wa.send_from_user("+15550100", "hi")
+            (info,) = await rest.list_sessions("WA", None, "OPEN")
+            assert info.initiator == "CONNECTOR"
+            assert "api" not in repr(rest).lower()
+            await rest.aclose()
+            base = proto.http_base_url(sim.base_url)
+            async with httpx.AsyncClient() as plain:
+                other = await plain.get(base + "/elsewhere")
+                unauthenticated = await plain.get(base + proto.SESSIONS_PATH)
+            assert other.status_code == 400
+            assert unauthenticated.status_code == 401
+            assert unauthenticated.json()["code"] == "UNAUTHORIZED"
+
+
+async def _tcp(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+    assert ssl_context is None
+    return await trio.open_tcp_stream(host, port)
+
+
+def test_sans_io_shapes() -> None:
+    assert proto.http_base_url("wss://h.example:8443/") == "https://h.example:8443"
+    assert proto.http_base_url("ws://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    with pytest.raises(ValueError, match="ws://"):
+        proto.http_base_url("http://x")
+    assert proto.sessions_target() == "/public/v1/sessions?state=OPEN"
+    assert (
+        proto.sessions_target("WA", "+1 555", None)
+        == "/public/v1/sessions?channel=WA&remoteAddress=%2B1+555"
+    )
+    assert proto.close_path("a/b") == "/public/v1/sessions/a%2Fb/close"
+    info = SessionInfo(id="s", channel="WA", initiator="SDK", state="OPEN", opened_at=5)
+    assert proto.decode_sessions(proto.encode_sessions([info])) == [info]
+    result = proto.CloseResult(closed_at=7, reason="SDK_REQUEST")
+    assert proto.decode_close(httpx.Response(200, json=result.to_json()).content) == result
+    assert proto.decode_error(500, proto.encode_error("X", "m")) == ("X", "m")
+    assert proto.decode_error(502, b"<html>bad gateway</html>") == (
+        None,
+        "<html>bad gateway</html>",
+    )
+    assert proto.decode_error(502, b"") == (None, "HTTP 502")
+    for body in (b"[]", b"nope", b'{"items": 3}', b'{"items": [{"id": 3}]}', b'{"items": [{}]}'):
+        with pytest.raises(RemoteProtocolError):
+            proto.decode_sessions(body)
