@@ -66,7 +66,8 @@ def test_wa_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 async def test_console_wa_commands() -> None:
     args = simulate_args("--port", "0", "--api-key", "key-123456", "--connector-uuid", "u")
-    send, receive = trio.open_memory_channel[str](10)
+    # Unbuffered: a send returns once the console has finished the line before.
+    send, receive = trio.open_memory_channel[str](0)
     out = io.StringIO()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
@@ -75,8 +76,9 @@ async def test_console_wa_commands() -> None:
             )
             async with echo_client(sim):
                 await send.send("wa +15550177 hi there\n")
-                while (session := sim.wa.find("+15550177")) is None:
-                    await trio.sleep(0.01)  # until the console has read the line
+                await send.send("calls\n")
+                session = sim.wa.find("+15550177")
+                assert session is not None
                 await session.wait_received(1)
                 for line in (
                     "wa-received +15550177",
