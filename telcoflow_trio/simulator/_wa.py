@@ -316,7 +316,7 @@ class WaPlatform:
             if sid in self._closed:
                 return _refusal(req, "SESSION_NOT_OPEN", f"session {sid} is closed")
             return _refusal(req, "SESSION_NOT_FOUND", f"no session {sid}")
-        if session._bound is not control or not session._ready:
+        if session._bound is not control:  # sending needs a claim, not ready
             return _refusal(
                 req, "SESSION_NOT_OPEN", f"session {sid} is not open on this connection"
             )
