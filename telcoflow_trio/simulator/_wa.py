@@ -18,8 +18,8 @@ import collections
 import logging
 import re
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, final
 
 import attrs
 import trio
@@ -37,9 +37,8 @@ from ..proto import (
     WaMsgOut,
 )
 from ._connection import ControlConnection
-
-if TYPE_CHECKING:
-    from ._server import Simulator
+from ._faults import SimulatorFaults
+from ._model import SimulatorConfig
 
 __all__ = ["WaMessage", "WaPlatform", "WaSession"]
 
@@ -48,6 +47,20 @@ logger = logging.getLogger(__name__)
 #: The connector's own WhatsApp number (the sessions' local address).
 LOCAL_ADDRESS: Final = "+15550000"
 _ADDRESS = re.compile(r"\+?[1-9][0-9]{5,14}")
+
+
+class WaHost(Protocol):
+    """What the WhatsApp side needs of its simulator (the ``Simulator`` is one)."""
+
+    config: SimulatorConfig
+    faults: SimulatorFaults
+    _closing: bool
+
+    def _epoch(self) -> int: ...
+
+    def _spawn(self, fn: Callable[[], Awaitable[object]]) -> bool: ...
+
+    def _broadcast(self, frame: str) -> None: ...
 
 
 @attrs.frozen
@@ -125,7 +138,7 @@ def _refusal(req_id: str, code: str, message: str) -> Response:
 class WaPlatform:
     """The WhatsApp side of one simulator (``sim.wa``)."""
 
-    def __init__(self, sim: Simulator, is_call_session: Callable[[str], bool]) -> None:
+    def __init__(self, sim: WaHost, is_call_session: Callable[[str], bool]) -> None:
         self._sim = sim
         self._is_call_session = is_call_session
         self._sessions: dict[str, WaSession] = {}

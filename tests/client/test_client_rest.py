@@ -9,7 +9,6 @@ import trio
 from telcoflow_trio import ChannelType, SessionInfo, TelcoflowClient, TelcoflowClientConfig, proto
 from telcoflow_trio._rest import RestClient
 from telcoflow_trio.exceptions import (
-    RemoteProtocolError,
     WSSAuthenticationError,
     WSSConnectionError,
     WSSSessionError,
@@ -97,29 +96,3 @@ async def test_over_loopback_and_plain_http_elsewhere(secret_scanner: object) ->
 async def _tcp(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
     assert ssl_context is None
     return await trio.open_tcp_stream(host, port)
-
-
-def test_sans_io_shapes() -> None:
-    assert proto.http_base_url("wss://h.example:8443/") == "https://h.example:8443"
-    assert proto.http_base_url("ws://127.0.0.1:8080") == "http://127.0.0.1:8080"
-    with pytest.raises(ValueError, match="ws://"):
-        proto.http_base_url("http://x")
-    assert proto.sessions_target() == "/public/v1/sessions?state=OPEN"
-    assert (
-        proto.sessions_target("WA", "+1 555", None)
-        == "/public/v1/sessions?channel=WA&remoteAddress=%2B1+555"
-    )
-    assert proto.close_path("a/b") == "/public/v1/sessions/a%2Fb/close"
-    info = SessionInfo(id="s", channel="WA", initiator="SDK", state="OPEN", opened_at=5)
-    assert proto.decode_sessions(proto.encode_sessions([info])) == [info]
-    result = proto.CloseResult(closed_at=7, reason="SDK_REQUEST")
-    assert proto.decode_close(httpx.Response(200, json=result.to_json()).content) == result
-    assert proto.decode_error(500, proto.encode_error("X", "m")) == ("X", "m")
-    assert proto.decode_error(502, b"<html>bad gateway</html>") == (
-        None,
-        "<html>bad gateway</html>",
-    )
-    assert proto.decode_error(502, b"") == (None, "HTTP 502")
-    for body in (b"[]", b"nope", b'{"items": 3}', b'{"items": [{"id": 3}]}', b'{"items": [{}]}'):
-        with pytest.raises(RemoteProtocolError):
-            proto.decode_sessions(body)
