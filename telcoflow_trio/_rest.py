@@ -8,7 +8,8 @@ connect timeout, and the in-memory simulator in tests. One request per
 connection (``Connection: close``): the calls are rare.
 
 Errors are translated here: transport failures become
-:class:`~telcoflow_trio.exceptions.WSSConnectionError`, an error body
+:class:`~telcoflow_trio.exceptions.WSSConnectionError` (a failed TLS handshake
+:class:`~telcoflow_trio.exceptions.WSSTLSError`, as on the WebSockets), an error body
 ``{"code", "message"}`` the exception :func:`~telcoflow_trio.exceptions.session_error`
 names. The API key is in the headers only, never in a log line or message.
 """
@@ -30,6 +31,7 @@ from .exceptions import (
     WSSAuthenticationError,
     WSSConnectionError,
     WSSError,
+    WSSTLSError,
     session_error,
 )
 from .ws._streams import StreamOpener
@@ -109,6 +111,14 @@ async def _exchange(
     return httpx.Response(head.status_code, headers=list(head.headers), content=b"".join(chunks))
 
 
+def _ssl_cause(exc: BaseException | None) -> ssl.SSLError | None:
+    while exc is not None:
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
 class RestClient:
     """The client's REST plane. Open it once per client lifetime with :meth:`open`.
 
@@ -157,6 +167,9 @@ class RestClient:
         except trio.TooSlowError:
             raise WSSConnectionError(f"{what}: no answer within {timeout:g} s") from None
         except httpx.HTTPError as exc:
+            tls = _ssl_cause(exc)
+            if tls is not None:
+                raise WSSTLSError(f"{what}: the TLS handshake failed: {tls}") from exc
             raise WSSConnectionError(f"{what} failed: {exc}") from exc
         logger.debug("REST %s %s -> %d", method, target.split("?")[0], response.status_code)
         return response

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import attrs
 import httpx
 import pytest
 import trio
+import trio.testing
+import trustme
 
 from telcoflow_trio import ChannelType, SessionInfo, TelcoflowClient, TelcoflowClientConfig, proto
 from telcoflow_trio._rest import RestClient
@@ -12,10 +17,12 @@ from telcoflow_trio.exceptions import (
     WSSAuthenticationError,
     WSSConnectionError,
     WSSSessionError,
+    WSSTLSError,
 )
 from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 
 from .conftest import client_config, open_pair
+from .test_client_readme import write_pair
 
 
 @pytest.mark.usefixtures("autojump_clock")
@@ -96,3 +103,25 @@ async def test_over_loopback_and_plain_http_elsewhere(secret_scanner: object) ->
 async def _tcp(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
     assert ssl_context is None
     return await trio.open_tcp_stream(host, port)
+
+
+async def test_rest_over_mtls_verifies_the_server(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    server_cert, server_key = write_pair(ca.issue_cert("simulator.invalid"), tmp_path, "server")
+    client_cert, client_key = write_pair(ca.issue_cert("agent.example"), tmp_path, "client")
+    sim_config = SimulatorConfig(tls_cert=server_cert, tls_key=server_key, tls_client_ca=ca_path)
+    async with open_simulator(sim_config) as sim:
+        await sim.wa.send_from_user("+15550100", "hi")
+        trusted = TelcoflowClientConfig.production(
+            str(client_cert), str(client_key), base_url=sim.base_url, ca_file=str(ca_path)
+        )
+        rest = RestClient(trusted, sim.open_stream)
+        (info,) = await rest.list_sessions("WA", None, "OPEN")
+        assert info.remote_address == "+15550100"
+        untrusted = attrs.evolve(trusted, ca_file=None)  # the system store: not our CA
+        with pytest.raises(WSSTLSError, match="CERTIFICATE_VERIFY_FAILED"):
+            await RestClient(untrusted, sim.open_stream).list_sessions(None, None, None)
