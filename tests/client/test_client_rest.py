@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from trio.testing import MockClock
 
 from telcoflow_trio import ChannelType, SessionInfo, TelcoflowClient, TelcoflowClientConfig, proto
 from telcoflow_trio._rest import RestClient
@@ -25,8 +26,7 @@ from .conftest import client_config, open_pair
 from .test_client_readme import write_pair
 
 
-@pytest.mark.usefixtures("autojump_clock")
-async def test_list_and_close() -> None:
+async def test_list_and_close(autojump_clock: MockClock) -> None:
     async with open_pair() as (_sim, client, _):
         a = await client.create_session(ChannelType.WA, "+15550100")
         await client.create_session(ChannelType.WA, "+15550101")
@@ -58,8 +58,7 @@ async def test_list_and_close() -> None:
             await client.list_sessions(channel="SMS")
 
 
-@pytest.mark.usefixtures("autojump_clock")
-async def test_rest_5xx_and_auth() -> None:
+async def test_rest_5xx_and_auth(autojump_clock: MockClock) -> None:
     async with open_pair() as (sim, client, opener):
         sim.faults.fail_rest(503)
         with pytest.raises(WSSSessionError, match=r"HTTP 503.*INTERNAL_ERROR: injected fault"):
@@ -106,7 +105,7 @@ async def _tcp(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
 
 
 async def test_rest_over_mtls_verifies_the_server(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: MockClock
 ) -> None:
     ca = trustme.CA()
     ca_path = tmp_path / "ca.pem"
