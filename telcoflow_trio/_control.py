@@ -50,7 +50,7 @@ from .exceptions import (
 from .ws._streams import StreamOpener
 from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
-__all__ = ["ControlConnection", "ControlCounters"]
+__all__ = ["ControlConnection", "ControlCounters", "client_ssl_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ MAX_CLAIMS_IN_FLIGHT: Final = 1000
 
 #: Control error codes meaning "this session is not ours to take" (quiet skip).
 _NOT_OURS: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})
+
+
+def client_ssl_context(config: TelcoflowClientConfig) -> ssl.SSLContext | None:
+    """The config's TLS context (``None``: plain ``ws://``).
+
+    Raises:
+        WSSAuthenticationError: a certificate, key or CA file cannot be loaded
+            (its name is not in the message).
+    """
+    try:
+        return config.ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise WSSAuthenticationError(
+            f"could not load the client certificate or CA file: {type(exc).__name__}"
+        ) from exc
 
 
 @attrs.define
@@ -243,12 +258,7 @@ class ControlConnection:
     async def _serve_one(self, ready: Callable[[], None]) -> None:
         """One connection, from opening to failure (raises) or :meth:`stop` (returns)."""
         config = self._config
-        try:
-            ssl_context = config.ssl_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise WSSAuthenticationError(
-                f"could not load the client certificate or CA file: {type(exc).__name__}"
-            ) from exc
+        ssl_context = client_ssl_context(config)
         async with open_websocket(
             config.control_url,
             headers=config.auth_headers(),

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 import h11
 import httpx
 import trio
 
 from . import proto
+from ._control import client_ssl_context
 from .config import TelcoflowClientConfig
 from .exceptions import (
     RemoteProtocolError,
@@ -39,6 +41,8 @@ from .ws._streams import StreamOpener
 __all__ = ["RestClient"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Largest answer body accepted.
 MAX_BODY: Final = 1 << 20
@@ -138,12 +142,7 @@ class RestClient:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             config = self._config
-            try:
-                ssl_context = config.ssl_context()
-            except (OSError, ssl.SSLError) as exc:
-                raise WSSAuthenticationError(
-                    f"could not load the client certificate or CA file: {type(exc).__name__}"
-                ) from exc
+            ssl_context = client_ssl_context(config)
             transport = _StreamTransport(self._open_stream, ssl_context, config.connect_timeout)
             self._http = httpx.AsyncClient(
                 base_url=proto.http_base_url(config.base_url),
@@ -174,6 +173,15 @@ class RestClient:
         logger.debug("REST %s %s -> %d", method, target.split("?")[0], response.status_code)
         return response
 
+    def _decode(self, response: httpx.Response, what: str, decode: Callable[[bytes], T]) -> T:
+        """The body of a ``200`` answer, read by ``decode``; anything else raises."""
+        if response.status_code != 200:
+            raise self._error(response, what)
+        try:
+            return decode(response.content)
+        except RemoteProtocolError as exc:
+            raise WSSConnectionError(f"{what}: {exc}") from None
+
     def _error(self, response: httpx.Response, what: str) -> WSSError:
         code, message = proto.decode_error(response.status_code, response.content)
         if code is None:
@@ -195,12 +203,7 @@ class RestClient:
         response = await self._send(
             "GET", proto.sessions_target(channel, remote_address, state), what
         )
-        if response.status_code != 200:
-            raise self._error(response, what)
-        try:
-            return proto.decode_sessions(response.content)
-        except RemoteProtocolError as exc:
-            raise WSSConnectionError(f"{what}: {exc}") from None
+        return self._decode(response, what, proto.decode_sessions)
 
     async def close_session(self, session_id: str) -> proto.CloseResult:
         """``POST /public/v1/sessions/{id}/close``; a 404 means it was gone already.
@@ -213,9 +216,4 @@ class RestClient:
         response = await self._send("POST", proto.close_path(session_id), what)
         if response.status_code == 404:
             return proto.CloseResult(closed_at=None, reason="NOT_FOUND")
-        if response.status_code != 200:
-            raise self._error(response, what)
-        try:
-            return proto.decode_close(response.content)
-        except RemoteProtocolError as exc:
-            raise WSSConnectionError(f"{what}: {exc}") from None
+        return self._decode(response, what, proto.decode_close)

@@ -194,18 +194,7 @@ async def run_wa(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> dict
 
 def wa_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio wa``: write a WhatsApp message into a running simulator."""
-    try:
-        run_command("telcoflow-trio wa", partial(run_wa, args))
-    except KeyboardInterrupt:
-        sys.stderr.write("telcoflow-trio wa: interrupted\n")
-        return 130
-    except UsageError as exc:
-        sys.stderr.write(f"telcoflow-trio wa: {exc}\n")
-        return 2
-    except (ValueError, ssl.SSLError, WSSError) as exc:
-        sys.stderr.write(f"telcoflow-trio wa: {exc}\n")
-        return 1
-    return 0
+    return _client_main("wa", partial(run_wa, args))
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -507,17 +496,22 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
     return call.result
 
 
-def call_main(args: argparse.Namespace) -> int:
-    """``telcoflow-trio call``: place one call into a running simulator. Returns the exit code."""
+def _client_main(name: str, run: Callable[[], Awaitable[object]]) -> int:
+    """Run a client command (``call``, ``wa``): its errors are one line and an exit code."""
     try:
-        run_command("telcoflow-trio call", partial(run_call, args))
+        run_command(f"telcoflow-trio {name}", run)
     except KeyboardInterrupt:
-        sys.stderr.write("telcoflow-trio call: interrupted\n")
+        sys.stderr.write(f"telcoflow-trio {name}: interrupted\n")
         return 130
     except UsageError as exc:
-        sys.stderr.write(f"telcoflow-trio call: {exc}\n")
+        sys.stderr.write(f"telcoflow-trio {name}: {exc}\n")
         return 2
     except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
-        sys.stderr.write(f"telcoflow-trio call: {exc}\n")
+        sys.stderr.write(f"telcoflow-trio {name}: {exc}\n")
         return 1
     return 0
+
+
+def call_main(args: argparse.Namespace) -> int:
+    """``telcoflow-trio call``: place one call into a running simulator. Returns the exit code."""
+    return _client_main("call", partial(run_call, args))
