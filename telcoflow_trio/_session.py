@@ -121,7 +121,7 @@ class Session:
         opened_at: int = 0,
         created: bool = True,
         request: _Request,
-        close: Callable[[str], Awaitable[object]],
+        close: Callable[[str], Awaitable[proto.CloseResult]],
         close_timeout: float,
         inbox_size: int = INBOX_MESSAGES,
     ) -> None:
@@ -222,7 +222,8 @@ class Session:
     async def close(self) -> None:
         """Close the session (REST ``close``) and wait, within ``close_timeout``, for the
         platform's ``session.closed``; then it counts as closed anyway. Does nothing if
-        closed already.
+        closed already; a session the platform no longer knows closes at once
+        (``close_reason`` ``NOT_FOUND``).
 
         Raises:
             WSSConnectionError, WSSSessionError: the close request failed (the
@@ -230,7 +231,10 @@ class Session:
         """
         if self.closed:
             return
-        await self._close(self.id)
+        result = await self._close(self.id)
+        if result.reason == "NOT_FOUND":  # gone already: no session.closed will come
+            self._closed_now("NOT_FOUND")
+            return
         with trio.move_on_after(self._close_timeout):
             await self._closed.wait()
         self._closed_now("SDK_REQUEST")

@@ -122,7 +122,8 @@ class SimulatorConfig:
     #: Messages kept per WA session: waiting for a claim, and received by the user.
     wa_inbox_messages: int = attrs.field(default=256, validator=_positive)
     #: The WebSocket implementation serving every connection: ``"lean"`` (the
-    #: default, less CPU per message) or ``"trio-websocket"``.
+    #: default, less CPU per message) or ``"trio-websocket"`` (which cannot serve
+    #: the plain HTTP requests of the REST plane and ``telcoflow-trio wa``).
     transport: Transport = attrs.field(
         default=DEFAULT_TRANSPORT, validator=attrs.validators.in_(TRANSPORTS)
     )

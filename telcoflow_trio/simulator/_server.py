@@ -502,7 +502,11 @@ class Simulator:
             await self._reject(request, 404, b"not found", "unknown path")
 
     async def _serve_rest(self, request: WebSocketRequest, path: str) -> None:
-        """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out."""
+        """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out.
+
+        Only the ``lean`` transport hands plain requests over; with
+        ``trio-websocket`` they are refused like any non-upgrade request.
+        """
         if path == WA_USER_PATH:
             status, body = await self._wa_user(request)
         else:

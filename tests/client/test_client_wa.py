@@ -255,3 +255,15 @@ async def test_client_exit_ends_readers(autojump_clock: MockClock) -> None:
     assert session.close_reason == "CLIENT_CLOSED"
     with pytest.raises(trio.EndOfChannel):
         await session.receive_message()
+
+
+async def test_close_of_a_session_gone_on_the_platform_is_immediate(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_pair() as (sim, client, _):
+        session = await client.create_session(ChannelType.WA, "+15550100")
+        sim.wa._sessions.pop(session.id)  # the platform forgot it, without a word
+        t0 = trio.current_time()
+        await session.close()
+        assert trio.current_time() == t0
+        assert session.close_reason == "NOT_FOUND"
