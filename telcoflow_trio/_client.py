@@ -73,7 +73,7 @@ class ClientStatistics:
         claim_latency: from ``session.notify`` to ``call.in``, of won claims.
         loop_lag: how late the event loop runs, in seconds (the load-aware
             claim policy's measure, a decaying peak; 0 under first-come).
-        handler_errors: exceptions raised by your handlers.
+        handler_errors: exceptions raised by your handlers (``INCOMING_MESSAGE`` too).
         audio_frames_sent, audio_bytes_sent: agent audio sent, all calls.
         audio_frames_received, audio_bytes_received: caller audio received, all calls.
         send_buffer_bytes: agent audio queued for sending, summed over active calls.
@@ -504,6 +504,7 @@ class TelcoflowClient:
             sessions_claimed=c.sessions_claimed,
             sessions_busy=c.sessions_busy,
             handler_errors=self._handler_errors_done
+            + self._wa.handler_errors
             + sum(call.handler_errors for call in self._calls.values()),
             pings=c.pings,
             malformed_frames=c.malformed_frames,

@@ -189,8 +189,7 @@ class Session:
             code: str = MessageErrorCode(raw)
         except ValueError:
             code = raw
-        detail = response.error_content or {}
-        message = detail.get("message") if isinstance(detail.get("message"), str) else None
+        message = _error_message(response)
         text = f"message on session {self.id} refused: {code}" + (
             f": {message}" if message else ""
         )

@@ -207,6 +207,7 @@ async def test_incoming_message_handler_claims_and_answers(
         assert [m.content["text"]["body"] for m in seen] == ["ping", "boom", "pong"]
         assert [r.data["echo"]["text"]["body"] for r in user.received] == ["ping", "pong"]
         assert user.initiator == "CONNECTOR"
+        assert client.statistics().handler_errors == 1
         with pytest.raises(ValueError, match="already registered"):
             client.on(events.INCOMING_MESSAGE)(on_message)
 
