@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import httpx
@@ -124,3 +125,31 @@ async def test_rest_over_mtls_verifies_the_server(
         untrusted = attrs.evolve(trusted, ca_file=None)  # the system store: not our CA
         with pytest.raises(WSSTLSError, match="CERTIFICATE_VERIFY_FAILED"):
             await RestClient(untrusted, sim.open_stream).list_sessions(None, None, None)
+
+
+async def test_rest_timeout_and_no_secret_in_errors(
+    autojump_clock: MockClock, secret_scanner: Any
+) -> None:
+    async with open_pair(request_timeout=3.0) as (sim, client, _):
+
+        unanswered: list[trio.abc.Stream] = []  # the far ends: never read, never answered
+
+        async def silent(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            unanswered.append(theirs)
+            return ours
+
+        stuck = RestClient(client._config, silent)
+        t0 = trio.current_time()
+        with pytest.raises(WSSConnectionError, match="no answer within 3 s") as timed_out:
+            await stuck.list_sessions(None, None, "OPEN")
+        assert trio.current_time() - t0 == pytest.approx(3)
+        errors: list[BaseException] = [timed_out.value]
+        sim.faults.fail_rest(500)
+        with pytest.raises(WSSSessionError) as failed:
+            await client.close_session("x")
+        errors.append(failed.value)
+        for error in errors:
+            secret_scanner.check(str(error), "REST error")
+            secret_scanner.check(repr(error), "REST error repr")
+        secret_scanner.check(repr(stuck), "RestClient repr")
