@@ -131,7 +131,6 @@ async def test_rest_timeout_and_no_secret_in_errors(
     autojump_clock: MockClock, secret_scanner: Any
 ) -> None:
     async with open_pair(request_timeout=3.0) as (sim, client, _):
-
         unanswered: list[trio.abc.Stream] = []  # the far ends: never read, never answered
 
         async def silent(host: str, port: int, ssl_context: object) -> trio.abc.Stream:
