@@ -10,6 +10,7 @@ from ._call import (
 )
 from ._client import ClientStatistics as ClientStatistics, TelcoflowClient as TelcoflowClient
 from ._logging import CallIdFilter as CallIdFilter, current_call_id as current_call_id
+from ._offer import CallOffer as CallOffer
 from ._session import IncomingMessage as IncomingMessage, Session as Session
 from ._version import __version__ as __version__
 from .config import (
@@ -35,6 +36,7 @@ __all__ = [
     "CallErrorInfo",
     "CallEvent",
     "CallIdFilter",
+    "CallOffer",
     "CallState",
     "CallStatistics",
     "ChannelType",

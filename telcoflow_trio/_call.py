@@ -1,7 +1,8 @@
 """The public :class:`ActiveCall`: one call, its commands, audio and events.
 
 An ``ActiveCall`` is created by :class:`~telcoflow_trio.TelcoflowClient` when a
-call arrives and lives in its own task: the media connection is opened first,
+call arrives (or is adopted) and lives in its own task: the ``CALL_OFFERED``
+handler, if any, may hand it off first; then the media connection is opened,
 then the ``INCOMING_CALL`` handler runs, and when the handler returns or raises
 the call is closed (``call.close``). Whatever ends a call (the caller hanging
 up, the platform, the media connection breaking, a local
@@ -31,6 +32,7 @@ import trio
 
 from . import proto
 from ._media import MediaConnection
+from ._offer import CallOffer, CallParties
 from .config import TelcoflowClientConfig
 from .events import CallEvent, CallState
 from .exceptions import (
@@ -87,6 +89,9 @@ class TerminationReason(enum.StrEnum):
     HANDLER_FAILED = "handler_failed"
     #: The client shut down while the call was in progress.
     CLIENT_SHUTDOWN = "client_shutdown"
+    #: The ``CALL_OFFERED`` handler handed the call to another process
+    #: (:meth:`CallOffer.to_json`); it goes on there.
+    HANDED_OFF = "handed_off"
 
 
 Who: TypeAlias = Literal["caller", "agent", "server", "network", "client"]
@@ -168,7 +173,7 @@ def _takes_argument(handler: Callable[..., Any]) -> bool:
 
 
 @final
-class ActiveCall:
+class ActiveCall(CallParties):
     """One call, handed to your ``INCOMING_CALL`` handler with its media connected.
 
     Created only by :class:`~telcoflow_trio.TelcoflowClient`. Commands raise
@@ -207,6 +212,7 @@ class ActiveCall:
         self._requested: tuple[TerminationReason, Who] | None = None
         self._nursery: trio.Nursery | None = None  # the call's own, while its media is open
         self._handler_scope = trio.CancelScope()
+        self._offer_scope = trio.CancelScope()
         self._shutting_down = False
         self.handler_errors = 0
         self._media = MediaConnection(
@@ -220,27 +226,7 @@ class ActiveCall:
     def __repr__(self) -> str:
         return f"<ActiveCall {self.call_id} {self._state}>"
 
-    # -- properties ------------------------------------------------------------------
-
-    @property
-    def call_id(self) -> str:
-        """The platform's id of the call."""
-        return self._call_in.call_id
-
-    @property
-    def id(self) -> str:
-        """Same as :attr:`call_id` (the 1.0.0 name)."""
-        return self._call_in.call_id
-
-    @property
-    def caller_number(self) -> str:
-        """Who is calling (``from``)."""
-        return self._call_in.caller
-
-    @property
-    def callee_number(self) -> str:
-        """The number that was called (``to``); ``connect()`` rings it."""
-        return self._call_in.callee
+    # -- properties (call_id, id, caller_number, callee_number: CallParties) ----------
 
     @property
     def sample_rate(self) -> int:
@@ -635,8 +621,18 @@ class ActiveCall:
 
     # -- internals: the call's task ------------------------------------------------------
 
-    async def _serve(self, handler: Callable[[ActiveCall], object]) -> bool:
-        """The whole life of the call: media, handler, close. False if media failed."""
+    async def _serve(
+        self,
+        handler: Callable[[ActiveCall], object],
+        offered: Callable[[CallOffer], object] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> WSSError | None:
+        """The whole life of the call: offer, media, handler, close. Returns why
+        media failed (before ``task_status`` is started), else ``None``."""
+        if offered is not None and await self._offer(offered):
+            task_status.started()
+            return None
         async with trio.open_nursery() as nursery:
             try:
                 await nursery.start(self._media.run)
@@ -644,15 +640,40 @@ class ActiveCall:
                 if self._termination is None:
                     logger.error("call %s not handled: %s", self.call_id, exc)
                     self._terminate(TerminationReason.MEDIA_LOST, "network", str(exc))
-                return False
+                return exc
             logger.info("call %s from %s: media connected", self.call_id, self.caller_number)
+            task_status.started()
             self._nursery = nursery
             nursery.start_soon(self._dispatch_events)
             try:
                 await self._run_handler(handler)
             finally:
                 self._nursery = None
-        return True
+        return None
+
+    async def _offer(self, hook: Callable[[CallOffer], object]) -> bool:
+        """Run the ``CALL_OFFERED`` handler; True if the call is over here (handed
+        off, or the client shut down meanwhile)."""
+        offer = CallOffer(self._call_in)
+        failed = False
+        try:
+            with self._offer_scope:
+                result = hook(offer)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:
+            failed = True
+            logger.exception(
+                "call %s: CALL_OFFERED handler raised; serving the call here", self.call_id
+            )
+            await self._report(exc)
+        finally:
+            offer._open = False
+        if self._offer_scope.cancelled_caught:
+            self._terminate(TerminationReason.CLIENT_SHUTDOWN, "client")
+        elif offer.handed_off and not failed:
+            self._terminate(TerminationReason.HANDED_OFF, "agent")
+        return self._termination is not None
 
     async def _run_handler(self, handler: Callable[[ActiveCall], object]) -> None:
         reason = TerminationReason.HANDLER_RETURNED
@@ -717,4 +738,5 @@ class ActiveCall:
     def _shutdown(self) -> None:
         """The client is shutting down: cancel the handler; the task then closes the call."""
         self._shutting_down = True
+        self._offer_scope.cancel()
         self._handler_scope.cancel()

@@ -30,11 +30,12 @@ from ._call import ActiveCall, ErrorHook
 from ._control import ControlConnection, ControlCounters
 from ._logging import call_context
 from ._media import MediaCounters
+from ._offer import CallOffer
 from ._rest import RestClient
 from ._session import Session, SessionRegistry, check_channel
 from .config import TelcoflowClientConfig
 from .events import ChannelType, ClientEvent
-from .exceptions import WSSConnectionError, WSSError
+from .exceptions import WSSCallError, WSSConnectionError, WSSError
 from .ws._streams import StreamOpener, open_tcp
 
 __all__ = ["ClientStatistics", "TelcoflowClient"]
@@ -57,7 +58,7 @@ class ClientStatistics:
         claiming: the client takes new calls: connected, an ``INCOMING_CALL``
             handler registered, not closing or disconnected, below ``max_calls``.
         calls_active: calls whose task is running.
-        calls_total: calls received (``call.in``).
+        calls_total: calls received (``call.in``) or adopted (:meth:`TelcoflowClient.adopt_call`).
         calls_failed: calls whose media connection could not be opened.
         calls_ended: ended calls by :class:`~telcoflow_trio.TerminationReason`
             value (only reasons that occurred appear).
@@ -142,6 +143,7 @@ class TelcoflowClient:
         self._random = random_source or random.random
         self._on_handler_error = on_handler_error
         self._incoming: Callable[[ActiveCall], object] | None = None
+        self._offered: Callable[[CallOffer], object] | None = None
         self._counters = ControlCounters()
         self._calls: dict[str, ActiveCall] = {}
         self._by_session: dict[str, ActiveCall] = {}
@@ -388,13 +390,19 @@ class TelcoflowClient:
     # -- handlers and calls ------------------------------------------------------------
 
     def on(self, event: ClientEvent | str) -> Callable[[_Handler], _Handler]:
-        """Decorator: register the handler of ``events.INCOMING_CALL`` (or ``INCOMING_MESSAGE``).
+        """Decorator: register the handler of ``events.INCOMING_CALL`` (or ``CALL_OFFERED``,
+        ``INCOMING_MESSAGE``).
 
         The handler gets the :class:`ActiveCall` (media already connected) and
         may be sync or async; the call lasts as long as the handler: when it
         returns or raises, the call is closed. Without a handler the client does
         not claim calls, leaving them to other workers; calls notified before
         the handler is registered are claimed when it is.
+
+        An optional ``CALL_OFFERED`` handler (sync or async) runs first, in the
+        call's task, with a :class:`CallOffer` before the media connection
+        opens: calling ``offer.to_json()`` hands the call off to another process
+        (see :meth:`adopt_call`); returning without it serves the call here.
 
         ``INCOMING_MESSAGE``: the handler gets each
         :class:`~telcoflow_trio.IncomingMessage` of the WhatsApp sessions the
@@ -412,6 +420,11 @@ class TelcoflowClient:
             raise ValueError(f"{event!r} is not a client event (one of {allowed})") from None
 
         def register(handler: _Handler) -> _Handler:
+            if key is ClientEvent.CALL_OFFERED:
+                if self._offered is not None:
+                    raise ValueError(f"a handler for {key} is already registered")
+                self._offered = handler
+                return handler
             if key is ClientEvent.INCOMING_MESSAGE:
                 if self._wa.handler is not None:
                     raise ValueError(f"a handler for {key} is already registered")
@@ -579,6 +592,11 @@ class TelcoflowClient:
         if handler is None or self._closing or self._calls_nursery is None:
             logger.warning("not taking call %s: the client is closing", call_in.call_id)
             return
+        call = self._new_call(call_in)
+        self._by_session[call_in.session_id] = call
+        self._calls_nursery.start_soon(self._serve_call, call, handler, self._offered)
+
+    def _new_call(self, call_in: proto.CallIn) -> ActiveCall:
         call = ActiveCall(
             call_in,
             self._config,
@@ -587,16 +605,69 @@ class TelcoflowClient:
             on_terminated=self._call_ended,
         )
         self._calls[call.call_id] = call
-        self._by_session[call_in.session_id] = call
         self._calls_total += 1
         logger.info("call %s from %s to %s", call.call_id, call.caller_number, call.callee_number)
-        self._calls_nursery.start_soon(self._serve_call, call, handler)
+        return call
 
-    async def _serve_call(self, call: ActiveCall, handler: Callable[[ActiveCall], object]) -> None:
+    async def adopt_call(
+        self,
+        data: str | bytes | Mapping[str, object],
+        *,
+        handler: Callable[[ActiveCall], object] | None = None,
+    ) -> ActiveCall:
+        """Take over a call another process handed off, and serve it here.
+
+        ``data`` is the handoff document: :meth:`CallOffer.to_json` of another
+        worker (or telcoflow 1.0.0's ``Call.to_json()``), as text or already
+        parsed. The call's media connection is opened with its token; then the
+        call runs in this client's calls nursery like any other: ``handler``
+        (default: the ``INCOMING_CALL`` handler) runs, the call is closed when
+        it returns, and the client's shutdown ends it. The control connection
+        is not involved (the session stays with the worker that claimed it);
+        use the same ``sample_rate`` as that worker, which the platform fixed.
+
+        Returns:
+            The call, its media connected and ``handler`` started.
+
+        Raises:
+            ValueError: ``data`` is not a valid handoff document (the message
+                names the field, never the token), no handler, or this client
+                already has the call.
+            WSSCallError: the media connection could not be opened (for example
+                the platform refused a used or expired token); ``__cause__``
+                says why.
+            RuntimeError: outside ``async with client``.
+        """
+        call_in = proto.decode_handoff(data)
+        handler = handler if handler is not None else self._incoming
+        if handler is None:
+            raise ValueError("adopt_call() needs handler= or an INCOMING_CALL handler")
+        if self._calls_nursery is None or self._closing:
+            raise RuntimeError("use `async with TelcoflowClient(config) as client:` first")
+        if call_in.call_id in self._calls:
+            raise ValueError(f"call {call_in.call_id} is already handled by this client")
+        call = self._new_call(call_in)
+        error = await self._calls_nursery.start(self._serve_call, call, handler, None)
+        if error is not None:
+            raise WSSCallError(f"could not adopt call {call.call_id}: {error}") from error
+        return call
+
+    async def _serve_call(
+        self,
+        call: ActiveCall,
+        handler: Callable[[ActiveCall], object],
+        offered: Callable[[CallOffer], object] | None,
+        *,
+        task_status: trio.TaskStatus[WSSError | None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The call's task; ``task_status`` gets ``None`` once the call is served
+        (media open, or handed off), or the media error once the call is gone."""
         # The call's task: what it logs, and the tasks it starts, carry its id.
+        error: WSSError | None = None
         with call_context(call.call_id):
             try:
-                if not await call._serve(handler):
+                error = await call._serve(handler, offered, task_status=task_status)
+                if error is not None:
                     self._calls_failed += 1
             finally:
                 self._calls.pop(call.call_id, None)
@@ -604,6 +675,8 @@ class TelcoflowClient:
                 self._finished(call)
                 self._calls_changed.unpark_all()
             self._reoffer()  # room for one more
+            if error is not None:
+                task_status.started(error)  # adopt_call() raises it, all counted
 
     def _finished(self, call: ActiveCall) -> None:
         """Add an ended call to the client's totals."""

@@ -23,6 +23,7 @@ __all__ = [
     "CALL_CONNECTED",
     "CALL_CONNECT_FAILED",
     "CALL_ERROR",
+    "CALL_OFFERED",
     "CALL_TERMINATED",
     "INCOMING_CALL",
     "INCOMING_MESSAGE",
@@ -43,6 +44,11 @@ class ClientEvent(enum.StrEnum):
     #: A WhatsApp message arrived on a session the client claimed for it; the
     #: handler gets the :class:`~telcoflow_trio.IncomingMessage`.
     INCOMING_MESSAGE = "message.incoming"
+    #: A call arrived and its media connection is not open yet: the handler
+    #: gets a :class:`~telcoflow_trio.CallOffer` and may hand the call to
+    #: another process (:meth:`~telcoflow_trio.CallOffer.to_json`); when it
+    #: returns without doing so, the call is served here (``INCOMING_CALL``).
+    CALL_OFFERED = "call.offered"
 
 
 class CallEvent(enum.StrEnum):
@@ -65,6 +71,7 @@ class CallEvent(enum.StrEnum):
 
 INCOMING_CALL = ClientEvent.INCOMING_CALL
 INCOMING_MESSAGE = ClientEvent.INCOMING_MESSAGE
+CALL_OFFERED = ClientEvent.CALL_OFFERED
 CALL_TERMINATED = CallEvent.CALL_TERMINATED
 CALL_ANSWERED = CallEvent.CALL_ANSWERED
 CALL_CONNECTED = CallEvent.CALL_CONNECTED

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import pathlib
+import queue
 import sys
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -149,6 +151,56 @@ async def test_fastapi_agent_on_hypercorn(example: Callable[[str], ModuleType]) 
     assert result.ended_by == "caller_hangup"
     assert status["calls_total"] == 1
     assert status["connected"] is True
+
+
+async def test_handoff_between_two_processes(example: Callable[[str], ModuleType]) -> None:
+    """Real sockets, real clock: this process hands two calls off through a
+    multiprocessing queue to a spawned worker process, which serves them."""
+    module = example("handoff")
+    spawn = multiprocessing.get_context("spawn")
+    documents = spawn.Queue(module.QUEUE_SIZE)
+    with trio.fail_after(45):
+        async with open_simulator(SimulatorConfig(), listen=True) as sim:
+            config = TelcoflowClientConfig.sandbox(
+                sim.api_key, sim.connector_uuid, base_url=sim.base_url
+            )
+            worker = spawn.Process(target=module.run_worker, args=(config, documents), daemon=True)
+            worker.start()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(module.front_desk, config, documents)
+                    calls = [await sim.place_call(CallerScript()) for _ in range(2)]
+                    results = [await call.wait_result() for call in calls]
+                    nursery.cancel_scope.cancel()
+                documents.put(None)
+                await trio.to_thread.run_sync(worker.join, 15)
+                assert worker.exitcode == 0
+            finally:
+                if worker.is_alive():
+                    worker.kill()
+    for result in results:
+        assert result.ended_by == "agent_disconnect"
+        assert contains_tone(result.agent_audio, 440, result.sample_rate or 16000)  # the worker's
+
+
+async def test_handoff_front_desk_serves_calls_when_the_queue_is_full(
+    example: Callable[[str], ModuleType], autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = example("handoff")
+    full: queue.Queue[str | None] = queue.Queue(1)
+    full.put("someone else's")
+    async with open_simulator(SimulatorConfig(), listen=False) as sim:
+        config = TelcoflowClientConfig.sandbox(
+            sim.api_key, sim.connector_uuid, base_url=sim.base_url
+        )
+        opener = partial(module.TelcoflowClient, open_stream=sim.open_stream)
+        monkeypatch.setattr(module, "TelcoflowClient", opener)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(module.front_desk, config, full)
+            result = await (await sim.place_call(CallerScript())).wait_result()
+            nursery.cancel_scope.cancel()
+    assert result.ended_by == "agent_disconnect"
+    assert contains_tone(result.agent_audio, 330, result.sample_rate or 16000)  # served here
 
 
 async def http_get_json(base: str, path: str) -> Any:

@@ -52,6 +52,11 @@ from ._frames import (
     decode_control as decode_control,
     decode_media as decode_media,
 )
+from ._handoff import (
+    MAX_HANDOFF_BYTES as MAX_HANDOFF_BYTES,
+    decode_handoff as decode_handoff,
+    encode_handoff as encode_handoff,
+)
 from ._rest import (
     SESSIONS_PATH as SESSIONS_PATH,
     CloseResult as CloseResult,

@@ -127,6 +127,7 @@ class SimulatedCall:
         self._call_in_sent = False
         self._token: str | None = None
         self._token_expires = 0.0
+        self._used_token: str | None = None  # to say "already used" to a second connection
         self._media: Connection | None = None
         self._media_used = False
 
@@ -342,15 +343,29 @@ class SimulatedCall:
         self._token = None
         self._call_in_sent = False
 
-    def _take_token(self, presented: str, now: float) -> bool:
-        """Whether ``presented`` opens this call's media; a good token works once."""
+    def _take_token(self, presented: str, now: float) -> str | None:
+        """Why ``presented`` does not open this call's media, or ``None``: it does.
+
+        The token model (the handoff relies on it): the token of a ``call.in``
+        opens one media connection, within ``token_ttl`` of the ``call.in``,
+        from any process; it is revoked when the call ends or when the claiming
+        control connection goes away before media opened (the call is offered
+        again, with a new token to the next claimant).
+        """
+        used = self._used_token
+        if used is not None and hmac.compare_digest(used.encode(), presented.encode()):
+            return "media token already used (it opens one media connection)"
         token = self._token
-        if token is None or self._media_used or self._ended.is_set():
-            return False
-        if not hmac.compare_digest(token.encode(), presented.encode()):
-            return False
-        self._token = None
-        return now <= self._token_expires
+        if (
+            token is None
+            or self._ended.is_set()
+            or not hmac.compare_digest(token.encode(), presented.encode())
+        ):
+            return "invalid or revoked media token"
+        if now > self._token_expires:
+            return "media token expired"
+        self._token, self._used_token = None, token
+        return None
 
     # -- media plane ------------------------------------------------------------------
 

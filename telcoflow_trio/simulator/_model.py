@@ -85,7 +85,8 @@ class SimulatorConfig:
     underrun_max_gap: float = attrs.field(default=0.2, validator=_positive)
     #: How long the platform takes to carry out each command.
     command_latency: float = attrs.field(default=0.0, validator=_non_negative)
-    #: Media bearer tokens expire this long after ``call.in``.
+    #: Media bearer tokens expire this long after ``call.in``; each opens one
+    #: media connection (the handoff model, see the handoff how-to).
     token_ttl: float = attrs.field(default=60.0, validator=_positive)
     #: A caller hangs up after ringing this long unanswered.
     unanswered_timeout: float = attrs.field(default=120.0, validator=_positive)

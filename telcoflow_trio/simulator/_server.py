@@ -487,10 +487,15 @@ class Simulator:
             call = self._calls.get(path[len(MEDIA_PATH_PREFIX) :])
             auth = _header(headers, b"authorization")
             token = auth[7:].decode("latin-1") if auth[:7].lower() == b"bearer " else ""
-            if call is None or not call._take_token(token, trio.current_time()):
-                body = b"unauthorized: invalid, used or expired media token"
-                await self._reject(request, 401, body, "bad media token")
+            refusal = (
+                "no such call (unknown or ended)"
+                if call is None
+                else call._take_token(token, trio.current_time())
+            )
+            if refusal is not None:
+                await self._reject(request, 401, f"unauthorized: {refusal}".encode(), refusal)
                 return
+            assert call is not None
             await self._serve(request, stream, f"media-{call.call_id}", self._media_handler(call))
         elif path == SOFTPHONE_PATH:
             if not self._api_key_ok(headers):
