@@ -19,10 +19,12 @@ from .config import (
     TelcoflowClientConfig as TelcoflowClientConfig,
 )
 from .events import (
+    CallErrorCode as CallErrorCode,
     CallEvent as CallEvent,
     CallState as CallState,
     ChannelType as ChannelType,
     ClientEvent as ClientEvent,
+    InboundCallMode as InboundCallMode,
     MessageErrorCode as MessageErrorCode,
 )
 from .proto import (
@@ -33,6 +35,7 @@ from .proto import (
 
 __all__ = [
     "ActiveCall",
+    "CallErrorCode",
     "CallErrorInfo",
     "CallEvent",
     "CallIdFilter",
@@ -45,6 +48,7 @@ __all__ = [
     "ClientEvent",
     "ClientStatistics",
     "CloseResult",
+    "InboundCallMode",
     "IncomingMessage",
     "LatencyHistogram",
     "MessageErrorCode",

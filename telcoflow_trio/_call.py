@@ -75,6 +75,8 @@ class TerminationReason(enum.StrEnum):
     #: The caller hung up (``CALL_TERMINATED``), before or after the answer, or
     #: gave up ringing.
     CALLER_HANGUP = "caller_hangup"
+    #: The called party of an outbound call hung up (``CALL_TERMINATED``).
+    CALLEE_HANGUP = "callee_hangup"
     #: The platform ended the call for a reason this client does not know (in ``detail``).
     SESSION_CLOSED = "session_closed"
     #: The media connection broke, or the platform dropped it, without a ``call.terminated``.
@@ -94,7 +96,7 @@ class TerminationReason(enum.StrEnum):
     HANDED_OFF = "handed_off"
 
 
-Who: TypeAlias = Literal["caller", "agent", "server", "network", "client"]
+Who: TypeAlias = Literal["caller", "callee", "agent", "server", "network", "client"]
 
 
 @attrs.frozen
@@ -103,7 +105,8 @@ class TerminationInfo:
 
     Attributes:
         reason: why.
-        who: which side ended it: ``"caller"``, ``"agent"`` (this program's
+        who: which side ended it: ``"caller"``, ``"callee"`` (of an outbound
+            call), ``"agent"`` (this program's
             commands or handler), ``"server"``, ``"network"`` or ``"client"``
             (the client shutting down).
         when: ``trio.current_time()`` at the end.
@@ -133,8 +136,8 @@ class CallStatistics:
         underruns: ``buffer_request``\\ s that arrived while earlier credit was
             unused and nothing was queued: the server wanted agent audio we did
             not have (deliberate silences count too).
-        inbound_dropped_chunks: caller-audio chunks dropped because
-            ``audio_stream()`` readers were too slow (oldest first).
+        inbound_dropped_chunks: inbound audio chunks (all channels) dropped
+            because ``audio_stream()`` readers were too slow (oldest first).
         command_latencies: ``(command, seconds)`` of the latest answered commands.
     """
 
@@ -193,12 +196,16 @@ class ActiveCall(CallParties):
         open_stream: StreamOpener,
         on_handler_error: ErrorHook | None = None,
         on_terminated: Callable[[ActiveCall], None] | None = None,
+        outbound: bool = False,
     ) -> None:
         self._call_in = call_in
         self._config = config
         self._on_handler_error = on_handler_error
         self._on_terminated = on_terminated
-        self._state = CallState.PENDING
+        #: Placed by this program (:meth:`TelcoflowClient.place_call`): it
+        #: arrives answered, and ``CALL_TERMINATED`` is the callee hanging up.
+        self.outbound = outbound
+        self._state = CallState.ANSWERED if outbound else CallState.PENDING
         self._termination: TerminationInfo | None = None
         self._terminated = trio.Event()
         self._handlers: dict[CallEvent, list[tuple[Callable[..., Any], bool]]] = {}
@@ -431,16 +438,30 @@ class ActiveCall(CallParties):
         """Bytes of agent audio queued and not yet sent."""
         return len(self._media.outgoing)
 
-    def audio_stream(self) -> AsyncIterator[bytes]:
-        """The caller's audio (channel 0) as PCM16LE chunks, until the call ends.
+    def audio_stream(self, channel_id: int = 0) -> AsyncIterator[bytes]:
+        """The call's audio on ``channel_id`` as PCM16LE chunks, until the call ends.
+
+        Channel 0 is what the agent hears (the caller, mixed with the connected
+        party after ``connect()``). With ``audio_mode="isolated"`` the platform
+        also sends each leg alone on channels 1, 2, ... (the simulator: 1 the
+        caller, 2 the connected party); a channel that never carries audio
+        just ends with the call.
 
         Each call of this method gives an independent reader that sees every chunk
-        from then on (the first one also gets what arrived before it). A reader
-        keeps at most ``config.inbound_queue_chunks`` chunks; when it falls
-        further behind, the oldest chunks are dropped and counted in
-        :meth:`statistics`. The connection itself never waits for a slow reader.
+        from then on (the first one of a channel also gets what arrived before
+        it). Every channel has its own bounded queues: a reader keeps at most
+        ``config.inbound_queue_chunks`` chunks; when it falls further behind, the
+        oldest chunks are dropped and counted in :meth:`statistics`. The
+        connection itself never waits for a slow reader.
+
+        Raises:
+            ValueError: ``channel_id`` is not an integer from 0 to 255 (one byte).
         """
-        return self._media.inbound.open_stream()
+        if isinstance(channel_id, bool) or not isinstance(channel_id, int):
+            raise ValueError(f"channel_id must be an int from 0 to 255, got {channel_id!r}")
+        if not 0 <= channel_id <= 255:
+            raise ValueError(f"channel_id must be from 0 to 255, got {channel_id}")
+        return self._media.channel(channel_id).open_stream()
 
     # -- events ----------------------------------------------------------------------
 
@@ -486,8 +507,8 @@ class ActiveCall(CallParties):
             frames_received=c.frames_received,
             bytes_received=c.bytes_received,
             send_buffer_bytes=len(media.outgoing),
-            inbound_dropped_chunks=media.inbound.dropped_chunks,
-            inbound_dropped_bytes=media.inbound.dropped_bytes,
+            inbound_dropped_chunks=sum(i.dropped_chunks for i in media.channels.values()),
+            inbound_dropped_bytes=sum(i.dropped_bytes for i in media.channels.values()),
             underruns=c.underruns,
             buffer_requests=c.buffer_requests,
             malformed_frames=c.malformed_frames,
@@ -539,6 +560,8 @@ class ActiveCall(CallParties):
         if ours and self._requested is not None:
             # Our close/disconnect did it (also one whose response came too late).
             self._terminate(*self._requested)
+        elif reason == "CALL_TERMINATED" and self.outbound:
+            self._terminate(TerminationReason.CALLEE_HANGUP, "callee", reason)
         elif reason == "CALL_TERMINATED":
             self._terminate(TerminationReason.CALLER_HANGUP, "caller", reason)
         elif reason in (None, "FORCE_CLOSE"):
@@ -707,7 +730,7 @@ class ActiveCall(CallParties):
         who: Who = "client" if reason is TerminationReason.CLIENT_SHUTDOWN else "agent"
         try:
             if self._termination is None and not _cancelled():
-                if reason is TerminationReason.HANDLER_RETURNED:
+                if reason is TerminationReason.HANDLER_RETURNED and not self.outbound:
                     # The rule 1.0.0 callback code trips over: say it where it bites.
                     logger.debug(
                         "call %s: the INCOMING_CALL handler returned, so the call ends "

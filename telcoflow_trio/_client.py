@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -34,8 +35,18 @@ from ._offer import CallOffer
 from ._rest import RestClient
 from ._session import Session, SessionRegistry, check_channel
 from .config import TelcoflowClientConfig
-from .events import ChannelType, ClientEvent
-from .exceptions import WSSCallError, WSSConnectionError, WSSError
+from .events import ChannelType, ClientEvent, InboundCallMode
+from .exceptions import (
+    WSSCallClosedError,
+    WSSCallError,
+    WSSCallNotAnswered,
+    WSSConnectionError,
+    WSSError,
+    WSSMediaError,
+    WSSSessionAlreadyExists,
+    WSSSessionError,
+    session_error,
+)
 from .ws._streams import StreamOpener, open_tcp
 
 __all__ = ["ClientStatistics", "TelcoflowClient"]
@@ -47,6 +58,29 @@ _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 #: Notifications kept to claim later: while no INCOMING_CALL handler is
 #: registered, or while the client is at ``max_calls``.
 _UNCLAIMED_KEPT = 64
+#: Outbound sessions given up before their answer, kept so that a late
+#: ``call.in`` for one is hung up at once instead of taken as an inbound call.
+_ABANDONED_KEPT = 64
+#: A number to call: E.164-like, an optional ``+`` and 3 to 15 digits.
+_REMOTE_ADDRESS = re.compile(r"\+?[0-9]{3,15}")
+
+
+@attrs.define
+class _Dialing:
+    """An outbound call from ``session.create`` until the application holds it."""
+
+    remote_address: str
+    #: ``call.in`` came (``call`` is set), the session closed (``closed_reason``), or
+    #: the control connection was lost.
+    arrived: trio.Event = attrs.Factory(trio.Event)
+    call: ActiveCall | None = None
+    closed_reason: str | None = None
+    #: The call's media connected (its task holds it), or it ended first.
+    connected: trio.Event = attrs.Factory(trio.Event)
+    #: The application is done with the call: its task closes it.
+    released: trio.Event = attrs.Factory(trio.Event)
+    #: The call's task has ended.
+    done: trio.Event = attrs.Factory(trio.Event)
 
 
 @attrs.frozen(kw_only=True)
@@ -58,7 +92,11 @@ class ClientStatistics:
         claiming: the client takes new calls: connected, an ``INCOMING_CALL``
             handler registered, not closing or disconnected, below ``max_calls``.
         calls_active: calls whose task is running.
-        calls_total: calls received (``call.in``) or adopted (:meth:`TelcoflowClient.adopt_call`).
+        calls_total: calls received (``call.in``), outbound ones included, or adopted
+            (:meth:`TelcoflowClient.adopt_call`).
+        calls_outbound: outbound calls the platform accepted (``session.create``).
+        calls_outbound_unanswered: of those, calls that ended or were given up
+            before the callee answered.
         calls_failed: calls whose media connection could not be opened.
         calls_ended: ended calls by :class:`~telcoflow_trio.TerminationReason`
             value (only reasons that occurred appear).
@@ -83,6 +121,8 @@ class ClientStatistics:
     connected: bool
     calls_active: int
     calls_total: int
+    calls_outbound: int
+    calls_outbound_unanswered: int
     calls_failed: int
     reconnects: int
     connects: int
@@ -149,6 +189,10 @@ class TelcoflowClient:
         self._by_session: dict[str, ActiveCall] = {}
         self._unclaimed: dict[str, proto.SessionNotify] = {}
         self._calls_total = 0
+        self._calls_outbound = 0
+        self._calls_outbound_unanswered = 0
+        self._dialing: dict[str, _Dialing] = {}
+        self._abandoned: dict[str, None] = {}
         self._calls_failed = 0
         self._handler_errors_done = 0  # handler errors of calls that have finished
         self._media_done = MediaCounters()  # audio totals of calls that have finished
@@ -169,6 +213,7 @@ class TelcoflowClient:
         self._disconnected = False
         self._rest = RestClient(config, self._open_stream)
         self._wa = SessionRegistry(config, self._rest, lambda: self._control)
+        self._call_flow: proto.CallFlowSetup | None = None
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -310,6 +355,7 @@ class TelcoflowClient:
             on_wa_notify=self._wa.notified,
             on_wa_message=self._wa.message,
         )
+        self._control.call_flow = self._call_flow
         self._control_done = trio.Event()
         try:
             await nursery.start(self._run_control, self._control)
@@ -386,6 +432,66 @@ class TelcoflowClient:
             if self._control is None:
                 break
         await self._wait_no_calls()
+
+    async def setup_call_flow(
+        self,
+        *,
+        inbound_call: InboundCallMode | str = InboundCallMode.NO,
+        outbound_call: bool = False,
+        inbound_message: bool = False,
+        outbound_message: bool = False,
+    ) -> None:
+        """Tell the platform which traffic this connection takes (``call_flow.setup``).
+
+        The arguments and their defaults (everything off) are those of telcoflow
+        1.0.0's ``CallFlowConfig``: ``inbound_call`` says which inbound calls
+        are offered (``ALL``, ``MISSED_ONLY``: only calls no ``ALL`` connection
+        took, ``NO``: none, and the client then claims none); the flags allow
+        placing calls and receiving or sending messages. Without a call flow
+        the platform applies its default (the simulator: everything on).
+
+        Unlike 1.0.0 the client keeps the accepted flow and sends it again on
+        every reconnection before it claims any call (the server forgets it).
+
+        Raises:
+            ValueError: ``inbound_call`` is not one of ALL, MISSED_ONLY, NO.
+            TypeError: a flag is not a bool.
+            WSSConnectionError: not connected, or the connection dropped.
+            WSSRequestError: the server refused the flow; the subclass names
+                the code (e.g. :class:`~telcoflow_trio.exceptions.WSSInvalidRequest`)
+                and the message carries the server's. The previous flow stays.
+        """
+        try:
+            mode = InboundCallMode(inbound_call)
+        except ValueError:
+            allowed = ", ".join(m.value for m in InboundCallMode)
+            raise ValueError(
+                f"inbound_call must be one of {allowed}; got {inbound_call!r}"
+            ) from None
+        flags = {
+            "outbound_call": outbound_call,
+            "inbound_message": inbound_message,
+            "outbound_message": outbound_message,
+        }
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        control = self._control
+        if control is None:
+            raise WSSConnectionError("the client is not connected; call connect()")
+        flow = proto.CallFlowSetup(str(mode), outbound_call, inbound_message, outbound_message, "")
+        response = await control.request(lambda req_id: attrs.evolve(flow, req_id=req_id))
+        error = proto.request_error(response, "call_flow.setup")
+        if error is not None:
+            raise error
+        self._call_flow = control.call_flow = flow
+        logger.info(
+            "call flow set: inbound calls %s, outbound calls %s, messages in %s / out %s",
+            mode,
+            outbound_call,
+            inbound_message,
+            outbound_message,
+        )
 
     # -- handlers and calls ------------------------------------------------------------
 
@@ -510,6 +616,8 @@ class TelcoflowClient:
             and not self._full(),
             calls_active=len(self._calls),
             calls_total=self._calls_total,
+            calls_outbound=self._calls_outbound,
+            calls_outbound_unanswered=self._calls_outbound_unanswered,
             calls_failed=self._calls_failed,
             reconnects=c.reconnects,
             connects=c.connects,
@@ -566,6 +674,10 @@ class TelcoflowClient:
             control.notified(self._unclaimed.popitem()[1])
 
     def _should_claim(self, notify: proto.SessionNotify) -> bool:
+        flow = self._call_flow
+        if flow is not None and flow.inbound_call == InboundCallMode.NO:
+            logger.debug("call flow takes no inbound calls: not claiming %s", notify.session_id)
+            return False
         if self._incoming is None:
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
             self._keep(notify)
@@ -589,25 +701,178 @@ class TelcoflowClient:
         if call_in.call_id in self._calls or call_in.session_id in self._by_session:
             logger.debug("call %s is already being handled; ignoring call.in", call_in.call_id)
             return
+        dialing = self._dialing.get(call_in.session_id)
+        if dialing is not None or call_in.session_id in self._abandoned:
+            self._outbound_arrived(call_in, dialing)
+            return
         if handler is None or self._closing or self._calls_nursery is None:
             logger.warning("not taking call %s: the client is closing", call_in.call_id)
             return
-        call = self._new_call(call_in)
+        call = self._new_call(call_in, outbound=False)
         self._by_session[call_in.session_id] = call
         self._calls_nursery.start_soon(self._serve_call, call, handler, self._offered)
 
-    def _new_call(self, call_in: proto.CallIn) -> ActiveCall:
+    def _new_call(self, call_in: proto.CallIn, *, outbound: bool) -> ActiveCall:
         call = ActiveCall(
             call_in,
             self._config,
             open_stream=self._open_stream,
             on_handler_error=self._on_handler_error,
             on_terminated=self._call_ended,
+            outbound=outbound,
         )
         self._calls[call.call_id] = call
         self._calls_total += 1
         logger.info("call %s from %s to %s", call.call_id, call.caller_number, call.callee_number)
         return call
+
+    # -- outbound calls --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def place_call(
+        self, remote_address: str, *, ring_timeout: float = 60.0
+    ) -> AsyncIterator[ActiveCall]:
+        """Call ``remote_address``; the block runs once the callee answered.
+
+        ``async with client.place_call("+15550100") as call:`` sends
+        ``session.create`` (channel ``TELCO``), claims the new session
+        (``session.open``, ``session.ready``) and waits for its ``call.in``,
+        which the platform sends when the callee answers. The block gets the
+        :class:`ActiveCall` ANSWERED, media connected, as an inbound handler
+        does; leaving the block closes the call (``call.close``, termination
+        ``handler_returned``) and waits for its task to end. The call is owned by
+        the client's calls nursery, like an inbound call: it counts for
+        ``max_calls``, and leaving ``async with client`` closes it
+        (``client_shutdown``) even while the block still runs. If the callee
+        hangs up, the call terminates (``callee_hangup``) as for inbound calls.
+
+        Raises:
+            ValueError: ``remote_address`` is not 3 to 15 digits with an optional
+                leading ``+``, or ``ring_timeout`` is not positive (nothing sent).
+            WSSConnectionError: not connected, or the connection dropped.
+            WSSSessionError: the platform refused the call; the subclass names the
+                code (:class:`~telcoflow_trio.exceptions.WSSQuotaExceeded`,
+                ``WSSChannelNotConfigured``, ``WSSForbidden``, ``WSSInvalidRequest``,
+                ``WSSOutboundOverflow``, ``WSSSessionAlreadyExists``), the message
+                has the server's.
+            WSSCallNotAnswered: the callee declined, was busy or did not answer
+                (the session closed first), or ``ring_timeout`` ran out (a later
+                answer is hung up at once).
+            WSSMediaError: answered, but the media connection could not be opened.
+        """
+        call, dialing = await self._dial(remote_address, ring_timeout)
+        try:
+            yield call
+        finally:
+            dialing.released.set()
+            await dialing.done.wait()
+
+    async def _dial(self, remote_address: str, ring_timeout: float) -> tuple[ActiveCall, _Dialing]:
+        if not isinstance(remote_address, str) or not _REMOTE_ADDRESS.fullmatch(remote_address):
+            raise ValueError(
+                f"remote_address must be a phone number: an optional '+' and 3 to 15 digits; "
+                f"got {remote_address!r}"
+            )
+        if isinstance(ring_timeout, bool) or not ring_timeout > 0:
+            raise ValueError(
+                f"ring_timeout must be a positive number of seconds; got {ring_timeout!r}"
+            )
+        control = self._control
+        if control is None or not control.connected or self._closing:
+            raise WSSConnectionError("the client is not connected; cannot place a call")
+        response = await control.request(
+            lambda req_id: proto.SessionCreate("TELCO", remote_address, req_id)
+        )
+        session_id = _created_session(response, remote_address)
+        self._calls_outbound += 1
+        dialing = self._dialing[session_id] = _Dialing(remote_address)
+        answered = False
+        try:
+            opened = await control.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+            if not opened.ok and dialing.arrived.is_set():
+                raise self._not_answered(dialing, ring_timeout)  # it closed that fast
+            if not opened.ok:
+                raise session_error(
+                    f"session.open of the call to {remote_address}",
+                    opened.error_code,
+                    _message(opened),
+                )
+            await control.send(proto.SessionReady(session_id))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_set_when_lost, control, dialing.arrived)
+                with trio.move_on_after(ring_timeout):
+                    await dialing.arrived.wait()
+                nursery.cancel_scope.cancel()
+            call = dialing.call
+            if call is None:
+                raise self._not_answered(dialing, ring_timeout)
+            answered = True
+            await dialing.connected.wait()
+            termination = call.termination
+            if termination is not None:
+                what = f"the call to {remote_address} ended before its media connected"
+                if termination.reason == "media_lost":
+                    raise WSSMediaError(f"{what}: {termination.detail}")
+                raise WSSCallClosedError(f"{what} ({termination.reason})")
+            return call, dialing
+        except BaseException:
+            dialing.released.set()
+            if not answered:
+                self._calls_outbound_unanswered += 1
+                if dialing.call is None:
+                    self._abandon(session_id)
+            raise
+        finally:
+            self._dialing.pop(session_id, None)
+
+    def _not_answered(self, dialing: _Dialing, ring_timeout: float) -> WSSError:
+        where = f"the call to {dialing.remote_address}"
+        if self._closing:
+            return WSSConnectionError(f"the client closed while {where} rang")
+        if dialing.closed_reason is not None:
+            return WSSCallNotAnswered(
+                f"{where} ended before it was answered (session closed: {dialing.closed_reason}; "
+                "the callee declined, was busy or did not answer)",
+                reason=dialing.closed_reason,
+            )
+        if dialing.arrived.is_set():
+            return WSSConnectionError(f"the control connection was lost while {where} rang")
+        return WSSCallNotAnswered(f"{where} was not answered within {ring_timeout:g} s")
+
+    def _abandon(self, session_id: str) -> None:
+        self._abandoned[session_id] = None
+        while len(self._abandoned) > _ABANDONED_KEPT:
+            del self._abandoned[next(iter(self._abandoned))]
+
+    def _outbound_arrived(self, call_in: proto.CallIn, dialing: _Dialing | None) -> None:
+        if self._closing or self._calls_nursery is None:
+            logger.warning("not taking call %s: the client is closing", call_in.call_id)
+            if dialing is not None:
+                dialing.arrived.set()
+            return
+        if dialing is None:
+            # Given up before the answer: take the call only to hang up.
+            del self._abandoned[call_in.session_id]
+            logger.info("call %s was answered after we gave up on it: closing it", call_in.call_id)
+            dialing = _Dialing(call_in.callee)
+            dialing.released.set()
+        call = self._new_call(call_in, outbound=True)
+        self._by_session[call_in.session_id] = call
+        dialing.call = call
+        dialing.arrived.set()
+        logger.info("call %s to %s: answered", call.call_id, call.callee_number)
+        self._calls_nursery.start_soon(self._serve_outbound, call, dialing)
+
+    async def _serve_outbound(self, call: ActiveCall, dialing: _Dialing) -> None:
+        async def hold(_: ActiveCall) -> None:
+            dialing.connected.set()
+            await dialing.released.wait()
+
+        try:
+            await self._serve_call(call, hold, None)
+        finally:
+            dialing.connected.set()
+            dialing.done.set()
 
     async def adopt_call(
         self,
@@ -646,7 +911,7 @@ class TelcoflowClient:
             raise RuntimeError("use `async with TelcoflowClient(config) as client:` first")
         if call_in.call_id in self._calls:
             raise ValueError(f"call {call_in.call_id} is already handled by this client")
-        call = self._new_call(call_in)
+        call = self._new_call(call_in, outbound=False)
         error = await self._calls_nursery.start(self._serve_call, call, handler, None)
         if error is not None:
             raise WSSCallError(f"could not adopt call {call.call_id}: {error}") from error
@@ -692,10 +957,42 @@ class TelcoflowClient:
 
     def _session_closed(self, closed: proto.SessionClosed) -> None:
         self._wa.closed(closed)
+        dialing = self._dialing.get(closed.session_id)
+        if dialing is not None and dialing.call is None:
+            dialing.closed_reason = closed.reason
+            dialing.arrived.set()
+            return
         call = self._by_session.get(closed.session_id)
         if call is not None:
             with call_context(call.call_id):
                 call._session_closed(closed.reason)
+
+
+def _message(response: proto.Response) -> str | None:
+    message = (response.error_content or {}).get("message")
+    return message if isinstance(message, str) else None
+
+
+def _created_session(response: proto.Response, remote_address: str) -> str:
+    """The session id in a ``session.create`` response; raise if it was refused."""
+    what = f"session.create to {remote_address}"
+    if not response.ok:
+        raise session_error(what, response.error_code, _message(response))
+    content = response.content
+    session_id = content.get("sessionId") if isinstance(content, dict) else None
+    if not isinstance(session_id, str) or not session_id:
+        raise WSSSessionError(f"{what}: the response has no sessionId")
+    if isinstance(content, dict) and content.get("created") is False:
+        raise WSSSessionAlreadyExists(
+            f"{what}: a session to that address is already open ({session_id})",
+            session_id=session_id,
+        )
+    return session_id
+
+
+async def _set_when_lost(control: ControlConnection, event: trio.Event) -> None:
+    await control.wait_lost()
+    event.set()
 
 
 def _add_audio(total: MediaCounters, counters: MediaCounters) -> None:

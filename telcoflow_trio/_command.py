@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 import trio
 
-__all__ = ["run_command", "warnings_to_stderr"]
+__all__ = ["command_status", "run_command", "warnings_to_stderr"]
 
 T = TypeVar("T")
 
@@ -38,6 +40,30 @@ def run_command(prog: str, async_fn: Callable[[], Awaitable[T]]) -> T:
             if group.subgroup(KeyboardInterrupt) is None:
                 raise
             raise KeyboardInterrupt from None
+
+
+def command_status(prog: str, async_fn: Callable[[], Awaitable[object]]) -> int:
+    """:func:`run_command`, with the usual outcomes as exit statuses and one-line messages.
+
+    0 done; 1 an unreachable server, a refusal, an unreadable file or a bad
+    value (``OSError``, ``ValueError``, ``ssl.SSLError``, ``WSSError``); 2 a
+    usage error; 130 Ctrl+C.
+    """
+    from ._cli_secrets import UsageError
+    from .exceptions import WSSError
+
+    try:
+        run_command(prog, async_fn)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except UsageError as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return 2
+    except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return 1
+    return 0
 
 
 async def _cancelled_by_sigint(

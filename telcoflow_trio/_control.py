@@ -21,6 +21,11 @@ the delay the client's claim policy asks for (a claim whose session closes or
 arrives meanwhile is dropped); a ``SESSION_BUSY`` answer means another worker
 took the call and is skipped quietly. Calls live on their own media
 connections and are not touched by a control reconnect.
+
+The server forgets a connection's ``call_flow.setup`` when it drops, so the
+last one accepted (:attr:`ControlConnection.call_flow`) is sent again on every
+new connection, and claims wait until it is accepted; a refusal fails that
+connection (it is retried as the backoff policy says).
 """
 
 from __future__ import annotations
@@ -169,6 +174,9 @@ class ControlConnection:
         self.failure: WSSError | None = None
         #: The ``smWsId`` of the current connection.
         self.sm_ws_id: str | None = None
+        #: The call flow to restore on each new connection (``req_id`` unused).
+        self.call_flow: proto.CallFlowSetup | None = None
+        self._flow_restored = trio.Event()
 
     async def wait_connected(self) -> None:
         """Wait until a connection is set up.
@@ -182,6 +190,13 @@ class ControlConnection:
         while not self.connected:
             if self.stopped:
                 raise self.failure or WSSConnectionError("the control connection was closed")
+            await self._state_lot.park()
+
+    async def wait_lost(self) -> None:
+        """Wait until the connection set up now is lost (at once if there is none)."""
+        await trio.lowlevel.checkpoint()
+        ws = self._ws
+        while ws is not None and self._ws is ws:
             await self._state_lot.park()
 
     # -- supervisor ------------------------------------------------------------------
@@ -291,8 +306,13 @@ class ControlConnection:
                 )
                 ready()
                 failure: list[WSSError] = []
+                self._flow_restored = trio.Event()
+                if self.call_flow is None:
+                    self._flow_restored.set()
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self.call_flow is not None:
+                        nursery.start_soon(self._restore_call_flow, self.call_flow, failure)
                     nursery.start_soon(self._watch, self._read, ws, failure, nursery.cancel_scope)
                     nursery.start_soon(
                         self._watch, self._heartbeat, ws, failure, nursery.cancel_scope
@@ -307,11 +327,27 @@ class ControlConnection:
         self._ws = None
         self._nursery = None
         self.connected = False
+        self._state_lot.unpark_all()  # wake wait_lost()
         error = WSSConnectionError("the control connection was lost")
         for slot in self._requests.values():
             slot.error = error
             slot.event.set()
         self._requests.clear()
+
+    async def _restore_call_flow(self, flow: proto.CallFlowSetup, failure: list[WSSError]) -> None:
+        """Send ``flow`` again on a new connection; then claims may go on."""
+        try:
+            response = await self.request(lambda req_id: attrs.evolve(flow, req_id=req_id))
+            error = proto.request_error(response, "call_flow.setup")
+        except WSSConnectionError as exc:
+            error = exc
+        if error is not None:
+            failure.append(WSSConnectionError(f"could not restore the call flow: {error}"))
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            return
+        logger.debug("control: call flow restored (inboundCall %s)", flow.inbound_call)
+        self._flow_restored.set()
 
     @staticmethod
     async def _watch(
@@ -428,10 +464,10 @@ class ControlConnection:
             self._requests.pop(req_id, None)
 
     async def send(self, frame: proto.ControlFrame) -> None:
-        """Send a frame that has no reply (``session.ready``).
+        """Send ``frame``, which has no reply.
 
         Raises:
-            WSSConnectionError: not connected, or the connection closed.
+            WSSConnectionError: not connected, or the connection is closed.
         """
         ws = self._ws
         if ws is None:
@@ -511,6 +547,10 @@ class ControlConnection:
                 logger.debug("session %s: dropping the delayed claim", session_id)
                 return
             self._opening(claim)
+        if not self._flow_restored.is_set():
+            await self._flow_restored.wait()  # the server must know our call flow first
+            if not self._should_claim(frame):
+                return
         try:
             response = await self.request(lambda req_id: proto.SessionOpen(session_id, req_id))
         except WSSConnectionError as exc:

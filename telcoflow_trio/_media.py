@@ -75,7 +75,7 @@ class MediaCounters:
 
 @final
 class AudioStream:
-    """Caller audio (channel 0) as an async iterator of PCM16LE ``bytes`` chunks.
+    """One audio channel (0: the mix) as an async iterator of PCM16LE ``bytes`` chunks.
 
     Each stream has its own bounded queue, so several readers (say, a recorder
     and a speech recogniser) each see every chunk. The iteration ends once the
@@ -226,6 +226,8 @@ class MediaConnection:
             config.max_send_credit_ms * rate // 1000 * proto.SAMPLE_WIDTH,
         )
         self.inbound = InboundAudio(config.inbound_queue_chunks)
+        #: Every inbound channel seen or asked for, 0 (``inbound``) included.
+        self.channels: dict[int, InboundAudio] = {0: self.inbound}
         self.tracker = proto.CommandTracker(config.command_grace)
         self.counters = MediaCounters()
         self.closed = False
@@ -301,7 +303,8 @@ class MediaConnection:
         self.closed = True
         self.outgoing.close()
         self.credit.reset()
-        self.inbound.end()
+        for inbound in self.channels.values():
+            inbound.end()
         error = WSSCallClosedError(f"call {self._call_in.call_id} has ended")
         for pending in self.tracker.drain():
             waiter = self._waiters.pop(pending.frame.command_id, None)
@@ -313,6 +316,17 @@ class MediaConnection:
         if self._ws is None:
             self._opening.cancel()
         self._serving.cancel()
+
+    def channel(self, channel_id: int) -> InboundAudio:
+        """The inbound audio of ``channel_id`` (made on first use, bounded like channel 0).
+
+        Channels 1, 2, ... carry single legs under ``audio_mode="isolated"``.
+        """
+        inbound = self.channels.get(channel_id)
+        if inbound is None:
+            inbound = self.channels[channel_id] = InboundAudio(self._config.inbound_queue_chunks)
+            inbound.ended = self.closed
+        return inbound
 
     def _lost(self, exc: BaseException) -> None:
         if not self.closed:
@@ -353,6 +367,8 @@ class MediaConnection:
                 counters.bytes_received += len(frame.pcm)
                 if frame.channel == 0:
                     self.inbound.push(frame.pcm)
+                else:
+                    self.channel(frame.channel).push(frame.pcm)
             elif type(frame) is proto.BufferRequest:
                 counters.buffer_requests += 1
                 if frame.channel_id == 0:

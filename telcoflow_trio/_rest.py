@@ -188,7 +188,10 @@ class RestClient:
             if response.status_code in (401, 403):
                 return WSSAuthenticationError(f"{what}: HTTP {response.status_code}: {message}")
             return WSSConnectionError(f"{what}: HTTP {response.status_code}: {message}")
-        return session_error(code, message, f"{what} (HTTP {response.status_code})")
+        what = f"{what} (HTTP {response.status_code})"
+        if code == "UNAUTHORIZED":
+            return WSSAuthenticationError(f"{what} refused: {code}")
+        return session_error(what, code, message)
 
     async def list_sessions(
         self, channel: str | None, remote_address: str | None, state: str | None

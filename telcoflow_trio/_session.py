@@ -30,8 +30,6 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
     WSSMessageError,
-    WSSSessionBusy,
-    session_error,
 )
 
 if TYPE_CHECKING:
@@ -336,8 +334,9 @@ class SessionRegistry:
         address = check_remote_address(remote_address)
         what = f"session.create ({kind} {address})"
         response = await self._request(lambda r: proto.SessionCreate(kind.value, address, r))
-        if not response.ok:
-            raise session_error(response.error_code, _error_message(response), what)
+        error = proto.request_error(response, what)
+        if error is not None:
+            raise error
         content = response.content if isinstance(response.content, dict) else {}
         session_id = content.get("sessionId")
         if not isinstance(session_id, str) or not session_id:
@@ -350,13 +349,8 @@ class SessionRegistry:
     async def _claim(self, session_id: str, *, created: bool = True) -> Session:
         """``session.open`` the session, register it, ``session.ready`` it if it is WA."""
         response = await self._request(partial(_open_frame, session_id))
-        if not response.ok:
-            error = session_error(
-                response.error_code, _error_message(response), f"session.open {session_id}"
-            )
-            if isinstance(error, WSSSessionBusy):
-                bound = (response.error_content or {}).get("boundSmWsId")
-                error.bound_sm_ws_id = bound if isinstance(bound, str) else None
+        error = proto.request_error(response, f"session.open {session_id}")
+        if error is not None:
             raise error
         info = response.content.get("session") if isinstance(response.content, dict) else None
         info = info if isinstance(info, dict) else {}

@@ -1,4 +1,4 @@
-"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call``, ``wa`` and ``run``.
+"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call``, ``wa``, ``dial`` and ``run``.
 
 User mistakes (bad arguments, an unreachable server, an unreadable file) end with a
 one-line message and a non-zero status, never a traceback; Ctrl+C stops cleanly.
@@ -22,6 +22,8 @@ EPILOG = {
     "call": "example: telcoflow-trio call --server ws://127.0.0.1:8080 --wav hi.wav "
     "--record reply.wav --hangup-after 10",
     "wa": "example: telcoflow-trio wa --server ws://127.0.0.1:8080 --from +15550100 hello",
+    "dial": "example: telcoflow-trio dial --server ws://127.0.0.1:8080 +15550100 "
+    "--wav hello.wav --record reply.wav",
     "run": """\
 example: TELCOFLOW_API_KEY=... telcoflow-trio run my_agent:on_call \\
              --connector-uuid UUID --workers 4 --metrics-port 9100
@@ -53,6 +55,7 @@ def _demo_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with one sub-parser per command."""
     from ._demo import add_demo_arguments
+    from ._dial import add_dial_arguments, dial_main
     from .runner import add_run_arguments, run_main
     from .simulator._cli import (
         add_call_arguments,
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
          add_call_arguments, call_main),
         ("wa", "write a WhatsApp message into a running simulator as a user; print the replies",
          add_wa_arguments, wa_main),
+        ("dial", "place an outbound call as the agent: say a WAV, record the callee",
+         add_dial_arguments, dial_main),
         ("run", "run your agent in production: workers, graceful drain on SIGTERM, metrics",
          add_run_arguments, run_main),
     ):  # fmt: skip

@@ -27,10 +27,12 @@ __all__ = [
     "CALL_TERMINATED",
     "INCOMING_CALL",
     "INCOMING_MESSAGE",
+    "CallErrorCode",
     "CallEvent",
     "CallState",
     "ChannelType",
     "ClientEvent",
+    "InboundCallMode",
     "MessageErrorCode",
 ]
 
@@ -67,6 +69,28 @@ class CallEvent(enum.StrEnum):
     CALL_CONNECT_FAILED = "call.connect_failed"
     #: The server reported an error on the call (``call.error``).
     CALL_ERROR = "call.error"
+
+
+class CallErrorCode(enum.StrEnum):
+    """Known ``error_code`` values of ``CALL_ERROR`` (:attr:`CallErrorInfo.error_code`).
+
+    Other codes may arrive; compare against these members rather than assume
+    the list is complete.
+    """
+
+    #: The platform's text-to-speech session failed; the call goes on.
+    TTS_SESSION_ERROR = "TTS_SESSION_ERROR"
+
+
+class InboundCallMode(enum.StrEnum):
+    """Which inbound calls a connection is offered (``setup_call_flow(inbound_call=...)``)."""
+
+    #: Every inbound call.
+    ALL = "ALL"
+    #: Only calls that went unanswered elsewhere: no ``ALL`` connection took them.
+    MISSED_ONLY = "MISSED_ONLY"
+    #: None: the connection only places calls or handles messages.
+    NO = "NO"
 
 
 INCOMING_CALL = ClientEvent.INCOMING_CALL

@@ -16,21 +16,24 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     ├── BufferFullError             the outgoing audio buffer has no room
     ├── BufferClosedError           audio written after the call ended
     ├── WSSCallError                base of call errors
+    │   ├── WSSCallNotAnswered +        an outbound call ended before it was answered
     │   ├── WSSCallClosedError          the call has already ended
     │   ├── WSSCallStateError +         command illegal in the call's state
     │   ├── WSSCallCommandError         the server refused a command
     │   └── WSSCallCommandTimeoutError  no response to a command in time
-    ├── WSSSessionError +           a session request refused (``error_code``, server message)
-    │   ├── WSSChannelNotConfigured +   CHANNEL_NOT_CONFIGURED: the channel is not set up
-    │   ├── WSSQuotaExceeded +          QUOTA_EXCEEDED: the connector's session quota
-    │   ├── WSSOutboundOverflow +       OUTBOUND_OVERFLOW: too many outbound sessions
-    │   ├── WSSForbidden +              FORBIDDEN: not allowed for this connector
-    │   ├── WSSInvalidRequest +         INVALID_REQUEST: a malformed request
-    │   ├── WSSSessionNotFound +        SESSION_NOT_FOUND
-    │   ├── WSSSessionClosed +          SESSION_CLOSED: the session is over
-    │   ├── WSSSessionNotOpen +         SESSION_NOT_OPEN
-    │   ├── WSSSessionBusy +            SESSION_BUSY: another connection holds it
-    │   └── WrongChannelError +         a channel's operation on another channel's session
+    ├── WSSRequestError +           the session manager refused a control request
+    │   └── WSSSessionError             a session request (open, create, call flow): by code
+    │       ├── WSSChannelNotConfigured     CHANNEL_NOT_CONFIGURED (1.0.0 names, all codes
+    │       ├── WSSForbidden                FORBIDDEN               of spec B.6 but
+    │       ├── WSSInvalidRequest           INVALID_REQUEST         UNAUTHORIZED, which is
+    │       ├── WSSQuotaExceeded            QUOTA_EXCEEDED          WSSAuthenticationError)
+    │       ├── WSSOutboundOverflow         OUTBOUND_OVERFLOW
+    │       ├── WSSSessionBusy              SESSION_BUSY (bound_sm_ws_id)
+    │       ├── WSSSessionClosed            SESSION_CLOSED
+    │       ├── WSSSessionNotFound          SESSION_NOT_FOUND
+    │       ├── WSSSessionNotOpen           SESSION_NOT_OPEN
+    │       ├── WSSSessionAlreadyExists     session.create answered ``created: false``
+    │       └── WrongChannelError +         a channel's operation on another channel's session
     ├── WSSMessageError +           a WhatsApp message was refused (``error_code``)
     ├── ProtocolError +             a frame that breaks the wire protocol
     │   ├── LocalProtocolError +        we were about to send an invalid frame
@@ -59,6 +62,7 @@ __all__ = [
     "WSSCallCommandError",
     "WSSCallCommandTimeoutError",
     "WSSCallError",
+    "WSSCallNotAnswered",
     "WSSCallStateError",
     "WSSChannelNotConfigured",
     "WSSConnectionClosed",
@@ -70,6 +74,8 @@ __all__ = [
     "WSSMessageError",
     "WSSOutboundOverflow",
     "WSSQuotaExceeded",
+    "WSSRequestError",
+    "WSSSessionAlreadyExists",
     "WSSSessionBusy",
     "WSSSessionClosed",
     "WSSSessionError",
@@ -77,7 +83,6 @@ __all__ = [
     "WSSSessionNotOpen",
     "WSSTLSError",
     "WrongChannelError",
-    "session_error",
 ]
 
 
@@ -140,6 +145,19 @@ class WSSCallError(WSSError):
     """Base class of errors about one call."""
 
 
+class WSSCallNotAnswered(WSSCallError):
+    """An outbound call ended, or was given up, before the called party answered.
+
+    ``reason`` is the platform's ``session.closed`` reason (``CALL_TERMINATED``:
+    the callee declined, was busy or did not answer within the platform's ring
+    time), or ``None`` when our own ``ring_timeout`` ran out first.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class WSSCallClosedError(WSSCallError):
     """The operation needs a live call, but the call has ended."""
 
@@ -167,57 +185,83 @@ class WSSCallCommandTimeoutError(WSSCallError):
     """No response to a call command arrived before its deadline."""
 
 
-class WSSSessionError(WSSError):
-    """The platform refused a session request (control ``response`` or REST error body).
+class WSSRequestError(WSSError):
+    """The session manager answered a control request with ``ok: false``.
 
-    ``error_code`` is the server's code, ``error_message`` its message (both
-    also in the exception's text).
+    ``error_code`` is the server's code and ``error_content`` its details (the
+    message says both). Known codes raise the subclasses below (the telcoflow
+    1.0.0 names); an unknown code raises this class itself.
     """
 
     def __init__(
-        self, message: str, *, error_code: str | None = None, error_message: str | None = None
+        self,
+        message: str,
+        *,
+        error_code: str | None = None,
+        error_content: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.error_code = error_code
-        self.error_message = error_message
+        self.error_content = error_content
+
+
+class WSSSessionError(WSSRequestError):
+    """The platform refused a request about a session (``session.open``,
+    ``session.create``, ``call_flow.setup``): the classes below name the code,
+    as telcoflow 1.0.0 does; an unknown code raises this class itself.
+    """
+
+
+class WSSSessionAlreadyExists(WSSSessionError):
+    """``session.create`` answered ``created: false``: a session to that address is open.
+
+    ``session_id`` is that session's id.
+    """
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
 
 
 class WSSChannelNotConfigured(WSSSessionError):
-    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel set up."""
+    """``CHANNEL_NOT_CONFIGURED``: the connector has no such channel (TELCO, WA)."""
+
+
+class WSSForbidden(WSSSessionError):
+    """``FORBIDDEN``: not allowed on this connection, e.g. by its call flow."""
+
+
+class WSSInvalidRequest(WSSSessionError):
+    """``INVALID_REQUEST``: the server could not accept the request's fields."""
 
 
 class WSSQuotaExceeded(WSSSessionError):
-    """``QUOTA_EXCEEDED``: the connector has as many sessions as it may."""
+    """``QUOTA_EXCEEDED``: the connector's quota is used up."""
 
 
 class WSSOutboundOverflow(WSSSessionError):
     """``OUTBOUND_OVERFLOW``: too many outbound sessions at once."""
 
 
-class WSSForbidden(WSSSessionError):
-    """``FORBIDDEN``: the connector may not do this."""
+class WSSSessionBusy(WSSSessionError):
+    """``SESSION_BUSY``: another control connection (``bound_sm_ws_id``) holds the session."""
+
+    @property
+    def bound_sm_ws_id(self) -> str | None:
+        bound = (self.error_content or {}).get("boundSmWsId")
+        return bound if isinstance(bound, str) else None
 
 
-class WSSInvalidRequest(WSSSessionError):
-    """``INVALID_REQUEST``: the server found the request malformed."""
+class WSSSessionClosed(WSSSessionError):
+    """``SESSION_CLOSED``: the session has ended and cannot be resumed."""
 
 
 class WSSSessionNotFound(WSSSessionError):
     """``SESSION_NOT_FOUND``: no such session."""
 
 
-class WSSSessionClosed(WSSSessionError):
-    """``SESSION_CLOSED``: the session is over and cannot be resumed."""
-
-
 class WSSSessionNotOpen(WSSSessionError):
-    """``SESSION_NOT_OPEN``: the session is not open (on this connection)."""
-
-
-class WSSSessionBusy(WSSSessionError):
-    """``SESSION_BUSY``: another control connection holds the session (``bound_sm_ws_id``)."""
-
-    bound_sm_ws_id: str | None = None
+    """``SESSION_NOT_OPEN``: the session is not open (yet)."""
 
 
 class WrongChannelError(WSSSessionError):
@@ -240,30 +284,25 @@ class WSSMessageError(WSSError):
         self.error_content = error_content
 
 
-_SESSION_ERRORS: dict[str, type[WSSSessionError]] = {
+#: The class each control error code raises (``UNAUTHORIZED`` is a credentials error).
+REQUEST_ERRORS: dict[str, type[WSSSessionError]] = {
     "CHANNEL_NOT_CONFIGURED": WSSChannelNotConfigured,
-    "QUOTA_EXCEEDED": WSSQuotaExceeded,
-    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
     "FORBIDDEN": WSSForbidden,
     "INVALID_REQUEST": WSSInvalidRequest,
-    "SESSION_NOT_FOUND": WSSSessionNotFound,
-    "SESSION_CLOSED": WSSSessionClosed,
-    "SESSION_NOT_OPEN": WSSSessionNotOpen,
+    "QUOTA_EXCEEDED": WSSQuotaExceeded,
+    "OUTBOUND_OVERFLOW": WSSOutboundOverflow,
     "SESSION_BUSY": WSSSessionBusy,
+    "SESSION_CLOSED": WSSSessionClosed,
+    "SESSION_NOT_FOUND": WSSSessionNotFound,
+    "SESSION_NOT_OPEN": WSSSessionNotOpen,
 }
 
 
-def session_error(code: str | None, message: str | None, what: str) -> WSSError:
-    """The exception for a refused session request: ``what`` failed with ``code``.
-
-    ``UNAUTHORIZED`` is a :class:`WSSAuthenticationError`; codes this version
-    does not know are a plain :class:`WSSSessionError`.
-    """
+def session_error(what: str, code: str | None, message: str | None) -> WSSSessionError:
+    """The exception for a refused session request: ``what`` failed with ``code``."""
+    cls = REQUEST_ERRORS.get(code or "", WSSSessionError)
     text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
-    if code == "UNAUTHORIZED":
-        return WSSAuthenticationError(text)
-    cls = _SESSION_ERRORS.get(code or "", WSSSessionError)
-    return cls(text, error_code=code, error_message=message)
+    return cls(text, error_code=code)
 
 
 class ProtocolError(WSSError):

@@ -75,6 +75,12 @@ _GAUGES: Final = (
 _COUNTERS: Final = (
     ("calls_received", "Calls received (call.in).", "calls_total"),
     ("calls_failed", "Calls whose media could not be opened.", "calls_failed"),
+    ("calls_outbound", "Outbound calls placed (session.create accepted).", "calls_outbound"),
+    (
+        "calls_outbound_unanswered",
+        "Outbound calls that ended before the answer.",
+        "calls_outbound_unanswered",
+    ),
     ("sessions_notified", "Calls offered (session.notify).", "notifications"),
     ("sessions_claimed", "Claims won.", "sessions_claimed"),
     ("sessions_busy", "Claims lost to another worker.", "sessions_busy"),

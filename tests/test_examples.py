@@ -18,7 +18,7 @@ import hypercorn.trio
 import pytest
 import trio
 
-from telcoflow_trio import TelcoflowClientConfig, events
+from telcoflow_trio import TelcoflowClient, TelcoflowClientConfig, events
 from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 from telcoflow_trio.streams import bridge_call
 from telcoflow_trio.testing import (
@@ -96,6 +96,41 @@ async def test_voicemail(example: Callable[[str], ModuleType], autojump_clock: A
     assert call_id == report.call_id
     assert 3.0 < audio_seconds(pcm, rate) <= 4.0  # the message after the beep
     assert contains_tone(pcm, 300, rate)
+
+
+@pytest.mark.parametrize(
+    ("script", "reminded", "ended_by"),
+    [
+        (CallerScript(answers_after=3.0), True, "agent_close"),
+        (CallerScript(answers_after=2.0, rejects=True), False, "callee_rejected"),
+        (CallerScript(answers_after=None), False, "unanswered_timeout"),
+    ],
+)
+async def test_outbound_reminder(
+    example: Callable[[str], ModuleType],
+    autojump_clock: Any,
+    script: CallerScript,
+    reminded: bool,
+    ended_by: str,
+) -> None:
+    module = example("outbound_reminder")
+    config = SimulatorConfig(outbound_ring_timeout=module.RING_SECONDS - 5)
+    async with open_simulator(config) as sim:
+        sim.expect_callee("+15550100", script)
+        results: list[Any] = []
+        sim.add_observer(lambda call, event: results.append(call) if event == "placed" else None)
+        client_config = TelcoflowClientConfig.sandbox(
+            sim.api_key, sim.connector_uuid, base_url=sim.base_url
+        )
+        async with TelcoflowClient(client_config, open_stream=sim.open_stream) as client:
+            assert await module.remind(client, "+15550100") is reminded
+        result = await results[0].wait_result()
+    assert result.ended_by == ended_by
+    if reminded:
+        assert 1.95 <= result.agent_audio_seconds <= 2.05
+        assert contains_tone(result.agent_audio, 520, result.sample_rate)
+    else:
+        assert result.agent_audio_seconds == 0
 
 
 async def test_bridge_to_voice_ai(

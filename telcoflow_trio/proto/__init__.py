@@ -17,6 +17,7 @@ from ._claim import (
 from ._commands import (
     CommandTracker as CommandTracker,
     PendingCommand as PendingCommand,
+    request_error as request_error,
     response_error as response_error,
 )
 from ._flow import (

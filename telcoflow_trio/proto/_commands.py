@@ -13,11 +13,19 @@ from typing import Any
 
 import attrs
 
-from ..exceptions import WSSCallCommandError, WSSCallCommandTimeoutError, WSSCallError
-from ._frames import Command, CommandResponse
+from ..exceptions import (
+    REQUEST_ERRORS,
+    WSSAuthenticationError,
+    WSSCallCommandError,
+    WSSCallCommandTimeoutError,
+    WSSCallError,
+    WSSError,
+    WSSRequestError,
+)
+from ._frames import Command, CommandResponse, Response
 from ._states import CallCommand
 
-__all__ = ["CommandTracker", "PendingCommand", "response_error"]
+__all__ = ["CommandTracker", "PendingCommand", "request_error", "response_error"]
 
 
 @attrs.define(eq=False)
@@ -39,6 +47,26 @@ def response_error(response: CommandResponse) -> WSSCallError | None:
     if code == "TIMEOUT":
         return WSSCallCommandTimeoutError(f"the server timed out the command: {message}")
     return WSSCallCommandError(message, error_code=code, error_message=response.error_message)
+
+
+def request_error(response: Response, what: str) -> WSSError | None:
+    """The exception a refused control ``response`` to ``what`` stands for; ``None`` if ok.
+
+    The class follows the error code (spec B.6); the message names ``what``,
+    the code and the server's ``errorContent.message``.
+    """
+    if response.ok:
+        return None
+    code = response.error_code
+    content = response.error_content
+    detail = content.get("message") if content is not None else None
+    message = f"{what} refused: {code or 'no error code'}"
+    if isinstance(detail, str) and detail:
+        message += f" ({detail})"
+    if code == "UNAUTHORIZED":
+        return WSSAuthenticationError(message)
+    cls = REQUEST_ERRORS.get(code or "", WSSRequestError)
+    return cls(message, error_code=code, error_content=content)
 
 
 class CommandTracker:

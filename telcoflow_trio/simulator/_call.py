@@ -42,7 +42,7 @@ from ..proto import (
 from ._audio import Silence, mix, write_wav
 from ._clock import SlotTimer
 from ._connection import Connection, ControlConnection, salvage_field
-from ._faults import SimulatorFaults
+from ._faults import SimulatorFaults, call_error_frame
 from ._model import CallerScript, CallResult, CommandRecord, SimulatorConfig
 
 __all__ = ["CallHost", "CallObserver", "SimulatedCall"]
@@ -63,6 +63,8 @@ class CallHost(Protocol):
     def _call_ended(self, call: SimulatedCall) -> None: ...
 
     def _record_result(self, call: SimulatedCall, result: CallResult) -> None: ...
+
+    def _outbound_answered(self, call: SimulatedCall) -> None: ...
 
 
 #: Called as ``observer(call, event)`` for ``placed``, ``claimed``, ``media``, each
@@ -101,6 +103,7 @@ class SimulatedCall:
         session_id: str,
         caller: str,
         callee: str,
+        outbound: bool = False,
     ) -> None:
         self._sim = sim
         self.script = script
@@ -108,6 +111,10 @@ class SimulatedCall:
         self.session_id = session_id
         self.caller = caller
         self.callee = callee
+        #: Placed by the agent (``session.create``): ``callee`` is the number it
+        #: called, and the script is the called party's.
+        self.outbound = outbound
+        self._remote_hangup = "callee_hangup" if outbound else "caller_hangup"
         self.placed_at = trio.current_time()
         config = sim.config
 
@@ -124,7 +131,11 @@ class SimulatedCall:
         self.audio_mode = "mixed"
         self._bound: ControlConnection | None = None
         self._ever_bound = False
+        #: Unclaimed for ``missed_call_after`` (or nobody took all calls): see _server.
+        self._missed = False
+        self._miss_timer = False
         self._call_in_sent = False
+        self._ready = False  # outbound: session.ready came; call.in goes out on the answer
         self._token: str | None = None
         self._token_expires = 0.0
         self._used_token: str | None = None  # to say "already used" to a second connection
@@ -209,9 +220,33 @@ class SimulatedCall:
         return self._state
 
     async def hang_up(self) -> None:
-        """The caller hangs up now (a no-op once the call has ended)."""
-        self._finish("caller_hangup", "CALL_TERMINATED")
+        """The caller (of an outbound call: the callee) hangs up now (a no-op once ended)."""
+        self._finish(self._remote_hangup, "CALL_TERMINATED")
         await trio.lowlevel.checkpoint()
+
+    async def answer(self) -> None:
+        """The called party of a ringing outbound call answers now.
+
+        Raises:
+            RuntimeError: not an outbound call, or it is not ringing.
+        """
+        self._check_ringing()
+        self._answer_outbound()
+        await trio.lowlevel.checkpoint()
+
+    async def reject(self) -> None:
+        """The called party of a ringing outbound call declines it (``callee_rejected``).
+
+        Raises:
+            RuntimeError: not an outbound call, or it is not ringing.
+        """
+        self._check_ringing()
+        self._finish("callee_rejected", "CALL_TERMINATED")
+        await trio.lowlevel.checkpoint()
+
+    def _check_ringing(self) -> None:
+        if not self.outbound or self._state is not _P:
+            raise RuntimeError(f"{self!r} is not a ringing outbound call")
 
     # -- state ----------------------------------------------------------------------
 
@@ -298,6 +333,7 @@ class SimulatedCall:
             unrequested_bytes=self._unrequested,
             media_close_code=self._media_close_code,
             recordings=recordings,
+            outbound=self.outbound,
         )
         self._done.set()
         self._sim._record_result(self, self._result)
@@ -306,6 +342,43 @@ class SimulatedCall:
 
     async def _run(self) -> None:
         """The caller: ring until answered or given up, then hang up when the script says."""
+        if not await (self._ring_callee() if self.outbound else self._ring_agent()):
+            return
+        hangup = self._hang_up_at()
+        if hangup is None:
+            return
+        with trio.move_on_at(hangup):
+            await self._ended.wait()
+        self._finish(self._remote_hangup, "CALL_TERMINATED")
+
+    async def _ring_callee(self) -> bool:
+        """An outbound call rings its callee; whether it was answered."""
+        script = self.script
+        ring_end = self.placed_at + self._sim.config.outbound_ring_timeout
+        answers = script.answers_after
+        picks_up = answers is not None and self.placed_at + answers <= ring_end
+        at = self.placed_at + answers if answers is not None and picks_up else ring_end
+        with trio.move_on_at(at):
+            await self._settled.wait()  # answer()/reject() by a test, or the call ended
+        if self._state is not _P:
+            return not self._ended.is_set()
+        if not picks_up:
+            self._finish("unanswered_timeout", "CALL_TERMINATED")
+            return False
+        if script.rejects:
+            self._finish("callee_rejected", "CALL_TERMINATED")
+            return False
+        self._answer_outbound()
+        return True
+
+    def _answer_outbound(self) -> None:
+        self._answered_at = trio.current_time()
+        self._answered.set()
+        self._set_state(_A)
+        self._sim._outbound_answered(self)
+
+    async def _ring_agent(self) -> bool:
+        """An inbound call rings for an agent; whether it was answered (or connected)."""
         script = self.script
         deadline = self.placed_at + self._sim.config.unanswered_timeout
         ended_by = "unanswered_timeout"
@@ -317,13 +390,8 @@ class SimulatedCall:
             await self._settled.wait()
         if self._state is _P:
             self._finish(ended_by, "CALL_TERMINATED")
-            return
-        hangup = self._hang_up_at()
-        if hangup is None:
-            return
-        with trio.move_on_at(hangup):
-            await self._ended.wait()
-        self._finish("caller_hangup", "CALL_TERMINATED")
+            return False
+        return True
 
     def _hang_up_at(self) -> float | None:
         """When the answered caller hangs up (``hangup_after``); ``None``: no such time."""
@@ -562,6 +630,7 @@ class SimulatedCall:
         start = trio.current_time()
         answered_at = self._answered_at if self._answered_at is not None else start
         hang_up_at = self._hang_up_at()
+        errors = collections.deque((answered_at + at, code) for at, code in script.call_errors)
         tick = 0
         # A closed socket ends the loop; the reader sees the close and ends the call.
         with contextlib.suppress(WSSConnectionClosed):
@@ -600,6 +669,8 @@ class SimulatedCall:
                             request = requests[want] = BufferRequest(want, frame).encode()
                         out.append(request)
                         self._outstanding += want
+                while errors and now >= errors[0][0]:
+                    out.append(call_error_frame(errors.popleft()[1], "scripted call error"))
                 self._caller_bytes += frame
                 track = self._caller_track
                 if track is not None and len(track) < self._record_limit:
@@ -610,7 +681,7 @@ class SimulatedCall:
                 if silent_limit is not None:
                     last = self._last_play_at if self._last_play_at is not None else answered_at
                     if now - max(last, answered_at) >= silent_limit:
-                        self._finish("caller_hangup", "CALL_TERMINATED")
+                        self._finish(self._remote_hangup, "CALL_TERMINATED")
                         return
                 tick += 1
                 deadline = start + tick * period

@@ -25,7 +25,7 @@ from typing import IO, Any
 import trio
 
 from .._cli_secrets import UsageError, add_api_key_arguments, api_key_from
-from .._command import run_command
+from .._command import command_status, run_command
 from ..exceptions import WSSError
 from ._audio import AudioSource, noise, silence, tone, wav_source
 from ._call import SimulatedCall
@@ -55,7 +55,11 @@ commands (CALL is the call's #number or id):
   call [tone HZ | noise SEED | silence | wav PATH] [hangup=S] [talk=S]
        [answer-after=S|never] [hangup-before-answer=S] [hangup-when-silent=S]
        [record=DIR] [from=NUMBER] [to=NUMBER]        place a call
-  hangup CALL                   the caller hangs up
+  hangup CALL                   the caller (of an outbound call: the callee) hangs up
+  callee NUMBER [tone HZ | noise SEED | silence | wav PATH] [pickup=S|never]
+       [reject] [hangup=S] [talk=S] [record=DIR]
+                                how the next outbound call to NUMBER is answered
+  answer CALL | reject CALL     the callee of a ringing outbound call picks up / declines
   calls                         list active calls
   stats                         simulator statistics
   drop-control                  drop every control connection
@@ -66,6 +70,9 @@ commands (CALL is the call's #number or id):
   reject-auth on|off            answer every upgrade with HTTP 401
   slow-pulls FACTOR             pull agent audio FACTOR times slower (1: normal)
   call-error CALL [CODE]        send call.error (default TTS_SESSION_ERROR)
+  delay-creates SECONDS         answer session.create this late (0: off)
+  refuse-creates CODE|off       refuse session.create (calls, WA) with CODE
+  close-session CALL [REASON]   close a call's session (default FORCE_CLOSE)
   send-control TEXT             send TEXT as-is to every control connection
   send-media CALL TEXT          send TEXT as-is on a call's media connection
   wa NUMBER TEXT                a WhatsApp user NUMBER writes TEXT to the agent
@@ -127,6 +134,12 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
         "--hangup-after",
         type=_seconds,
         help="hang up this long after the answer (default: 2 s after the WAV has played)",
+    )
+    parser.add_argument(
+        "--answer",
+        metavar="NUMBER",
+        help="be the callee of the next outbound call an agent places to NUMBER "
+        "(--wav is then what the callee says)",
     )
     parser.add_argument("--caller", default="+15550100", help="the calling number")
     parser.add_argument("--callee", default="+15550199", help="the called number")
@@ -194,7 +207,7 @@ async def run_wa(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> dict
 
 def wa_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio wa``: write a WhatsApp message into a running simulator."""
-    return _client_main("wa", partial(run_wa, args))
+    return command_status("telcoflow-trio wa", partial(run_wa, args))
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -233,7 +246,8 @@ class _Console:
             self.by_number[number] = call.call_id
         tag = f"#{self.numbers.get(call.call_id, '?')}"
         if event == "placed":
-            self.say(f"{tag} placed {call.caller} -> {call.callee} (call {call.call_id})")
+            kind = "dialled by the agent" if call.outbound else "placed"
+            self.say(f"{tag} {kind} {call.caller} -> {call.callee} (call {call.call_id})")
         elif event == "ended" and call.result is not None:
             r = call.result
             self.say(
@@ -278,6 +292,18 @@ class _Console:
             self.out.write(HELP)
         elif name == "call":
             await sim.place_call(_script(rest), **_numbers(rest))
+        elif name == "callee":
+            if not rest:
+                raise ValueError("callee needs a NUMBER")
+            sim.expect_callee(rest[0], _script(rest[1:]))
+        elif name in ("answer", "reject"):
+            call = sim.get_call(self.call_id(rest[0]))
+            if call is None:
+                raise LookupError(f"no active call {rest[0]}")
+            try:
+                await (call.answer() if name == "answer" else call.reject())
+            except RuntimeError as exc:
+                raise ValueError(str(exc)) from None
         elif name == "hangup":
             call = sim.get_call(self.call_id(rest[0]))
             if call is None:
@@ -304,6 +330,12 @@ class _Console:
             faults.slow_buffer_requests(float(rest[0]))
         elif name == "call-error":
             await faults.call_error(self.call_id(rest[0]), *rest[1:2])
+        elif name == "delay-creates":
+            faults.delay_creates(float(rest[0]))
+        elif name == "refuse-creates":
+            faults.refuse_creates(None if rest[0] == "off" else rest[0])
+        elif name == "close-session":
+            faults.close_session(self.call_id(rest[0]), *rest[1:2])
         elif name == "send-control":
             await faults.send_control(" ".join(rest))
         elif name == "send-media":
@@ -362,6 +394,7 @@ def _script(words: list[str]) -> CallerScript:
         "answer-after": "callee_answers_after",
         "hangup-before-answer": "hangup_before_answer_after",
         "hangup-when-silent": "hangup_after_agent_silent",
+        "pickup": "answers_after",
     }
     position = 0
     while position < len(words):
@@ -377,6 +410,8 @@ def _script(words: list[str]) -> CallerScript:
                 raise ValueError(f"unknown option {key!r}")
         elif word == "silence":
             audio = silence()
+        elif word == "reject":
+            options["rejects"] = True
         elif word in ("tone", "noise", "wav") and position < len(words):
             value = words[position]
             position += 1
@@ -472,7 +507,8 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
     def show(frame: dict[str, Any]) -> None:
         data = frame.get("data", {})
         if frame.get("type") == "call.placed":
-            out.write(f"placed call {data.get('callId')}\n")
+            verb = "placed" if args.answer is None else "ringing: agent dialled"
+            out.write(f"{verb} call {data.get('callId')}\n")
         elif frame.get("type") == "call.state":
             out.write(f"{data.get('state')} ({data.get('sampleRate')} Hz)\n")
         out.flush()
@@ -488,6 +524,7 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
         connector_uuid=args.connector_uuid,
         ssl_context=_client_ssl_context(args),
         on_event=show,
+        answer=args.answer,
     )
     out.write(json.dumps(call.result, indent=2) + "\n")
     if args.record is not None and call.sample_rate is not None:
@@ -496,22 +533,6 @@ async def run_call(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> di
     return call.result
 
 
-def _client_main(name: str, run: Callable[[], Awaitable[object]]) -> int:
-    """Run a client command (``call``, ``wa``): its errors are one line and an exit code."""
-    try:
-        run_command(f"telcoflow-trio {name}", run)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"telcoflow-trio {name}: interrupted\n")
-        return 130
-    except UsageError as exc:
-        sys.stderr.write(f"telcoflow-trio {name}: {exc}\n")
-        return 2
-    except (OSError, ValueError, ssl.SSLError, WSSError) as exc:
-        sys.stderr.write(f"telcoflow-trio {name}: {exc}\n")
-        return 1
-    return 0
-
-
 def call_main(args: argparse.Namespace) -> int:
     """``telcoflow-trio call``: place one call into a running simulator. Returns the exit code."""
-    return _client_main("call", partial(run_call, args))
+    return command_status("telcoflow-trio call", partial(run_call, args))

@@ -210,9 +210,19 @@ class ControlConnection:
     sample_rate: int
     audio_mode: str
     outbox: trio.MemorySendChannel[str | bytes]
-    #: ``call_flow.setup`` with ``inboundCall: "NO"`` turns notifications off.
-    wants_calls: bool = True
+    #: Its ``call_flow.setup`` (until one arrives, the default: everything on).
+    #: ``inbound_call``: ``ALL``, ``MISSED_ONLY`` or ``NO`` (see :meth:`offered`).
+    inbound_call: str = "ALL"
+    outbound_call: bool = True
+    inbound_message: bool = True
+    outbound_message: bool = True
     alive: bool = True
+
+    def offered(self, missed: bool, inbound_call: str | None = None) -> bool:
+        """Whether its call flow (or ``inbound_call``) takes an inbound call;
+        ``missed``: no ``ALL`` connection took it in time."""
+        mode = self.inbound_call if inbound_call is None else inbound_call
+        return mode == "ALL" or (mode == "MISSED_ONLY" and missed)
 
     def send_nowait(self, message: str | bytes) -> None:
         """Queue a frame; a connection whose outbox is full is not reading: drop it."""

@@ -24,6 +24,8 @@ class _FaultableCall(Protocol):
 
     def _media_connection(self) -> Connection: ...
 
+    def _finish(self, ended_by: str, reason: str) -> None: ...
+
 
 class FaultHost(Protocol):
     """What the faults act on (the ``Simulator`` is one): no import of it."""
@@ -53,10 +55,12 @@ class SimulatorFaults:
         self.wa_error: str | None = None
         #: Seconds before each ``wa.msg.out`` is acknowledged.
         self.wa_ack_delay = 0.0
-        #: Every ``session.create`` is refused with this error code.
-        self.session_create_error: str | None = None
         #: Every REST request is answered with this HTTP status (a 5xx).
         self.rest_status: int | None = None
+        #: Seconds before each ``session.create`` is answered.
+        self.create_delay = 0.0
+        #: ``(code, message)`` every ``session.create`` is refused with, or ``None``.
+        self.create_refusal: tuple[str, str] | None = None
 
     def _call(self, call_id: str) -> _FaultableCall:
         call = self._sim.get_call(call_id)
@@ -130,11 +134,6 @@ class SimulatorFaults:
             raise ValueError(f"seconds must not be negative, got {seconds!r}")
         self.wa_ack_delay = seconds
 
-    def refuse_sessions(self, code: str | None) -> None:
-        """Refuse every ``session.create`` with ``code`` (``QUOTA_EXCEEDED``, ``FORBIDDEN``,
-        ...; ``None``: stop)."""
-        self.session_create_error = code
-
     def fail_rest(self, status: int | None = 503) -> None:
         """Answer every REST request with HTTP ``status`` (``None``: stop).
 
@@ -166,6 +165,25 @@ class SimulatorFaults:
         """
         await self._call(call_id)._media_connection().send(raw)
 
+    def delay_creates(self, seconds: float) -> None:
+        """Answer every ``session.create`` ``seconds`` late (0: at once)."""
+        if seconds < 0:
+            raise ValueError(f"the delay must be non-negative; got {seconds!r}")
+        self.create_delay = seconds
+
+    def refuse_creates(self, code: str | None, message: str = "refused by a fault") -> None:
+        """Refuse every ``session.create`` (TELCO and WA) with ``code`` (``None``: stop)."""
+        self.create_refusal = None if code is None else (code, message)
+
+    def close_session(self, call_id: str, reason: str = "FORCE_CLOSE") -> None:
+        """The platform closes a call's session now (``session.closed`` with ``reason``),
+        ringing or not; the call ends ``server``.
+
+        Raises:
+            LookupError: no such active call.
+        """
+        self._call(call_id)._finish("server", reason)
+
     async def call_error(
         self,
         call_id: str,
@@ -178,8 +196,13 @@ class SimulatorFaults:
             LookupError: no such active call, or it has no media connection.
             WSSConnectionClosed: the media connection closed meanwhile.
         """
-        fields: dict[str, object] = {"error_code": error_code}
-        if error_message is not None:
-            fields["error_message"] = error_message
-        frame = CallEventFrame("call.error", fields).encode()
+        frame = call_error_frame(error_code, error_message)
         await self._call(call_id)._media_connection().send(frame)
+
+
+def call_error_frame(error_code: str, error_message: str | None = None) -> str:
+    """The ``call_event`` text of a ``call.error`` (the call goes on)."""
+    fields: dict[str, object] = {"error_code": error_code}
+    if error_message is not None:
+        fields["error_message"] = error_message
+    return CallEventFrame("call.error", fields).encode()

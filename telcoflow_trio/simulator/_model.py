@@ -90,6 +90,10 @@ class SimulatorConfig:
     token_ttl: float = attrs.field(default=60.0, validator=_positive)
     #: A caller hangs up after ringing this long unanswered.
     unanswered_timeout: float = attrs.field(default=120.0, validator=_positive)
+    #: A call no connection claimed within this time of being placed is *missed*:
+    #: connections whose call flow is ``inboundCall: MISSED_ONLY`` are offered it
+    #: then (at once if no ``ALL`` connection was there to take it).
+    missed_call_after: float = attrs.field(default=10.0, validator=_non_negative)
     #: A control connection must send ``setup`` within this time.
     setup_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Bound on a WebSocket opening handshake (including TLS).
@@ -122,6 +126,18 @@ class SimulatorConfig:
     wa_max_unacked: int = attrs.field(default=16, validator=_positive)
     #: Messages kept per WA session: waiting for a claim, and received by the user.
     wa_inbox_messages: int = attrs.field(default=256, validator=_positive)
+    #: Whether connectors may place outbound calls (``session.create`` with channel
+    #: ``TELCO``); ``False`` refuses them with ``CHANNEL_NOT_CONFIGURED``.
+    outbound_calls: bool = True
+    #: Outbound calls active at once; more are refused with ``QUOTA_EXCEEDED``.
+    max_outbound_calls: int = attrs.field(default=1000, validator=_positive)
+    #: An outbound call's callee rings this long before the platform gives up.
+    outbound_ring_timeout: float = attrs.field(default=60.0, validator=_positive)
+    #: The number outbound calls come from (their ``call.in`` ``from``).
+    outbound_caller_id: str = "+15550199"
+    #: What the callee of an outbound call does, unless :meth:`Simulator.expect_callee`
+    #: set a script for that number: by default it answers after 1 s and says nothing.
+    callee_script: CallerScript = attrs.field(factory=lambda: CallerScript())
     #: The WebSocket implementation serving every connection: ``"lean"`` (the
     #: default, less CPU per message) or ``"trio-websocket"`` (which cannot serve
     #: the plain HTTP requests of the REST plane and ``telcoflow-trio wa``).
@@ -164,9 +180,29 @@ class SimulatorConfig:
         return context
 
 
+def _call_errors(value: Any) -> tuple[tuple[float, str], ...]:
+    """``(seconds after the answer, error code)`` pairs, sorted by time."""
+    try:
+        pairs = [(at, code) for at, code in value]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"call_errors must be (seconds, error code) pairs; got {value!r}"
+        ) from None
+    for at, code in pairs:
+        if isinstance(at, bool) or not isinstance(at, int | float) or at < 0:
+            raise ValueError(f"call_errors: {at!r} is not a non-negative number of seconds")
+        if not isinstance(code, str) or not code:
+            raise ValueError(f"call_errors: {code!r} is not an error code")
+    return tuple(sorted(pairs, key=lambda pair: pair[0]))
+
+
 @attrs.frozen
 class CallerScript:
     """What a simulated caller (and the callee of ``call.connect``) does. Times in seconds.
+
+    For an outbound call the script is the called party's: ``audio`` is what it
+    says once it answered, ``record_dir`` gets ``caller.wav`` (what it said) and
+    ``agent.wav`` (what it heard), and the hang-up options work the same way.
 
     Caller audio starts when the call is answered (or connected) and is sent as
     one frame per ``frame_ms``; after ``talk_for`` or the end of ``audio`` the
@@ -187,8 +223,17 @@ class CallerScript:
     callee_answers_after: float | None = attrs.field(default=1.0, validator=_non_negative)
     #: What the callee says once connected.
     callee_audio: AudioSource = attrs.field(factory=Silence, validator=_audio_source)
+    #: ``call.error`` events the platform sends on the call, as ``(seconds after
+    #: the answer, error code)`` pairs, e.g. ``((2.0, "TTS_SESSION_ERROR"),)``;
+    #: the call goes on.
+    call_errors: tuple[tuple[float, str], ...] = attrs.field(default=(), converter=_call_errors)
     #: Write ``caller.wav`` and ``agent.wav`` (time-aligned from the answer) here.
     record_dir: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    #: Outbound calls (this script is the called party's): it answers after
+    #: ringing this long (``None``: never; the call ends at ``outbound_ring_timeout``).
+    answers_after: float | None = attrs.field(default=1.0, validator=_non_negative)
+    #: Outbound calls: at ``answers_after`` the called party declines instead.
+    rejects: bool = False
 
 
 @attrs.frozen
@@ -226,7 +271,13 @@ class CallResult:
       command: the agent's side closed or dropped it (``media_close_code`` says
       how), or the platform dropped it (the ``drop_media`` fault;
       ``media_close_code`` is ``None``);
-    * ``server``, ``FORCE_CLOSE``: the platform ended the call (simulator shutdown).
+    * ``server``, ``FORCE_CLOSE``: the platform ended the call (simulator shutdown,
+      the ``close_session`` fault, or an outbound call's agent gone before the media).
+
+    Outbound calls (``outbound``; ``caller`` is ``outbound_caller_id``, ``callee``
+    the number called) end the same ways, and also: ``callee_hangup``,
+    ``CALL_TERMINATED`` (after the answer); ``callee_rejected``, ``CALL_TERMINATED``;
+    ``unanswered_timeout``, ``CALL_TERMINATED`` (rang ``outbound_ring_timeout``).
     """
 
     call_id: str
@@ -257,6 +308,8 @@ class CallResult:
     #: Close code of the media socket when the agent side closed it (``None`` otherwise).
     media_close_code: int | None = None
     recordings: tuple[Path, ...] = ()
+    #: Placed by the agent (``session.create``), not by the simulator.
+    outbound: bool = False
 
     @property
     def final_state(self) -> CallState:
@@ -292,6 +345,7 @@ class CallResult:
             "firstAgentAudioAfterAnswer": self.first_agent_audio_after_answer,
             "interruptedBytes": self.interrupted_bytes,
             "recordings": [str(p) for p in self.recordings],
+            "outbound": self.outbound,
         }
 
 
@@ -306,6 +360,9 @@ class SimulatorStatistics:
             them (every worker full, none connected, or too slow).
         sessions_busy: ``session.open`` refused with ``SESSION_BUSY`` because
             another worker had the session.
+        calls_outbound: outbound calls created (``session.create`` accepted);
+            they are not in ``calls_placed``, but are in ``calls_active`` and
+            ``calls_ended``.
     """
 
     control_connections: int
@@ -322,3 +379,4 @@ class SimulatorStatistics:
     calls_unclaimed: int
     calls_abandoned_unclaimed: int
     sessions_busy: int
+    calls_outbound: int

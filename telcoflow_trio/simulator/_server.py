@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -81,6 +82,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: A number an outbound call may go to: an optional ``+`` and 3 to 15 digits.
+_DIALABLE = re.compile(r"\+?[0-9]{3,15}")
 
 #: The slot of the call tickers' shared timer, in seconds.
 _TICK_SLOT = 0.001
@@ -170,6 +174,9 @@ class Simulator:
         self._calls_ended = 0
         self._calls_abandoned_unclaimed = 0
         self._sessions_busy = 0
+        self._calls_outbound = 0
+        #: Scripts for the next outbound call to a number (:meth:`expect_callee`).
+        self._callee_scripts: dict[str, CallerScript] = {}
         self._auth_rejections = 0
         self._malformed_frames = 0
         self._handler_errors = 0
@@ -247,9 +254,21 @@ class Simulator:
         self._calls_placed += 1
         self._spawn(call._run)
         self._observe(call, "placed")
-        self._broadcast(self._notify_frame(call, "NEW_INCOMING_CALL"))
+        self._offer(call, "NEW_INCOMING_CALL")
         await trio.lowlevel.checkpoint()
         return call
+
+    def expect_callee(self, remote_address: str, script: CallerScript) -> None:
+        """The next outbound call to ``remote_address`` is answered as ``script`` says
+        (``answers_after``, ``rejects``, ``audio``, ``record_dir``...); other calls use
+        ``config.callee_script``. A script with ``answers_after=None`` rings until the
+        test calls :meth:`SimulatedCall.answer` or :meth:`SimulatedCall.reject`."""
+        self._callee_scripts[remote_address] = script
+
+    def forget_callee(self, remote_address: str, script: CallerScript) -> None:
+        """Undo :meth:`expect_callee` of ``script`` if no call has used it yet."""
+        if self._callee_scripts.get(remote_address) is script:
+            del self._callee_scripts[remote_address]
 
     def get_call(self, call_id: str) -> SimulatedCall | None:
         """The active call with ``call_id``, if any."""
@@ -288,6 +307,7 @@ class Simulator:
             calls_unclaimed=sum(map(_waiting, self._calls.values())),
             calls_abandoned_unclaimed=self._calls_abandoned_unclaimed,
             sessions_busy=self._sessions_busy,
+            calls_outbound=self._calls_outbound,
         )
 
     async def aclose(self) -> None:
@@ -353,9 +373,36 @@ class Simulator:
             call.session_id, "TELCO", call.caller, call.callee, activity, self._epoch()
         ).encode()
 
-    def _broadcast(self, frame: str) -> None:
+    def _offer(self, call: SimulatedCall, activity: str) -> None:
+        """Notify every connection whose call flow takes ``call`` (see ``_miss_later``)."""
+        controls = list(self._controls.values())
+        if not call._missed and not any(c.inbound_call == "ALL" for c in controls):
+            call._missed = True  # nobody takes all calls: missed at once
+        frame = self._notify_frame(call, activity)
+        for control in controls:
+            if control.offered(call._missed):
+                control.send_nowait(frame)
+        self._watch_missed(call)
+
+    def _watch_missed(self, call: SimulatedCall) -> None:
+        """Offer ``call`` to ``MISSED_ONLY`` connections once it is missed (if any listen)."""
+        if call._missed or call._miss_timer:
+            return
+        if any(c.inbound_call == "MISSED_ONLY" for c in self._controls.values()):
+            call._miss_timer = self._spawn(lambda: self._miss_later(call))
+
+    async def _miss_later(self, call: SimulatedCall) -> None:
+        """Call-flow model of ``MISSED_ONLY``: a call still unclaimed ``missed_call_after``
+        after it was placed is missed; only then are those connections offered it."""
+        await trio.sleep_until(call.placed_at + self.config.missed_call_after)
+        call._miss_timer = False
+        if call._missed or not _waiting(call):
+            return  # claimed (answered or ringing at an agent) or over: not missed
+        call._missed = True
+        activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
+        frame = self._notify_frame(call, activity)
         for control in list(self._controls.values()):
-            if control.wants_calls:
+            if control.inbound_call == "MISSED_ONLY":
                 control.send_nowait(frame)
 
     def _call_ended(self, call: SimulatedCall) -> None:
@@ -712,7 +759,10 @@ class Simulator:
             self._on_control_frame(control, frame)
 
     def _on_control_frame(self, control: ControlConnection, frame: object) -> None:
-        if isinstance(frame, SessionOpen | SessionReady) and self.wa.owns(frame.session_id):
+        refusal = _flow_refusal(control, frame)
+        if refusal is not None:
+            control.send_nowait(refusal.encode())
+        elif isinstance(frame, SessionOpen | SessionReady) and self.wa.owns(frame.session_id):
             if isinstance(frame, SessionOpen):
                 control.send_nowait(self.wa.open(control, frame).encode())
             else:
@@ -726,10 +776,11 @@ class Simulator:
         elif isinstance(frame, WaMsgOut):
             self.wa.msg_out(control, frame)
         elif isinstance(frame, CallFlowSetup):
-            control.wants_calls = frame.inbound_call != "NO"
-            control.send_nowait(Response(frame.req_id, True).encode())
+            self._set_call_flow(control, frame)
+        elif isinstance(frame, SessionCreate) and frame.channel == "TELCO":
+            self._spawn(partial(self._create_outbound, control, frame))
         elif isinstance(frame, SessionCreate):
-            error = {"message": "the simulator only places inbound calls"}
+            error = {"message": f"the simulator has no {frame.channel!r} channel"}
             response = Response(frame.req_id, False, None, "CHANNEL_NOT_CONFIGURED", error)
             control.send_nowait(response.encode())
         elif isinstance(frame, UnknownFrame) and isinstance(frame.body.get("reqId"), str):
@@ -738,6 +789,60 @@ class Simulator:
             control.send_nowait(response.encode())
         else:
             logger.debug("control %s: ignoring %r", control.sm_ws_id, type(frame).__name__)
+
+    async def _create_outbound(self, control: ControlConnection, frame: SessionCreate) -> None:
+        """Answer a ``session.create`` for a call (``create_delay`` late) and ring the callee."""
+        if self.faults.create_delay > 0:
+            await trio.sleep(self.faults.create_delay)
+        if control.alive:
+            control.send_nowait(self._outbound_response(control, frame).encode())
+
+    def _outbound_response(self, control: ControlConnection, frame: SessionCreate) -> Response:
+        def refused(code: str, message: str) -> Response:
+            return Response(frame.req_id, False, None, code, {"message": message})
+
+        config, remote = self.config, frame.remote_address
+        if self.faults.create_refusal is not None:
+            return refused(*self.faults.create_refusal)
+        if not config.outbound_calls:
+            return refused("CHANNEL_NOT_CONFIGURED", "outbound calls are not enabled")
+        if not _DIALABLE.fullmatch(remote):
+            return refused("INVALID_REQUEST", f"remoteAddress {remote!r} is not a phone number")
+        for call in self._calls.values():
+            if call.outbound and call.callee == remote and call._bound is control:
+                return Response(
+                    frame.req_id, True, {"sessionId": call.session_id, "created": False}
+                )
+        outbound = sum(call.outbound for call in self._calls.values())
+        if outbound >= config.max_outbound_calls:
+            return refused("QUOTA_EXCEEDED", f"{outbound} outbound calls are active")
+        if self._closing or len(self._calls) >= config.max_active_calls:
+            return refused("OUTBOUND_OVERFLOW", f"{len(self._calls)} calls are active")
+        call = SimulatedCall(
+            self,
+            self._callee_scripts.pop(remote, config.callee_script),
+            call_id=str(uuid.uuid4()),
+            session_id=str(uuid.uuid4()),
+            caller=config.outbound_caller_id,
+            callee=remote,
+            outbound=True,
+        )
+        call._bound = control
+        call._ever_bound = True
+        call.sample_rate = control.sample_rate
+        call.audio_mode = control.audio_mode
+        self._calls[call.call_id] = call
+        self._sessions[call.session_id] = call
+        self._calls_outbound += 1
+        self._spawn(call._run)
+        self._observe(call, "placed")
+        return Response(frame.req_id, True, {"sessionId": call.session_id, "created": True})
+
+    def _outbound_answered(self, call: SimulatedCall) -> None:
+        """The callee answered: the agent gets ``call.in`` if it is ready for it."""
+        bound = call._bound
+        if bound is not None and call._ready and not call._call_in_sent:
+            self._send_call_in(bound, call)
 
     def _open_session(self, control: ControlConnection, frame: SessionOpen) -> Response:
         call = self._sessions.get(frame.session_id)
@@ -750,6 +855,9 @@ class Simulator:
             error = {"message": f"session {frame.session_id} is not open"}
             return Response(frame.req_id, False, None, code, error)
         bound = call._bound
+        if bound is not control and not control.offered(call._missed):
+            error = {"message": f"the call flow (inboundCall {control.inbound_call}) excludes it"}
+            return Response(frame.req_id, False, None, "FORBIDDEN", error)
         # A call on its media connection stays with its worker even once that
         # worker's control connection is gone (it drains): only a ringing call
         # is offered again (see _control_gone).
@@ -765,11 +873,12 @@ class Simulator:
                 call.sample_rate = control.sample_rate
                 call.audio_mode = control.audio_mode
             self._observe(call, "claimed")
+        remote, local = (call.callee, call.caller) if call.outbound else (call.caller, call.callee)
         session = {
             "id": call.session_id,
             "channel": "TELCO",
-            "remoteAddress": call.caller,
-            "localAddress": call.callee,
+            "remoteAddress": remote,
+            "localAddress": local,
             "openedAt": self._epoch(),
         }
         return Response(frame.req_id, True, {"session": session})
@@ -783,6 +892,12 @@ class Simulator:
             return
         if call._call_in_sent:
             return
+        if call.outbound and call.state is CallState.PENDING:
+            call._ready = True  # call.in once the callee answers
+            return
+        self._send_call_in(control, call)
+
+    def _send_call_in(self, control: ControlConnection, call: SimulatedCall) -> None:
         token = uuid.uuid4().hex + uuid.uuid4().hex
         call._issue_token(token, trio.current_time() + self.config.token_ttl)
         url = f"{self.base_url}{MEDIA_PATH_PREFIX}{call.call_id}"
@@ -797,30 +912,77 @@ class Simulator:
         )
         control.send_nowait(call_in.encode())
 
-    def _renotify(self, control: ControlConnection) -> None:
-        """Tell a new connection about every call still waiting for an agent."""
+    def _renotify(
+        self, control: ControlConnection, skip: Callable[[SimulatedCall], bool] = lambda c: False
+    ) -> None:
+        """Tell ``control`` about every call waiting for an agent that its flow takes."""
         for call in list(self._calls.values()):
-            if _waiting(call):
+            if _waiting(call) and control.offered(call._missed) and not skip(call):
                 activity = "RESUME" if call._ever_bound else "NEW_INCOMING_CALL"
                 control.send_nowait(self._notify_frame(call, activity))
+
+    def _set_call_flow(self, control: ControlConnection, frame: CallFlowSetup) -> None:
+        """Apply ``call_flow.setup`` to this connection (until it closes), then offer it
+        the waiting calls it did not take before."""
+        if frame.inbound_call not in ("ALL", "MISSED_ONLY", "NO"):
+            mode = frame.inbound_call
+            error = {"message": f"inboundCall must be ALL, MISSED_ONLY or NO, not {mode!r}"}
+            control.send_nowait(
+                Response(frame.req_id, False, None, "INVALID_REQUEST", error).encode()
+            )
+            return
+        before = control.inbound_call
+        control.inbound_call = frame.inbound_call
+        control.outbound_call = frame.outbound_call
+        control.inbound_message = frame.inbound_message
+        control.outbound_message = frame.outbound_message
+        control.send_nowait(Response(frame.req_id, True).encode())
+        self._renotify(control, skip=lambda call: control.offered(call._missed, before))
+        for call in list(self._calls.values()):
+            if _waiting(call):
+                self._watch_missed(call)
 
     def _control_gone(self, control: ControlConnection) -> None:
         self._controls.pop(control.sm_ws_id, None)
         logger.info("control connection %s closed", control.sm_ws_id)
         self.wa.control_gone(control)
-        orphans = [
-            call
-            for call in self._calls.values()
-            if call._bound is control and not call._media_used and call.state is CallState.PENDING
-        ]
+        mine = [c for c in self._calls.values() if c._bound is control and not c._media_used]
+        for call in mine:
+            if call.outbound:  # its agent is gone before the media: the platform hangs up
+                call._finish("server", "FORCE_CLOSE")
+        orphans = [call for call in mine if call.state is CallState.PENDING and not call.outbound]
         for call in orphans:
             call._unbind()
-            self._broadcast(self._notify_frame(call, "RESUME"))
+            self._offer(call, "RESUME")
+
+
+def _flow_refusal(control: ControlConnection, frame: object) -> Response | None:
+    """``FORBIDDEN`` for what this connection's call flow does not allow, else ``None``.
+
+    FORBIDDEN, not CHANNEL_NOT_CONFIGURED: the connector has the channel; it is
+    this connection that declared it does not place calls or send messages.
+    """
+    if isinstance(frame, SessionCreate):
+        allowed = control.outbound_call if frame.channel == "TELCO" else control.outbound_message
+        what = "outboundCall" if frame.channel == "TELCO" else "outboundMessage"
+    elif isinstance(frame, WaMsgOut):
+        allowed, what = control.outbound_message, "outboundMessage"
+    else:
+        return None
+    if allowed:
+        return None
+    error = {"message": f"the call flow of this connection has {what} false"}
+    return Response(frame.req_id, False, None, "FORBIDDEN", error)
 
 
 def _waiting(call: SimulatedCall) -> bool:
     """Whether ``call`` rings with no agent: offered, and no worker has it now."""
-    return call.state is CallState.PENDING and call._bound is None and not call._media_used
+    return (
+        call.state is CallState.PENDING
+        and call._bound is None
+        and not call._media_used
+        and not call.outbound
+    )
 
 
 @asynccontextmanager

@@ -14,6 +14,13 @@ with the same API-key headers as the control plane). The protocol is small:
 3. ``{"type": "hangup"}`` (or closing the socket) hangs up;
 4. at the end the simulator sends ``call.result`` (:meth:`CallResult.summary`)
    and closes with 1000.
+
+To be the callee of an outbound call instead, the softphone sends ``{"type":
+"answer", "data": {"number": ..., "sampleRate": ..., "answersAfter": ...,
+"hangupAfter": ..., "talkFor": ...}}`` in place of ``dial``: the next outbound
+call an agent places to ``number`` rings it, is answered after ``answersAfter``
+seconds (default 1) with the uploaded audio as the callee's voice, and goes on
+as from step 2 (``call.placed`` once the agent has dialled).
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class SoftphoneHost(Protocol):
         self, script: CallerScript | None = None, *, caller: str = ..., callee: str = ...
     ) -> SimulatedCall: ...
 
+    def expect_callee(self, remote_address: str, script: CallerScript) -> None: ...
+
+    def forget_callee(self, remote_address: str, script: CallerScript) -> None: ...
+
     def add_observer(self, observer: CallObserver) -> None: ...
 
     def remove_observer(self, observer: CallObserver) -> None: ...
@@ -70,6 +81,7 @@ _SCRIPT_FIELDS = {
     "hangupBeforeAnswerAfter": "hangup_before_answer_after",
     "hangupAfterAgentSilent": "hangup_after_agent_silent",
     "calleeAnswersAfter": "callee_answers_after",
+    "answersAfter": "answers_after",
 }
 
 
@@ -98,6 +110,7 @@ async def serve_softphone(sim: SoftphoneHost, conn: Connection) -> None:
 async def _dial_and_relay(sim: SoftphoneHost, conn: Connection) -> None:
     upload = bytearray()
     dial: dict[str, Any] | None = None
+    answering = False
     with trio.move_on_after(_DIAL_TIMEOUT):
         while dial is None:
             message = await conn.receive()
@@ -111,11 +124,12 @@ async def _dial_and_relay(sim: SoftphoneHost, conn: Connection) -> None:
                 obj = json.loads(message)
             except ValueError:
                 obj = None
-            if not isinstance(obj, dict) or obj.get("type") != "dial":
-                conn.close(1008, "expected audio, then a dial frame")
+            if not isinstance(obj, dict) or obj.get("type") not in ("dial", "answer"):
+                conn.close(1008, "expected audio, then a dial or answer frame")
                 return
             data = obj.get("data")
             dial = data if isinstance(data, dict) else {}
+            answering = obj["type"] == "answer"
     if dial is None:
         conn.close(1008, f"no dial frame within {_DIAL_TIMEOUT:g} s")
         return
@@ -127,14 +141,54 @@ async def _dial_and_relay(sim: SoftphoneHost, conn: Connection) -> None:
         conn.close(1008, f"bad dial frame: {exc}")
         return
     del upload
-    call = await sim.place_call(script, caller=caller, callee=callee)
-    logger.info("softphone %s placed call %s", conn.name, call.call_id)
+    if answering:
+        number = str(dial.get("number", "+15550100"))
+        answered = await _wait_outbound(sim, conn, number, script)
+        if answered is None:
+            return
+        call = answered
+    else:
+        call = await sim.place_call(script, caller=caller, callee=callee)
+    logger.info(
+        "softphone %s %s call %s", conn.name, "got" if answering else "placed", call.call_id
+    )
     try:
         placed = {"callId": call.call_id, "sessionId": call.session_id}
         await conn.send(json.dumps({"type": "call.placed", "data": placed}))
         await _relay_call(sim, conn, call)
     finally:
         await call.hang_up()  # a no-op if it has ended
+
+
+async def _wait_outbound(
+    sim: SoftphoneHost, conn: Connection, number: str, script: CallerScript
+) -> SimulatedCall | None:
+    """Be the callee of the next outbound call to ``number``; ``None`` if the softphone left."""
+    found: list[SimulatedCall] = []
+    placed = trio.Event()
+
+    def observe(call: SimulatedCall, event: str) -> None:
+        if event == "placed" and call.script is script:
+            found.append(call)
+            placed.set()
+
+    async def until_left(scope: trio.CancelScope) -> None:
+        with contextlib.suppress(WSSConnectionClosed):
+            while '"hangup"' not in str(await conn.receive()):
+                pass
+        scope.cancel()
+
+    sim.add_observer(observe)
+    sim.expect_callee(number, script)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_left, nursery.cancel_scope)
+            await placed.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        sim.remove_observer(observe)
+        sim.forget_callee(number, script)
+    return found[0] if found else None
 
 
 async def _relay_call(sim: SoftphoneHost, conn: Connection, call: SimulatedCall) -> None:
@@ -209,8 +263,12 @@ async def run_softphone(
     open_stream: StreamOpener = open_tcp,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     extra: dict[str, Any] | None = None,
+    answer: str | None = None,
 ) -> SoftphoneCall:
     """Place a call into the simulator at ``server_url`` and play ``wav`` as the caller.
+
+    With ``answer`` (a number), be the callee of the next outbound call an agent
+    places to that number instead, ``wav`` being what the callee says.
 
     Returns when the call has ended: ``hangup_after`` seconds after the answer
     (default: 2 s after ``wav`` has played; without ``wav``, when the agent
@@ -226,6 +284,8 @@ async def run_softphone(
     """
     pcm, rate = read_wav(wav) if wav is not None else (b"", 16000)
     dial: dict[str, Any] = {"sampleRate": rate, "caller": caller, "callee": callee}
+    if answer is not None:
+        dial["number"] = answer
     if hangup_after is None and pcm:
         hangup_after = len(pcm) / (2 * rate) + _LINGER
     if hangup_after is not None:
@@ -241,7 +301,8 @@ async def run_softphone(
     ) as ws:
         for start in range(0, len(pcm), _UPLOAD_CHUNK):
             await ws.send_message(pcm[start : start + _UPLOAD_CHUNK])
-        await ws.send_message(json.dumps({"type": "dial", "data": dial}))
+        kind = "dial" if answer is None else "answer"
+        await ws.send_message(json.dumps({"type": kind, "data": dial}))
         while result is None:
             message = await ws.get_message()
             if isinstance(message, bytes):

@@ -60,7 +60,7 @@ class WaHost(Protocol):
 
     def _spawn(self, fn: Callable[[], Awaitable[object]]) -> bool: ...
 
-    def _broadcast(self, frame: str) -> None: ...
+    def _control_connections(self) -> list[ControlConnection]: ...
 
 
 @attrs.frozen
@@ -177,9 +177,8 @@ class WaPlatform:
     def create(self, control: ControlConnection, frame: SessionCreate) -> Response:
         """Answer a WA ``session.create``."""
         config, faults = self._sim.config, self._sim.faults
-        if faults.session_create_error is not None:
-            code = faults.session_create_error
-            return _refusal(frame.req_id, code, f"refused by an injected fault ({code})")
+        if faults.create_refusal is not None:
+            return _refusal(frame.req_id, *faults.create_refusal)
         if not config.wa_enabled:
             return _refusal(frame.req_id, "CHANNEL_NOT_CONFIGURED", "no WhatsApp channel")
         address = frame.remote_address
@@ -303,8 +302,11 @@ class WaPlatform:
             if len(session._pending) >= self._sim.config.wa_inbox_messages:
                 session._pending.popleft()
             session._pending.append(frame)
-            if session._bound is None:
-                self._sim._broadcast(self._notify(session))
+            if session._bound is None:  # offered where the call flow takes messages
+                notify = self._notify(session)
+                for control in self._sim._control_connections():
+                    if control.inbound_message:
+                        control.send_nowait(notify)
         await trio.lowlevel.checkpoint()
         return session
 

@@ -264,6 +264,8 @@ class AgentHarness:
         self._agent: dict[str, _AgentSide] = {}
         self._surfaced: set[int] = set()
         self._attempted = trio.lowlevel.ParkingLot()
+        self._dialled: list[SimulatedCall] = []  # outbound calls not yet waited for
+        self._dialled_lot = trio.lowlevel.ParkingLot()
         self.client = TelcoflowClient(
             self.client_config(**config_options),
             open_stream=self.open_stream,
@@ -410,6 +412,35 @@ class AgentHarness:
             raise error from report.handler_errors[0]
         return report
 
+    async def wait_dialled(self, number: str | None = None) -> SimulatedCall:
+        """Wait for the next outbound call the agent places (to ``number``, if given).
+
+        Returns the simulator's side as soon as it rings; script its callee
+        beforehand with ``sim.expect_callee``, then :meth:`wait_call` for the
+        report (without the agent's termination: no handler holds the call).
+
+        Raises:
+            AssertionError: no such call within :attr:`call_timeout`.
+        """
+        timeout = self.call_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            await trio.lowlevel.checkpoint()
+            while True:
+                for call in self._dialled:
+                    if number is None or call.callee == number:
+                        self._dialled.remove(call)
+                        return call
+                await self._dialled_lot.park()
+        raise AssertionError(
+            f"the agent placed no call to {number or 'any number'} within {timeout:g} s"
+        )
+
+    def _observe_dialled(self, call: SimulatedCall, event: str) -> None:
+        if event == "placed" and call.outbound:
+            self._dialled.append(call)
+            del self._dialled[: -self.sim.config.max_finished_calls]  # bounded
+            self._dialled_lot.unpark_all()
+
     def agent_call(self, call_id: str) -> ActiveCall | None:
         """The agent's :class:`~telcoflow_trio.ActiveCall` for ``call_id`` (also once
         ended), or ``None`` if its handler has not been given the call."""
@@ -540,8 +571,12 @@ async def open_agent_test(
             call_timeout=call_timeout,
             **config_options,
         )
-        async with harness.client:
-            yield harness
+        sim.add_observer(harness._observe_dialled)
+        try:
+            async with harness.client:
+                yield harness
+        finally:
+            sim.remove_observer(harness._observe_dialled)
     unsurfaced = harness._unsurfaced_errors()
     if raise_handler_errors and unsurfaced:
         raise AgentHandlerError(unsurfaced) from unsurfaced[0][1]

@@ -86,6 +86,7 @@ async def test_metrics_ready_and_healthz_over_loopback() -> None:
             assert got[("telcoflow_client_connected", ())] == 1
             assert got[("telcoflow_client_claiming", ())] == 1
             assert got[("telcoflow_client_calls_received_total", ())] == 1
+            assert got[("telcoflow_client_calls_outbound_total", ())] == 0
             ((reason, n),) = stats.calls_ended.items()
             assert got[("telcoflow_client_calls_ended_total", (("reason", reason),))] == n == 1
             assert got[("telcoflow_client_sessions_claimed_total", ())] == 1

@@ -100,11 +100,11 @@ async def test_server_refusals(
     code: str, exc: type[WSSSessionError], autojump_clock: MockClock
 ) -> None:
     async with open_pair() as (sim, client, _):
-        sim.faults.refuse_sessions(code)
+        sim.faults.refuse_creates(code, f"refused by an injected fault ({code})")
         with pytest.raises(exc, match=code) as info:
             await client.create_session(ChannelType.WA, "+15550100")
         assert info.value.error_code == code
-        assert info.value.error_message == f"refused by an injected fault ({code})"
+        assert info.value.error_content == {"message": f"refused by an injected fault ({code})"}
 
 
 async def test_natural_refusals(autojump_clock: MockClock) -> None:

@@ -5,7 +5,10 @@ Usage: ``python sdk_agent.py SCENARIO BASE_URL API_KEY CONNECTOR_UUID``. Prints
 
 Scenarios: ``echo`` (answer, echo one second of caller audio, close),
 ``unanswered`` (answer, connect to a callee who never answers, close),
-``hangup`` (answer and wait for the caller to hang up).
+``hangup`` (answer and wait for the caller to hang up), ``flow`` (set a
+MISSED_ONLY call flow without outbound calls, try to place one, then answer
+and close), ``isolated`` (isolated audio: read channels 0, 1 and, after a
+connect, 2), ``error`` (answer, wait for a ``call.error``, close).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ import sys
 import time
 from typing import Any
 
-from telcoflow import SessionManager, SessionManagerConfig
+from telcoflow import (
+    AudioMode,
+    CallEvent,
+    CallFlowConfig,
+    ChannelType,
+    InboundCallMode,
+    SessionManager,
+    SessionManagerConfig,
+)
 from telcoflow.audio_config import CallAudioConfig
 
 ECHO_BYTES = 32000  # one second at 16 kHz
@@ -62,6 +73,41 @@ async def handle(
         report["state"] = str(call.state)
         report["received"] = received
         await asyncio.wait_for(session_closed.wait(), 5)
+    elif scenario == "flow":
+        report["close"] = bool(await call.close())
+    elif scenario == "isolated":
+        report["ch0"] = (await read(call.audio_stream(0), 3200)).hex()
+        report["ch1"] = (await read(call.audio_stream(1), 3200)).hex()
+        report["connect"] = bool(await call.connect(ring_time_seconds=5))
+        report["ch2"] = len(await read(call.audio_stream(2), 3200))
+        report["close"] = bool(await call.close())
+    elif scenario == "error":
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        call.on_call_event(CallEvent.CALL_ERROR)(errors.put_nowait)
+        report["call_error"] = await asyncio.wait_for(errors.get(), 5)
+        report["state"] = str(call.state)
+        report["close"] = bool(await call.close())
+
+
+async def read(stream: Any, size: int) -> bytes:
+    """The first ``size`` bytes of an audio stream."""
+    data = b""
+    async for chunk in stream:
+        data += chunk
+        if len(data) >= size:
+            break
+    return data[:size]
+
+
+async def before_ready(scenario: str, sm: Any, report: dict[str, Any]) -> None:
+    if scenario != "flow":
+        return
+    flow = CallFlowConfig(inbound_call=InboundCallMode.MISSED_ONLY, inbound_message=True)
+    await sm.setup_call_flow(flow)
+    try:
+        await sm.create_session(ChannelType.TELCO, "+15550777")
+    except Exception as exc:
+        report["create_session"] = f"{type(exc).__name__}: {exc}"
 
 
 async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) -> None:
@@ -69,7 +115,10 @@ async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) 
         api_key=api_key,
         connector_uuid=connector_uuid,
         base_url=base_url,
-        call_audio=CallAudioConfig(sample_rate=16000),
+        call_audio=CallAudioConfig(
+            sample_rate=16000,
+            audio_mode=AudioMode.ISOLATED if scenario == "isolated" else AudioMode.MIXED,
+        ),
     )
     report: dict[str, Any] = {}
     done = asyncio.Event()
@@ -100,6 +149,7 @@ async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) 
 
             await session.ready()
 
+        await before_ready(scenario, sm, report)
         sys.stdout.write("READY\n")
         sys.stdout.flush()
         await asyncio.wait_for(done.wait(), 10)

@@ -10,6 +10,7 @@ import itertools
 import json
 import subprocess
 import sys
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ from telcoflow_trio.simulator import (
     CallerScript,
     CallResult,
     Simulator,
+    SimulatorConfig,
     open_simulator,
     tone,
 )
+from telcoflow_trio.simulator._call import CallObserver
+from tests.simulator.simclient import open_control
 
 pytestmark = pytest.mark.interop
 
@@ -56,10 +60,26 @@ async def finish_agent(agent: trio.Process, output: bytes) -> dict[str, Any]:
 
 
 async def run_scenario(
-    scenario: str, script: CallerScript
+    scenario: str,
+    script: CallerScript,
+    config: SimulatorConfig | None = None,
+    *,
+    other_agent: bool = False,
+    observer: CallObserver | None = None,
 ) -> tuple[dict[str, Any], CallResult, Simulator]:
-    """Start the SDK agent, place one call once it is ready, return both sides' views."""
-    async with open_simulator(listen=True) as sim, trio.open_nursery() as nursery:
+    """Start the SDK agent, place one call once it is ready, return both sides' views.
+
+    ``other_agent``: a raw control connection that takes all calls, claiming none.
+    """
+    async with (
+        open_simulator(config, listen=True) as sim,
+        trio.open_nursery() as nursery,
+        AsyncExitStack() as stack,
+    ):
+        if other_agent:
+            await stack.enter_async_context(open_control(sim, open_stream=None))
+        if observer is not None:
+            sim.add_observer(observer)
         command = [sys.executable, str(AGENT), scenario, sim.base_url]
         command += [sim.api_key, sim.connector_uuid]
         with trio.fail_after(15):
@@ -158,3 +178,48 @@ async def test_sdk_whatsapp_sessions_and_rest() -> None:
     assert report["closed"] == "SDK_REQUEST"
     assert report["is_closed"] is True
     assert own.state == "CLOSED"
+
+
+async def test_sdk_call_flow_is_accepted_and_applied() -> None:
+    claimed: list[float] = []
+
+    def observe(call: Any, event: str) -> None:
+        if event == "claimed":
+            claimed.append(trio.current_time() - call.placed_at)
+
+    config = SimulatorConfig(missed_call_after=1.0)
+    report, result, sim = await run_scenario(
+        "flow", CallerScript(tone(440)), config, other_agent=True, observer=observe
+    )
+    # outboundCall false: the SDK's session.create is refused as FORBIDDEN.
+    assert report["create_session"].startswith("WSSForbidden: [FORBIDDEN]")
+    # MISSED_ONLY: offered only once the other (ALL) agent let it ring 1 s.
+    assert claimed == [pytest.approx(1.0, abs=0.3)]
+    assert report["close"] is True
+    assert result.ended_by == "agent_close"
+    stats = sim.statistics()
+    assert (stats.handler_errors, stats.malformed_frames) == (0, 0)
+
+
+async def test_sdk_receives_isolated_channels() -> None:
+    script = CallerScript(tone(440), callee_audio=tone(1000), callee_answers_after=0.5)
+    report, result, _ = await run_scenario("isolated", script)
+    # Alone on the line, channel 0 (the mix) is the caller's leg on channel 1.
+    assert report["ch0"] == report["ch1"]
+    caller = b"".join(itertools.islice(tone(440).frames(16000, 640), 5))
+    assert bytes.fromhex(report["ch1"]) == caller
+    assert report["connect"] is True
+    assert report["ch2"] == 3200  # the connected party's leg, after connect
+    assert result.ended_by == "agent_close"
+
+
+async def test_sdk_gets_call_error_and_the_call_goes_on() -> None:
+    script = CallerScript(tone(440), call_errors=[(0.5, "TTS_SESSION_ERROR")])
+    report, result, _ = await run_scenario("error", script)
+    assert report["call_error"] == {  # the SDK's handler gets the fields but "event"
+        "error_code": "TTS_SESSION_ERROR",
+        "error_message": "scripted call error",
+    }
+    assert report["state"] == "LIVE"
+    assert report["close"] is True
+    assert result.ended_by == "agent_close"

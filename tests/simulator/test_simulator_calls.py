@@ -184,7 +184,8 @@ async def test_control_requests_the_simulator_does_not_serve(
 ) -> None:
     from telcoflow_trio.proto import CallFlowSetup, SessionCreate
 
-    async with open_simulator() as sim, open_control(sim) as control:
+    config = SimulatorConfig(outbound_calls=False)
+    async with open_simulator(config) as sim, open_control(sim) as control:
         await control.ws.send_message(SessionCreate("TELCO", "+1777", "r1").encode())
         created: Response = await control.expect(Response)
         assert (created.ok, created.error_code) == (False, "CHANNEL_NOT_CONFIGURED")
