@@ -11,6 +11,7 @@ from ._call import (
 from ._client import ClientStatistics as ClientStatistics, TelcoflowClient as TelcoflowClient
 from ._logging import CallIdFilter as CallIdFilter, current_call_id as current_call_id
 from ._offer import CallOffer as CallOffer
+from ._session import IncomingMessage as IncomingMessage, Session as Session
 from ._version import __version__ as __version__
 from .config import (
     ClaimMode as ClaimMode,
@@ -21,10 +22,16 @@ from .events import (
     CallErrorCode as CallErrorCode,
     CallEvent as CallEvent,
     CallState as CallState,
+    ChannelType as ChannelType,
     ClientEvent as ClientEvent,
     InboundCallMode as InboundCallMode,
+    MessageErrorCode as MessageErrorCode,
 )
-from .proto import LatencyHistogram as LatencyHistogram
+from .proto import (
+    CloseResult as CloseResult,
+    LatencyHistogram as LatencyHistogram,
+    SessionInfo as SessionInfo,
+)
 
 __all__ = [
     "ActiveCall",
@@ -35,12 +42,18 @@ __all__ = [
     "CallOffer",
     "CallState",
     "CallStatistics",
+    "ChannelType",
     "ClaimMode",
     "ClaimPolicy",
     "ClientEvent",
     "ClientStatistics",
+    "CloseResult",
     "InboundCallMode",
+    "IncomingMessage",
     "LatencyHistogram",
+    "MessageErrorCode",
+    "Session",
+    "SessionInfo",
     "TelcoflowClient",
     "TelcoflowClientConfig",
     "TerminationInfo",

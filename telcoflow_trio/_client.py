@@ -32,8 +32,10 @@ from ._control import ControlConnection, ControlCounters
 from ._logging import call_context
 from ._media import MediaCounters
 from ._offer import CallOffer
+from ._rest import RestClient
+from ._session import Session, SessionRegistry, check_channel
 from .config import TelcoflowClientConfig
-from .events import ClientEvent, InboundCallMode
+from .events import ChannelType, ClientEvent, InboundCallMode
 from .exceptions import (
     WSSCallClosedError,
     WSSCallError,
@@ -110,7 +112,7 @@ class ClientStatistics:
         claim_latency: from ``session.notify`` to ``call.in``, of won claims.
         loop_lag: how late the event loop runs, in seconds (the load-aware
             claim policy's measure, a decaying peak; 0 under first-come).
-        handler_errors: exceptions raised by your handlers.
+        handler_errors: exceptions raised by your handlers (``INCOMING_MESSAGE`` too).
         audio_frames_sent, audio_bytes_sent: agent audio sent, all calls.
         audio_frames_received, audio_bytes_received: caller audio received, all calls.
         send_buffer_bytes: agent audio queued for sending, summed over active calls.
@@ -209,6 +211,8 @@ class TelcoflowClient:
         self._control_done.set()
         self._failure: WSSError | None = None
         self._disconnected = False
+        self._rest = RestClient(config, self._open_stream)
+        self._wa = SessionRegistry(config, self._rest, lambda: self._control)
         self._call_flow: proto.CallFlowSetup | None = None
 
     # -- lifetime --------------------------------------------------------------------
@@ -247,6 +251,7 @@ class TelcoflowClient:
                     nursery.start_soon(self._run_background, background_started)
                     await background_started.wait()
                     assert self._nursery is not None
+                    self._wa.nursery = self._nursery
                     self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
                     if self._config.claim_policy.load_aware:
                         self._nursery.start_soon(self._measure_lag)
@@ -302,9 +307,11 @@ class TelcoflowClient:
             self._control.stop()
         for call in list(self._calls.values()):
             call._shutdown()
+        self._wa.shutdown()
         # Bounded, and shielded so it also runs when we are being cancelled.
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + 2 * self._config.close_timeout
+            await self._rest.aclose()
             await self._wait_no_calls()
             await self._control_done.wait()
 
@@ -344,6 +351,9 @@ class TelcoflowClient:
             on_claim_done=self._reoffer,
             on_call_in=self._call_arrived,
             on_session_closed=self._session_closed,
+            on_connected=self._wa.connected,
+            on_wa_notify=self._wa.notified,
+            on_wa_message=self._wa.message,
         )
         self._control.call_flow = self._call_flow
         self._control_done = trio.Event()
@@ -486,7 +496,8 @@ class TelcoflowClient:
     # -- handlers and calls ------------------------------------------------------------
 
     def on(self, event: ClientEvent | str) -> Callable[[_Handler], _Handler]:
-        """Decorator: register the handler of ``events.INCOMING_CALL`` (or ``CALL_OFFERED``).
+        """Decorator: register the handler of ``events.INCOMING_CALL`` (or ``CALL_OFFERED``,
+        ``INCOMING_MESSAGE``).
 
         The handler gets the :class:`ActiveCall` (media already connected) and
         may be sync or async; the call lasts as long as the handler: when it
@@ -498,6 +509,12 @@ class TelcoflowClient:
         call's task, with a :class:`CallOffer` before the media connection
         opens: calling ``offer.to_json()`` hands the call off to another process
         (see :meth:`adopt_call`); returning without it serves the call here.
+
+        ``INCOMING_MESSAGE``: the handler gets each
+        :class:`~telcoflow_trio.IncomingMessage` of the WhatsApp sessions the
+        platform offers (``session.notify``), which the client claims only
+        while there is such a handler; messages of one session run one after
+        another. Sessions you create yourself deliver to ``session.messages()``.
 
         Raises:
             ValueError: ``event`` is not a client event, or a handler is already set.
@@ -514,6 +531,11 @@ class TelcoflowClient:
                     raise ValueError(f"a handler for {key} is already registered")
                 self._offered = handler
                 return handler
+            if key is ClientEvent.INCOMING_MESSAGE:
+                if self._wa.handler is not None:
+                    raise ValueError(f"a handler for {key} is already registered")
+                self._wa.handler = handler
+                return handler
             if self._incoming is not None:
                 raise ValueError(f"a handler for {key} is already registered")
             self._incoming = handler
@@ -521,6 +543,54 @@ class TelcoflowClient:
             return handler
 
         return register
+
+    async def create_session(self, channel: ChannelType | str, remote_address: str) -> Session:
+        """Start a session with ``remote_address`` (``session.create``) and claim it.
+
+        For WA the session is ready for :meth:`Session.send_message` and
+        :meth:`Session.messages` when this returns. If the platform already
+        has a session with that address (``created: false``) it is claimed and
+        returned, with ``session.created`` false.
+
+        Raises:
+            ValueError: an unknown channel, or an empty or malformed address.
+            WSSChannelNotConfigured, WSSQuotaExceeded, WSSForbidden,
+                WSSInvalidRequest, WSSOutboundOverflow: the platform refused
+                (its ``error_code`` and message are on the exception).
+            WSSSessionBusy: another connection holds the existing session.
+            WSSConnectionError: not connected, or no response in time.
+        """
+        return await self._wa.create(channel, remote_address)
+
+    def get_session(self, session_id: str) -> Session | None:
+        """The open session with ``session_id`` that this client holds, or ``None``."""
+        return self._wa.get(session_id)
+
+    async def list_sessions(
+        self,
+        channel: ChannelType | str | None = None,
+        remote_address: str | None = None,
+        state: str | None = "OPEN",
+    ) -> list[proto.SessionInfo]:
+        """The connector's sessions (REST ``GET /public/v1/sessions``), filtered.
+
+        Raises:
+            ValueError: an unknown channel.
+            WSSConnectionError: the request failed or timed out.
+            WSSSessionError, WSSAuthenticationError: the platform refused it.
+        """
+        kind = None if channel is None else check_channel(channel).value
+        return await self._rest.list_sessions(kind, remote_address, state)
+
+    async def close_session(self, session_id: str) -> proto.CloseResult:
+        """Close a session by id (REST); ``reason`` ``NOT_FOUND`` if it was gone already.
+
+        Raises:
+            ValueError: ``session_id`` is empty.
+            WSSConnectionError, WSSSessionError, WSSAuthenticationError: as
+                :meth:`list_sessions`.
+        """
+        return await self._rest.close_session(session_id)
 
     def get_call(self, call_id: str) -> ActiveCall | None:
         """The live call with ``call_id``, or ``None``."""
@@ -555,6 +625,7 @@ class TelcoflowClient:
             sessions_claimed=c.sessions_claimed,
             sessions_busy=c.sessions_busy,
             handler_errors=self._handler_errors_done
+            + self._wa.handler_errors
             + sum(call.handler_errors for call in self._calls.values()),
             pings=c.pings,
             malformed_frames=c.malformed_frames,
@@ -885,6 +956,7 @@ class TelcoflowClient:
             del self._by_session[session_id]
 
     def _session_closed(self, closed: proto.SessionClosed) -> None:
+        self._wa.closed(closed)
         dialing = self._dialing.get(closed.session_id)
         if dialing is not None and dialing.call is None:
             dialing.closed_reason = closed.reason

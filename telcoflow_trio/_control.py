@@ -55,7 +55,7 @@ from .exceptions import (
 from .ws._streams import StreamOpener
 from .ws._transport import ClientWebSocket, open_websocket, redact_url
 
-__all__ = ["ControlConnection", "ControlCounters"]
+__all__ = ["ControlConnection", "ControlCounters", "client_ssl_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,21 @@ MAX_CLAIMS_IN_FLIGHT: Final = 1000
 
 #: Control error codes meaning "this session is not ours to take" (quiet skip).
 _NOT_OURS: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})
+
+
+def client_ssl_context(config: TelcoflowClientConfig) -> ssl.SSLContext | None:
+    """The config's TLS context (``None``: plain ``ws://``).
+
+    Raises:
+        WSSAuthenticationError: a certificate, key or CA file cannot be loaded
+            (its name is not in the message).
+    """
+    try:
+        return config.ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise WSSAuthenticationError(
+            f"could not load the client certificate or CA file: {type(exc).__name__}"
+        ) from exc
 
 
 @attrs.define
@@ -106,6 +121,9 @@ class ControlConnection:
         on_claim_done: a claim ended (won, refused, dropped), unless cancelled.
         on_call_in: a claimed session's call arrived.
         on_session_closed: the server closed a session.
+        on_connected: a connection was set up (``True`` for a reconnection).
+        on_wa_notify: a WhatsApp session is offered (``session.notify``, channel WA).
+        on_wa_message: a ``wa.msg.in`` arrived.
     """
 
     def __init__(
@@ -120,6 +138,9 @@ class ControlConnection:
         on_session_closed: Callable[[proto.SessionClosed], None],
         claim_delay: Callable[[], float],
         on_claim_done: Callable[[], None],
+        on_connected: Callable[[bool], None] = lambda reconnect: None,
+        on_wa_notify: Callable[[proto.SessionNotify], None] = lambda frame: None,
+        on_wa_message: Callable[[proto.WaMsgIn], None] = lambda frame: None,
     ) -> None:
         self._config = config
         self._open_stream = open_stream
@@ -130,6 +151,9 @@ class ControlConnection:
         self._on_claim_done = on_claim_done
         self._on_call_in = on_call_in
         self._on_session_closed = on_session_closed
+        self._on_connected = on_connected
+        self._on_wa_notify = on_wa_notify
+        self._on_wa_message = on_wa_message
         self._ws: ClientWebSocket | None = None
         self._nursery: trio.Nursery | None = None
         self._requests: dict[str, Reply[proto.Response]] = {}
@@ -189,11 +213,13 @@ class ControlConnection:
         """
 
         def ready() -> None:
-            if self.started:
+            reconnect = self.started
+            if reconnect:
                 self.counters.reconnects += 1
             else:
                 self.started = True
                 task_status.started()
+            self._on_connected(reconnect)
 
         try:
             with self._run_scope:
@@ -247,12 +273,7 @@ class ControlConnection:
     async def _serve_one(self, ready: Callable[[], None]) -> None:
         """One connection, from opening to failure (raises) or :meth:`stop` (returns)."""
         config = self._config
-        try:
-            ssl_context = config.ssl_context()
-        except (OSError, ssl.SSLError) as exc:
-            raise WSSAuthenticationError(
-                f"could not load the client certificate or CA file: {type(exc).__name__}"
-            ) from exc
+        ssl_context = client_ssl_context(config)
         async with open_websocket(
             config.control_url,
             headers=config.auth_headers(),
@@ -380,6 +401,8 @@ class ControlConnection:
                 logger.debug("control: session.closed %s (%s)", frame.session_id, frame.reason)
                 self._settle(frame.session_id)
                 self._on_session_closed(frame)
+            elif isinstance(frame, proto.WaMsgIn):
+                self._on_wa_message(frame)
             else:
                 logger.debug("control: ignoring %s", type(frame).__name__)
 
@@ -460,6 +483,9 @@ class ControlConnection:
         return len(self._claims)
 
     def _notified(self, frame: proto.SessionNotify) -> None:
+        if frame.channel == "WA":
+            self._on_wa_notify(frame)
+            return
         self.counters.notifications += 1
         self.notified(frame)
 

@@ -1,4 +1,4 @@
-"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call``, ``dial`` and ``run``.
+"""The ``telcoflow-trio`` command: ``demo``, ``simulate``, ``call``, ``wa``, ``dial`` and ``run``.
 
 User mistakes (bad arguments, an unreachable server, an unreadable file) end with a
 one-line message and a non-zero status, never a traceback; Ctrl+C stops cleanly.
@@ -21,6 +21,7 @@ EPILOG = {
     "simulate": "example: telcoflow-trio simulate --port 8080   (then type 'help')",
     "call": "example: telcoflow-trio call --server ws://127.0.0.1:8080 --wav hi.wav "
     "--record reply.wav --hangup-after 10",
+    "wa": "example: telcoflow-trio wa --server ws://127.0.0.1:8080 --from +15550100 hello",
     "dial": "example: telcoflow-trio dial --server ws://127.0.0.1:8080 +15550100 "
     "--wav hello.wav --record reply.wav",
     "run": """\
@@ -59,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .simulator._cli import (
         add_call_arguments,
         add_simulate_arguments,
+        add_wa_arguments,
         call_main,
         simulate_main,
+        wa_main,
     )
 
     parser = argparse.ArgumentParser(
@@ -76,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
          add_simulate_arguments, simulate_main),
         ("call", "place a call into a running simulator as the caller (a softphone)",
          add_call_arguments, call_main),
+        ("wa", "write a WhatsApp message into a running simulator as a user; print the replies",
+         add_wa_arguments, wa_main),
         ("dial", "place an outbound call as the agent: say a WAV, record the callee",
          add_dial_arguments, dial_main),
         ("run", "run your agent in production: workers, graceful drain on SIGTERM, metrics",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 
+from .proto._frames import ChannelType, MessageErrorCode
 from .proto._states import CallState
 
 __all__ = [
@@ -25,11 +26,14 @@ __all__ = [
     "CALL_OFFERED",
     "CALL_TERMINATED",
     "INCOMING_CALL",
+    "INCOMING_MESSAGE",
     "CallErrorCode",
     "CallEvent",
     "CallState",
+    "ChannelType",
     "ClientEvent",
     "InboundCallMode",
+    "MessageErrorCode",
 ]
 
 
@@ -39,6 +43,9 @@ class ClientEvent(enum.StrEnum):
     #: A call arrived; the handler gets the :class:`~telcoflow_trio.ActiveCall`
     #: with its media connection already open.
     INCOMING_CALL = "call.incoming"
+    #: A WhatsApp message arrived on a session the client claimed for it; the
+    #: handler gets the :class:`~telcoflow_trio.IncomingMessage`.
+    INCOMING_MESSAGE = "message.incoming"
     #: A call arrived and its media connection is not open yet: the handler
     #: gets a :class:`~telcoflow_trio.CallOffer` and may hand the call to
     #: another process (:meth:`~telcoflow_trio.CallOffer.to_json`); when it
@@ -87,6 +94,7 @@ class InboundCallMode(enum.StrEnum):
 
 
 INCOMING_CALL = ClientEvent.INCOMING_CALL
+INCOMING_MESSAGE = ClientEvent.INCOMING_MESSAGE
 CALL_OFFERED = ClientEvent.CALL_OFFERED
 CALL_TERMINATED = CallEvent.CALL_TERMINATED
 CALL_ANSWERED = CallEvent.CALL_ANSWERED

@@ -32,7 +32,9 @@ classes; the additions (marked ``+``) make protocol and state errors precise::
     │       ├── WSSSessionClosed            SESSION_CLOSED
     │       ├── WSSSessionNotFound          SESSION_NOT_FOUND
     │       ├── WSSSessionNotOpen           SESSION_NOT_OPEN
-    │       └── WSSSessionAlreadyExists     session.create answered ``created: false``
+    │       ├── WSSSessionAlreadyExists     session.create answered ``created: false``
+    │       └── WrongChannelError +         a channel's operation on another channel's session
+    ├── WSSMessageError +           a WhatsApp message was refused (``error_code``)
     ├── ProtocolError +             a frame that breaks the wire protocol
     │   ├── LocalProtocolError +        we were about to send an invalid frame
     │   └── RemoteProtocolError +       the peer sent an invalid frame
@@ -69,6 +71,7 @@ __all__ = [
     "WSSForbidden",
     "WSSInvalidRequest",
     "WSSMediaError",
+    "WSSMessageError",
     "WSSOutboundOverflow",
     "WSSQuotaExceeded",
     "WSSRequestError",
@@ -79,6 +82,7 @@ __all__ = [
     "WSSSessionNotFound",
     "WSSSessionNotOpen",
     "WSSTLSError",
+    "WrongChannelError",
 ]
 
 
@@ -258,6 +262,26 @@ class WSSSessionNotFound(WSSSessionError):
 
 class WSSSessionNotOpen(WSSSessionError):
     """``SESSION_NOT_OPEN``: the session is not open (yet)."""
+
+
+class WrongChannelError(WSSSessionError):
+    """An operation of one channel on a session of another (``send_message`` on TELCO)."""
+
+
+class WSSMessageError(WSSError):
+    """The platform refused a WhatsApp message.
+
+    ``error_code`` is a :class:`~telcoflow_trio.events.MessageErrorCode` value
+    (``INVALID_PAYLOAD``, ``SESSION_NOT_OPEN``, ``OVERFLOW``, ...), or the
+    server's own string for a code this version does not know.
+    """
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, error_content: object = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_content = error_content
 
 
 #: The class each control error code raises (``UNAUTHORIZED`` is a credentials error).

@@ -18,7 +18,7 @@ import hypercorn.trio
 import pytest
 import trio
 
-from telcoflow_trio import TelcoflowClient, TelcoflowClientConfig
+from telcoflow_trio import TelcoflowClient, TelcoflowClientConfig, events
 from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 from telcoflow_trio.streams import bridge_call
 from telcoflow_trio.testing import (
@@ -251,3 +251,21 @@ async def http_get_json(base: str, path: str) -> Any:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     return json.loads(body)
+
+
+async def test_wa_echo_bot(example: Callable[[str], ModuleType], autojump_clock: Any) -> None:
+    bot = example("wa_echo_bot")
+    async with open_agent_test() as harness:
+        harness.client.on(events.INCOMING_MESSAGE)(bot.on_message)
+        session = await harness.send_wa_message("+15550100", "hello bot")
+        await harness.send_wa_message("+15550100", {"type": "image", "image": {"id": "m1"}})
+        with trio.fail_after(5):
+            received = await session.wait_received(2)
+        harness.faults.fail_wa_messages("REMOTE_ERROR")  # the bot survives a refused answer
+        await harness.send_wa_message("+15550100", "again")
+        await trio.sleep(1)
+        assert harness.client.get_session(session.session_id) is not None
+    assert [m.data["text"]["body"] for m in received] == [
+        "You said: hello bot",
+        "Sorry, I only read text messages.",
+    ]

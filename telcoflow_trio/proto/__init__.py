@@ -33,10 +33,12 @@ from ._frames import (
     CallEventFrame as CallEventFrame,
     CallFlowSetup as CallFlowSetup,
     CallIn as CallIn,
+    ChannelType as ChannelType,
     Command as Command,
     CommandResponse as CommandResponse,
     ControlFrame as ControlFrame,
     MediaFrame as MediaFrame,
+    MessageErrorCode as MessageErrorCode,
     Response as Response,
     SessionClosed as SessionClosed,
     SessionCreate as SessionCreate,
@@ -55,6 +57,19 @@ from ._handoff import (
     MAX_HANDOFF_BYTES as MAX_HANDOFF_BYTES,
     decode_handoff as decode_handoff,
     encode_handoff as encode_handoff,
+)
+from ._rest import (
+    SESSIONS_PATH as SESSIONS_PATH,
+    CloseResult as CloseResult,
+    SessionInfo as SessionInfo,
+    close_path as close_path,
+    decode_close as decode_close,
+    decode_error as decode_error,
+    decode_sessions as decode_sessions,
+    encode_error as encode_error,
+    encode_sessions as encode_sessions,
+    http_base_url as http_base_url,
+    sessions_target as sessions_target,
 )
 from ._states import (
     TRANSITIONS as TRANSITIONS,

@@ -14,6 +14,7 @@ snake_case inside media ``data`` objects, with the odd ``channelId``.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeAlias
@@ -29,10 +30,12 @@ __all__ = [
     "CallEventFrame",
     "CallFlowSetup",
     "CallIn",
+    "ChannelType",
     "Command",
     "CommandResponse",
     "ControlFrame",
     "MediaFrame",
+    "MessageErrorCode",
     "Response",
     "SessionClosed",
     "SessionCreate",
@@ -55,6 +58,25 @@ MAX_MESSAGE_BYTES = 1 << 20
 JSON: TypeAlias = Any
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.JSONDecoder().decode
+
+
+class ChannelType(enum.StrEnum):
+    """The channel of a session: a phone call or WhatsApp."""
+
+    TELCO = "TELCO"
+    WA = "WA"
+
+
+class MessageErrorCode(enum.StrEnum):
+    """Why the platform refused a WhatsApp message (``WSSMessageError.error_code``)."""
+
+    INVALID_PAYLOAD = "INVALID_PAYLOAD"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    SESSION_NOT_OPEN = "SESSION_NOT_OPEN"
+    INVALID_CHANNEL = "INVALID_CHANNEL"
+    OVERFLOW = "OVERFLOW"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    REMOTE_ERROR = "REMOTE_ERROR"
 
 
 # -- field readers -----------------------------------------------------------------

@@ -36,11 +36,13 @@ from ._server import (
     CONTROL_PATH as CONTROL_PATH,
     MEDIA_PATH_PREFIX as MEDIA_PATH_PREFIX,
     SOFTPHONE_PATH as SOFTPHONE_PATH,
+    WA_USER_PATH as WA_USER_PATH,
     Simulator as Simulator,
     open_simulator as open_simulator,
     serve_simulator as serve_simulator,
 )
 from ._softphone import SoftphoneCall as SoftphoneCall, run_softphone as run_softphone
+from ._wa import WaMessage as WaMessage, WaPlatform as WaPlatform, WaSession as WaSession
 
 __all__ = [
     "CONTROL_PATH",
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_CONNECTOR_UUID",
     "MEDIA_PATH_PREFIX",
     "SOFTPHONE_PATH",
+    "WA_USER_PATH",
     "AudioSource",
     "CallResult",
     "CallerScript",
@@ -60,6 +63,9 @@ __all__ = [
     "SimulatorFaults",
     "SimulatorStatistics",
     "SoftphoneCall",
+    "WaMessage",
+    "WaPlatform",
+    "WaSession",
     "noise",
     "open_simulator",
     "pcm_source",

@@ -37,10 +37,13 @@ from ._softphone import run_softphone
 __all__ = [
     "add_call_arguments",
     "add_simulate_arguments",
+    "add_wa_arguments",
     "call_main",
     "run_call",
     "run_simulate",
+    "run_wa",
     "simulate_main",
+    "wa_main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,10 +71,16 @@ commands (CALL is the call's #number or id):
   slow-pulls FACTOR             pull agent audio FACTOR times slower (1: normal)
   call-error CALL [CODE]        send call.error (default TTS_SESSION_ERROR)
   delay-creates SECONDS         answer session.create this late (0: off)
-  refuse-creates CODE|off       refuse outbound calls with CODE (e.g. QUOTA_EXCEEDED)
+  refuse-creates CODE|off       refuse session.create (calls, WA) with CODE
   close-session CALL [REASON]   close a call's session (default FORCE_CLOSE)
   send-control TEXT             send TEXT as-is to every control connection
   send-media CALL TEXT          send TEXT as-is on a call's media connection
+  wa NUMBER TEXT                a WhatsApp user NUMBER writes TEXT to the agent
+  wa-received NUMBER            what the WhatsApp user NUMBER received
+  wa-fail CODE|off              refuse every wa.msg.out with CODE (e.g. OVERFLOW)
+  wa-delay SECONDS              acknowledge wa.msg.out SECONDS late (0: off)
+  wa-close NUMBER               close the user's WhatsApp session (FORCE_CLOSE)
+  rest-fail STATUS|off          answer every REST request with HTTP STATUS (5xx)
   quit                          stop the simulator
 """
 
@@ -139,6 +148,66 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-file", type=Path, help="CA to verify a wss:// simulator with")
     parser.add_argument("--cert", type=Path, help="client certificate for mTLS (PEM)")
     parser.add_argument("--key", type=Path, help="client private key for mTLS (PEM)")
+
+
+def add_wa_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``telcoflow-trio wa``."""
+    parser.add_argument(
+        "--server", default="ws://127.0.0.1:8080", help="simulator base URL (ws:// or wss://)"
+    )
+    parser.add_argument(
+        "--from", dest="sender", default="+15550100", help="the WhatsApp user's number"
+    )
+    parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=5.0,
+        help="wait this long for the agent's reply and print it (default 5 s; 0: do not wait)",
+    )
+    parser.add_argument("text", help="the message the user writes")
+    add_api_key_arguments(parser, default_note=f"default {DEFAULT_API_KEY!r}")
+    parser.add_argument("--connector-uuid", default=DEFAULT_CONNECTOR_UUID)
+    parser.add_argument("--ca-file", type=Path, help="CA to verify a wss:// simulator with")
+
+
+async def run_wa(args: argparse.Namespace, *, out: IO[str] = sys.stdout) -> dict[str, Any]:
+    """Write one WhatsApp message as a simulated user; print and return the agent's replies.
+
+    Raises:
+        WSSError: the simulator cannot be reached or refused the message.
+    """
+    import httpx
+
+    from ..proto import decode_error, http_base_url
+    from ._server import WA_USER_PATH
+
+    headers = {"x-api-key": _api_key(args), "x-connector-uuid": args.connector_uuid}
+    params = {"from": args.sender, "text": args.text, "wait": str(args.wait)}
+    verify: ssl.SSLContext | bool = True
+    if args.server.startswith("wss://"):
+        verify = ssl.create_default_context(cafile=args.ca_file)
+    try:
+        async with httpx.AsyncClient(verify=verify, timeout=args.wait + 10) as http:
+            url = http_base_url(args.server) + WA_USER_PATH
+            response = await http.post(url, params=params, headers=headers)
+    except httpx.HTTPError as exc:
+        raise WSSError(f"could not reach {args.server}: {exc}") from exc
+    if response.status_code != 200:
+        code, message = decode_error(response.status_code, response.content)
+        raise WSSError(
+            f"the simulator refused the message: {code or response.status_code}: {message}"
+        )
+    result: dict[str, Any] = response.json()
+    out.write(f"sent to the agent (session {result['sessionId']})\n")
+    for reply in result["replies"]:
+        out.write(f"agent: {json.dumps(reply)}\n")
+    out.flush()
+    return result
+
+
+def wa_main(args: argparse.Namespace) -> int:
+    """``telcoflow-trio wa``: write a WhatsApp message into a running simulator."""
+    return command_status("telcoflow-trio wa", partial(run_wa, args))
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -271,9 +340,29 @@ class _Console:
             await faults.send_control(" ".join(rest))
         elif name == "send-media":
             await faults.send_media(self.call_id(rest[0]), " ".join(rest[1:]))
+        elif name == "wa":
+            sent = await sim.wa.send_from_user(rest[0], " ".join(rest[1:]))
+            self.say(f"WhatsApp {rest[0]} -> agent (session {sent.session_id})")
+        elif name == "wa-received":
+            session = sim.wa.find(rest[0])
+            if session is None:
+                raise LookupError(f"no open WhatsApp session with {rest[0]}")
+            for message in session.received:
+                self.say(f"{message.message_id}: {json.dumps(message.data)}")
+        elif name == "wa-fail":
+            faults.fail_wa_messages(None if rest[0] == "off" else rest[0])
+        elif name == "wa-delay":
+            faults.delay_wa_acks(float(rest[0]))
+        elif name == "wa-close":
+            session = sim.wa.find(rest[0])
+            if session is None:
+                raise LookupError(f"no open WhatsApp session with {rest[0]}")
+            sim.wa.close(session.session_id)
+        elif name == "rest-fail":
+            faults.fail_rest(None if rest[0] == "off" else int(rest[0]))
         else:
             raise ValueError(f"unknown command {name!r} (try 'help')")
-        if name not in ("help", "calls", "stats", "call", "drop-control"):
+        if name not in ("help", "calls", "stats", "call", "drop-control", "wa", "wa-received"):
             self.say(f"ok: {name} {' '.join(rest)}".rstrip())
 
 

@@ -7,10 +7,12 @@ from typing import Protocol, final
 
 import trio
 
-from ..proto import CallEventFrame
+from ..proto import CallEventFrame, MessageErrorCode
 from ._connection import Connection, ControlConnection
 
 __all__ = ["FaultHost", "SimulatorFaults"]
+
+_MESSAGE_ERROR_CODES = tuple(MessageErrorCode)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,12 @@ class SimulatorFaults:
         self.auth_rejected = False
         #: Agent audio frames played (and pulled) per real-time frame; below 1 is slow.
         self.pull_rate = 1.0
+        #: Every ``wa.msg.out`` is refused with this ``MessageErrorCode``.
+        self.wa_error: str | None = None
+        #: Seconds before each ``wa.msg.out`` is acknowledged.
+        self.wa_ack_delay = 0.0
+        #: Every REST request is answered with this HTTP status (a 5xx).
+        self.rest_status: int | None = None
         #: Seconds before each ``session.create`` is answered.
         self.create_delay = 0.0
         #: ``(code, message)`` every ``session.create`` is refused with, or ``None``.
@@ -110,6 +118,32 @@ class SimulatorFaults:
             raise ValueError(f"factor must be at least 1, got {factor!r}")
         self.pull_rate = 1.0 / factor
 
+    def fail_wa_messages(self, code: str | None) -> None:
+        """Refuse every ``wa.msg.out`` with ``code`` (a ``MessageErrorCode``; ``None``: stop).
+
+        Raises:
+            ValueError: not a ``MessageErrorCode`` value.
+        """
+        if code is not None and code not in _MESSAGE_ERROR_CODES:
+            raise ValueError(f"{code!r} is not one of {', '.join(_MESSAGE_ERROR_CODES)}")
+        self.wa_error = code
+
+    def delay_wa_acks(self, seconds: float) -> None:
+        """Acknowledge each ``wa.msg.out`` only after ``seconds`` (0 turns it off)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must not be negative, got {seconds!r}")
+        self.wa_ack_delay = seconds
+
+    def fail_rest(self, status: int | None = 503) -> None:
+        """Answer every REST request with HTTP ``status`` (``None``: stop).
+
+        Raises:
+            ValueError: ``status`` is not a 5xx.
+        """
+        if status is not None and not 500 <= status <= 599:
+            raise ValueError(f"status must be a 5xx, got {status!r}")
+        self.rest_status = status
+
     async def send_control(self, raw: str | bytes) -> int:
         """Send ``raw`` as-is to every control connection (malformed, oversized, unknown...).
 
@@ -138,7 +172,7 @@ class SimulatorFaults:
         self.create_delay = seconds
 
     def refuse_creates(self, code: str | None, message: str = "refused by a fault") -> None:
-        """Refuse every call ``session.create`` with ``code`` (``None``: stop refusing)."""
+        """Refuse every ``session.create`` (TELCO and WA) with ``code`` (``None``: stop)."""
         self.create_refusal = None if code is None else (code, message)
 
     def close_session(self, call_id: str, reason: str = "FORCE_CLOSE") -> None:

@@ -117,6 +117,15 @@ class SimulatorConfig:
     #: Largest caller upload accepted from a softphone, in bytes.
     max_upload_bytes: int = attrs.field(default=32 << 20, validator=_positive)
     org_uuid: str = "sim-org"
+    #: The connector has a WhatsApp channel (off: ``session.create`` WA is
+    #: answered ``CHANNEL_NOT_CONFIGURED``).
+    wa_enabled: bool = True
+    #: Open WA sessions at most (``session.create`` beyond: ``QUOTA_EXCEEDED``).
+    max_wa_sessions: int = attrs.field(default=1000, validator=_positive)
+    #: ``wa.msg.out`` awaiting their ack per session (beyond: ``OVERFLOW``).
+    wa_max_unacked: int = attrs.field(default=16, validator=_positive)
+    #: Messages kept per WA session: waiting for a claim, and received by the user.
+    wa_inbox_messages: int = attrs.field(default=256, validator=_positive)
     #: Whether connectors may place outbound calls (``session.create`` with channel
     #: ``TELCO``); ``False`` refuses them with ``CHANNEL_NOT_CONFIGURED``.
     outbound_calls: bool = True
@@ -130,7 +139,8 @@ class SimulatorConfig:
     #: set a script for that number: by default it answers after 1 s and says nothing.
     callee_script: CallerScript = attrs.field(factory=lambda: CallerScript())
     #: The WebSocket implementation serving every connection: ``"lean"`` (the
-    #: default, less CPU per message) or ``"trio-websocket"``.
+    #: default, less CPU per message) or ``"trio-websocket"`` (which cannot serve
+    #: the plain HTTP requests of the REST plane and ``telcoflow-trio wa``).
     transport: Transport = attrs.field(
         default=DEFAULT_TRANSPORT, validator=attrs.validators.in_(TRANSPORTS)
     )

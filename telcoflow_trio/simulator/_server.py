@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hmac
+import json
 import logging
 import re
 import ssl
@@ -26,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import final
+from urllib.parse import parse_qs, unquote
 
 import attrs
 import trio
@@ -34,6 +36,7 @@ import trio_websocket
 
 from ..exceptions import RemoteProtocolError, WSSConnectionClosed
 from ..proto import (
+    SESSIONS_PATH,
     CallFlowSetup,
     CallIn,
     CallState,
@@ -48,6 +51,8 @@ from ..proto import (
     UnknownFrame,
     WaMsgOut,
     decode_control,
+    encode_error,
+    encode_sessions,
 )
 from ..ws import WebSocketConnection, WebSocketRequest, serve_websocket_stream
 from ..ws._streams import accept_tls, start_tls
@@ -58,6 +63,7 @@ from ._connection import Connection, ControlConnection, FaultStream, FrameLog, s
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
+from ._wa import WaPlatform
 
 #: An upgrade request from either WebSocket implementation (``SimulatorConfig.transport``).
 _Request = trio_websocket.WebSocketRequest | WebSocketRequest
@@ -68,6 +74,7 @@ __all__ = [
     "CONTROL_PATH",
     "MEDIA_PATH_PREFIX",
     "SOFTPHONE_PATH",
+    "WA_USER_PATH",
     "ControlConnection",
     "Simulator",
     "open_simulator",
@@ -86,6 +93,10 @@ CONTROL_PATH = "/v1/agent/session-manager"
 MEDIA_PATH_PREFIX = "/v1/media/"
 #: The simulator's own caller-side endpoint (the ``telcoflow-trio call`` softphone).
 SOFTPHONE_PATH = "/v1/simulator/call"
+#: The simulator's own WhatsApp-user endpoint (``telcoflow-trio wa``): a plain HTTP POST.
+WA_USER_PATH = "/v1/simulator/wa"
+#: Longest a ``wa`` request waits for the agent's replies, in seconds.
+_WA_USER_MAX_WAIT = 60.0
 #: Host of :attr:`Simulator.base_url` when the simulator is not listening.
 MEMORY_HOST = "simulator.invalid"
 
@@ -142,6 +153,8 @@ class Simulator:
         self._closing = False
         self._drained = trio.Event()
         self._observers: list[CallObserver] = []
+        #: The WhatsApp channel: sessions, messages, simulated users.
+        self.wa = WaPlatform(self, self._is_call_session)
 
         self._controls: dict[str, ControlConnection] = {}
         self._calls: dict[str, SimulatedCall] = {}
@@ -346,6 +359,9 @@ class Simulator:
         self._results.append(attrs.evolve(result, agent_audio=b""))
         self._observe(call, "ended")
 
+    def _is_call_session(self, session_id: str) -> bool:
+        return session_id in self._sessions or session_id in self._closed_sessions
+
     def _control_connections(self) -> list[ControlConnection]:
         return list(self._controls.values())
 
@@ -449,6 +465,7 @@ class Simulator:
                     max_message_size=self.config.max_message_size,
                     handshake_timeout=remaining,
                     close_timeout=self.config.close_timeout,
+                    plain_http=True,
                 )
                 return
             async with trio.open_nursery() as nursery:
@@ -500,6 +517,9 @@ class Simulator:
     async def _route(self, request: _Request, stream: FaultStream, number: int) -> None:
         path = request.path.split("?", 1)[0]
         headers = request.headers
+        if isinstance(request, WebSocketRequest) and not request.upgrade:
+            await self._serve_rest(request, path)
+            return
         if self.faults.auth_rejected:
             await self._reject(request, 401, b"unauthorized", "auth rejection fault")
             return
@@ -532,6 +552,70 @@ class Simulator:
             await self._serve(request, stream, f"softphone-{number}", handler)
         else:
             await self._reject(request, 404, b"not found", "unknown path")
+
+    async def _serve_rest(self, request: WebSocketRequest, path: str) -> None:
+        """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out.
+
+        Only the ``lean`` transport hands plain requests over; with
+        ``trio-websocket`` they are refused like any non-upgrade request.
+        """
+        if path == WA_USER_PATH:
+            status, body = await self._wa_user(request)
+        else:
+            status, body = self._rest_answer(request, path)
+        if status in (401, 403):
+            self._auth_rejections += 1
+        logger.info("REST %s %s -> %d", request.method, path, status)
+        with trio.move_on_after(self.config.close_timeout):
+            await request.respond(status, body, [("Content-Type", "application/json")])
+
+    async def _wa_user(self, request: WebSocketRequest) -> tuple[int, bytes]:
+        """``POST /v1/simulator/wa?from=NUMBER&text=TEXT[&wait=S]``: a user writes; with
+        ``wait``, the answer comes with the agent's first reply (or after ``wait`` seconds)
+        and lists the replies so far."""
+        if self.faults.auth_rejected or not self._api_key_ok(request.headers):
+            return 401, encode_error("UNAUTHORIZED", "invalid API key or connector UUID")
+        if request.method != "POST":
+            return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+        query = {k: v[0] for k, v in parse_qs(request.path.partition("?")[2]).items()}
+        try:
+            wait = min(max(float(query.get("wait", "0")), 0.0), _WA_USER_MAX_WAIT)
+            session = await self.wa.send_from_user(query.get("from", ""), query.get("text", ""))
+        except ValueError as exc:
+            return 400, encode_error("INVALID_REQUEST", str(exc))
+        except RuntimeError as exc:
+            return 503, encode_error("CHANNEL_NOT_CONFIGURED", str(exc))
+        before = len(session.received)
+        with trio.move_on_after(wait):
+            await session.wait_received(before + 1)
+        replies = [m.data for m in list(session.received)[before:]]
+        return 200, json.dumps({"sessionId": session.session_id, "replies": replies}).encode()
+
+    def _rest_answer(self, request: WebSocketRequest, path: str) -> tuple[int, bytes]:
+        if not path.startswith(SESSIONS_PATH):
+            return 400, encode_error("INVALID_REQUEST", "not a WebSocket upgrade request")
+        if self.faults.auth_rejected or not self._api_key_ok(request.headers):
+            return 401, encode_error("UNAUTHORIZED", "invalid API key or connector UUID")
+        if self.faults.rest_status is not None:
+            return self.faults.rest_status, encode_error("INTERNAL_ERROR", "injected fault")
+        if path == SESSIONS_PATH:
+            if request.method != "GET":
+                return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+            query = parse_qs(request.path.partition("?")[2])
+            first = {key: values[0] for key, values in query.items()}
+            found = self.wa.listing(
+                first.get("channel"), first.get("remoteAddress"), first.get("state")
+            )
+            return 200, encode_sessions(found)
+        session_id, slash, action = path[len(SESSIONS_PATH) + 1 :].partition("/")
+        if not slash or action != "close" or not session_id:
+            return 404, encode_error("INVALID_REQUEST", "no such endpoint")
+        if request.method != "POST":
+            return 405, encode_error("INVALID_REQUEST", f"{request.method} not allowed")
+        result = self.wa.close_by_rest(unquote(session_id))
+        if result is None:
+            return 404, encode_error("SESSION_NOT_FOUND", f"no open session {session_id}")
+        return 200, json.dumps(result.to_json()).encode()
 
     def _media_handler(self, call: SimulatedCall) -> Callable[[Connection], Awaitable[None]]:
         async def handler(conn: Connection) -> None:
@@ -625,6 +709,7 @@ class Simulator:
                 nursery.start_soon(self._control_writer, control, receive)
                 control.send_nowait(SetupDone(control.sm_ws_id).encode())
                 self._renotify(control)
+                self.wa.renotify(control)
                 await self._control_reader(control)
                 nursery.cancel_scope.cancel()
         finally:
@@ -677,16 +762,25 @@ class Simulator:
         refusal = _flow_refusal(control, frame)
         if refusal is not None:
             control.send_nowait(refusal.encode())
+        elif isinstance(frame, SessionOpen | SessionReady) and self.wa.owns(frame.session_id):
+            if isinstance(frame, SessionOpen):
+                control.send_nowait(self.wa.open(control, frame).encode())
+            else:
+                self.wa.ready(control, frame)
         elif isinstance(frame, SessionOpen):
             control.send_nowait(self._open_session(control, frame).encode())
         elif isinstance(frame, SessionReady):
             self._session_ready(control, frame)
+        elif isinstance(frame, SessionCreate) and frame.channel == "WA":
+            control.send_nowait(self.wa.create(control, frame).encode())
+        elif isinstance(frame, WaMsgOut):
+            self.wa.msg_out(control, frame)
         elif isinstance(frame, CallFlowSetup):
             self._set_call_flow(control, frame)
         elif isinstance(frame, SessionCreate) and frame.channel == "TELCO":
             self._spawn(partial(self._create_outbound, control, frame))
-        elif isinstance(frame, SessionCreate | WaMsgOut):
-            error = {"message": "the simulator only places inbound calls"}
+        elif isinstance(frame, SessionCreate):
+            error = {"message": f"the simulator has no {frame.channel!r} channel"}
             response = Response(frame.req_id, False, None, "CHANNEL_NOT_CONFIGURED", error)
             control.send_nowait(response.encode())
         elif isinstance(frame, UnknownFrame) and isinstance(frame.body.get("reqId"), str):
@@ -851,6 +945,7 @@ class Simulator:
     def _control_gone(self, control: ControlConnection) -> None:
         self._controls.pop(control.sm_ws_id, None)
         logger.info("control connection %s closed", control.sm_ws_id)
+        self.wa.control_gone(control)
         mine = [c for c in self._calls.values() if c._bound is control and not c._media_used]
         for call in mine:
             if call.outbound:  # its agent is gone before the media: the platform hangs up

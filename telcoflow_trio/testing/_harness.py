@@ -36,6 +36,7 @@ from ..simulator import (
     Simulator,
     SimulatorConfig,
     SimulatorFaults,
+    WaSession,
     open_simulator,
 )
 from ._audio import audio_seconds, tone_share
@@ -281,6 +282,20 @@ class AgentHarness:
     def faults(self) -> SimulatorFaults:
         """The simulator's fault injection (``drop_control()``, ``stall_pings()``, ...)."""
         return self.sim.faults
+
+    async def send_wa_message(
+        self, remote_address: str, content: dict[str, Any] | str
+    ) -> WaSession:
+        """A simulated WhatsApp user ``remote_address`` writes ``content`` to the agent.
+
+        The session is offered to the client (an ``INCOMING_MESSAGE`` handler
+        claims it) or delivered on the one it holds; ``session.received`` then
+        records the agent's answers (``await session.wait_received(n)``).
+
+        Raises:
+            ValueError: a malformed address.
+        """
+        return await self.sim.wa.send_from_user(remote_address, content)
 
     def elapsed(self) -> float:
         """Seconds (of trio's clock) since the harness started."""

@@ -656,7 +656,11 @@ async def lean_client_handshake(
 
 
 class LeanRequest:
-    """A client's upgrade request, to :meth:`accept` or :meth:`reject`."""
+    """A client's upgrade request, to :meth:`accept` or :meth:`reject`.
+
+    With ``plain_http`` (see :func:`accept_lean_websocket`) it may also be a
+    plain HTTP request (``upgrade`` is ``False``): answer it with :meth:`respond`.
+    """
 
     __slots__ = (
         "_accepted",
@@ -666,8 +670,10 @@ class LeanRequest:
         "close_timeout",
         "headers",
         "max_message_size",
+        "method",
         "path",
         "subprotocols",
+        "upgrade",
     )
 
     #: The class :meth:`accept` makes.
@@ -695,6 +701,10 @@ class LeanRequest:
         ]
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
+        #: The HTTP method (``"GET"`` for every upgrade).
+        self.method = request.method.decode("ascii", "replace")
+        #: ``False`` for a plain HTTP request, which can only be answered with :meth:`respond`.
+        self.upgrade = check_upgrade_request(request) is None
 
     async def accept(
         self, subprotocol: str | None = None, extra_headers: Sequence[tuple[str, str]] = ()
@@ -704,6 +714,8 @@ class LeanRequest:
         Raises:
             ValueError: ``subprotocol`` was not offered by the client.
         """
+        if not self.upgrade:
+            raise RuntimeError("a plain HTTP request cannot be accepted as a WebSocket")
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
         self._done = True
@@ -727,6 +739,12 @@ class LeanRequest:
         self, status_code: int, body: bytes = b"", extra_headers: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Answer with an HTTP error and close the connection."""
+        await self.respond(status_code, body, extra_headers)
+
+    async def respond(
+        self, status_code: int, body: bytes = b"", extra_headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Answer with any HTTP status (a plain request's answer) and close the connection."""
         self._done = True
         await _reject(self._stream, self._conn, status_code, body, extra_headers)
 
@@ -752,11 +770,14 @@ async def accept_lean_websocket(
     max_message_size: int = 1 << 20,
     close_timeout: float = 2.0,
     request_class: type[LeanRequest] = LeanRequest,
+    plain_http: bool = False,
 ) -> LeanRequest | None:
     """Read a client's upgrade request from ``stream``; the caller bounds it in time.
 
     Returns ``None`` (after answering 400 and closing) when the request is not a
-    valid WebSocket upgrade.
+    valid WebSocket upgrade; with ``plain_http``, a request that does not ask
+    for an upgrade at all (no ``Upgrade: websocket``) is returned instead, with
+    ``upgrade`` false, for the caller to :meth:`~LeanRequest.respond` to.
     """
     conn = h11.Connection(h11.SERVER)
     try:
@@ -774,6 +795,8 @@ async def accept_lean_websocket(
         await _reject(stream, conn, 400, b"bad request")
         return None
     why = check_upgrade_request(event)
+    if why is not None and plain_http and not header_values(list(event.headers), b"upgrade"):
+        return request_class(stream, conn, event, max_message_size, close_timeout)
     if why is not None:
         await _reject(stream, conn, 400, why, refusal_headers(event))
         return None

@@ -134,6 +134,7 @@ async def serve_websocket_stream(
     max_message_size: int = 1 << 20,
     handshake_timeout: float = 10.0,
     close_timeout: float = 2.0,
+    plain_http: bool = False,
 ) -> None:
     """Serve one connection that is already open: what :func:`serve_websocket` does for each.
 
@@ -141,7 +142,8 @@ async def serve_websocket_stream(
     pair in a test, a listener of your own, TLS you did yourself. Everything
     said of :func:`serve_websocket`'s handler holds (its exception is logged,
     not raised), and the stream is closed on return. A :class:`trio.SocketStream`
-    gets the plain-TCP fast path.
+    gets the plain-TCP fast path. With ``plain_http`` the handler also gets plain
+    HTTP requests (``request.upgrade`` false), to answer with ``request.respond``.
     """
     request: WebSocketRequest | None = None
     tls: trio.abc.Stream = stream  # with TLS on the socket, the stream gives it up
@@ -154,6 +156,7 @@ async def serve_websocket_stream(
                 max_message_size=max_message_size,
                 close_timeout=close_timeout,
                 request_class=WebSocketRequest,
+                plain_http=plain_http,
             )
             request = cast(WebSocketRequest | None, got)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -35,6 +35,30 @@ pytestmark = pytest.mark.interop
 AGENT = Path(__file__).with_name("sdk_agent.py")
 
 
+async def start_agent(nursery: trio.Nursery, command: list[str]) -> tuple[trio.Process, bytes]:
+    """Start an SDK agent process; return it and its output up to ``READY``."""
+    agent: trio.Process = await nursery.start(
+        partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
+    )
+    assert agent.stdout is not None
+    output = b""
+    while b"READY\n" not in output:
+        chunk = await agent.stdout.receive_some()
+        assert chunk, f"the SDK agent exited early: {output!r}"
+        output += chunk
+    return agent, output
+
+
+async def finish_agent(agent: trio.Process, output: bytes) -> dict[str, Any]:
+    """Read the agent's output to its end; return its last line, the JSON report."""
+    assert agent.stdout is not None
+    while chunk := await agent.stdout.receive_some():
+        output += chunk
+    assert await agent.wait() == 0, output
+    report: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
+    return report
+
+
 async def run_scenario(
     scenario: str,
     script: CallerScript,
@@ -59,23 +83,12 @@ async def run_scenario(
         command = [sys.executable, str(AGENT), scenario, sim.base_url]
         command += [sim.api_key, sim.connector_uuid]
         with trio.fail_after(15):
-            agent: trio.Process = await nursery.start(
-                partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
-            )
-            assert agent.stdout is not None
-            output = b""
-            while b"READY\n" not in output:
-                chunk = await agent.stdout.receive_some()
-                assert chunk, f"the SDK agent exited early: {output!r}"
-                output += chunk
+            agent, output = await start_agent(nursery, command)
             # Placed once the SDK's handler is registered: a notification sent
             # earlier would be dropped by the SDK's event bus.
             call = await sim.place_call(script, caller="+15550123")
             result = await call.wait_result()
-            while chunk := await agent.stdout.receive_some():
-                output += chunk
-            assert await agent.wait() == 0, output
-    report = json.loads(output.decode().splitlines()[-1])
+            report = await finish_agent(agent, output)
     assert report["call_id"] == call.call_id
     assert report["caller"] == "+15550123"
     assert report["notified"] == call.session_id
@@ -134,6 +147,37 @@ async def test_sdk_sees_the_caller_hang_up() -> None:
     assert report["received"] == pytest.approx(32000, abs=2 * 640)
     assert result.ended_by == "caller_hangup"
     assert result.caller_audio_seconds == pytest.approx(1.0, abs=0.05)
+
+
+async def test_sdk_whatsapp_sessions_and_rest() -> None:
+    """create_session(WA) + send + receive, an offered session, REST list and close."""
+    wa_agent = AGENT.with_name("sdk_wa_agent.py")
+    async with open_simulator(listen=True) as sim, trio.open_nursery() as nursery:
+        command = [sys.executable, str(wa_agent), sim.base_url, sim.api_key, sim.connector_uuid]
+        with trio.fail_after(20):
+            agent, output = await start_agent(nursery, command)
+            own = sim.wa.find("+15550100")
+            assert own is not None
+            await sim.wa.send_from_user("+15550100", "to your session")
+            new = await sim.wa.send_from_user("+15550200", "a new conversation")
+            await new.wait_received(1)
+            report = await finish_agent(agent, output)
+    assert report["session"] == [own.session_id, "WA", "+15550100"]
+    assert report["sent"][0] is True
+    assert report["sent"][1]["status"] == "accepted"
+    assert [m.data for m in own.received] == [{"type": "text", "text": {"body": "hi"}}]
+    text = {"type": "text", "text": {"body": "to your session"}}
+    assert report["own_message"] == ["+15550100", text]
+    assert report["notified"] == ["WA", "NEW_INCOMING_MESSAGE"]
+    assert report["new_message"][0] == "+15550200"
+    assert report["echo_ok"] is True
+    assert new.received[0].data == {
+        "echo": {"type": "text", "text": {"body": "a new conversation"}}
+    }
+    assert report["listed"] == [["+15550100", "SDK", "OPEN"], ["+15550200", "CONNECTOR", "OPEN"]]
+    assert report["closed"] == "SDK_REQUEST"
+    assert report["is_closed"] is True
+    assert own.state == "CLOSED"
 
 
 async def test_sdk_call_flow_is_accepted_and_applied() -> None:

@@ -6,6 +6,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -340,3 +341,35 @@ async def test_pong_gate_holds_back_pongs_while_it_returns_false() -> None:
                 await ws.send_message("again")
                 assert await ws.get_message() == "again"
                 await pinged.wait()
+
+
+@pytest.mark.parametrize("plain_http", [False, True])
+async def test_plain_http_requests_reach_the_handler_only_when_asked(plain_http: bool) -> None:
+    """``plain_http``: a request without ``Upgrade`` is the handler's to answer with respond()."""
+    seen: list[tuple[str, str, bool]] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        seen.append((request.method, request.path, request.upgrade))
+        with pytest.raises(RuntimeError, match="plain HTTP"):
+            await request.accept()
+        await request.respond(200, b'{"ok":true}', [("Content-Type", "application/json")])
+
+    client, server = trio.testing.memory_stream_pair()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(serve_websocket_stream, handler, server, plain_http=plain_http)
+            )
+            await client.send_all(
+                b"POST /api/x?y=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+            )
+            answer = b""
+            while chunk := await client.receive_some():
+                answer += chunk
+    if plain_http:
+        assert seen == [("POST", "/api/x?y=1", False)]
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert answer.endswith(b'\r\n\r\n{"ok":true}')
+    else:
+        assert seen == []
+        assert answer.startswith(b"HTTP/1.1 400 ")
