@@ -795,7 +795,7 @@ class TelcoflowClient:
                 raise session_error(
                     f"session.open of the call to {remote_address}",
                     opened.error_code,
-                    _message(opened),
+                    opened.error_message,
                 )
             await control.send(proto.SessionReady(session_id))
             async with trio.open_nursery() as nursery:
@@ -968,16 +968,11 @@ class TelcoflowClient:
                 call._session_closed(closed.reason)
 
 
-def _message(response: proto.Response) -> str | None:
-    message = (response.error_content or {}).get("message")
-    return message if isinstance(message, str) else None
-
-
 def _created_session(response: proto.Response, remote_address: str) -> str:
     """The session id in a ``session.create`` response; raise if it was refused."""
     what = f"session.create to {remote_address}"
     if not response.ok:
-        raise session_error(what, response.error_code, _message(response))
+        raise session_error(what, response.error_code, response.error_message)
     content = response.content
     session_id = content.get("sessionId") if isinstance(content, dict) else None
     if not isinstance(session_id, str) or not session_id:

@@ -187,7 +187,7 @@ class Session:
             code: str = MessageErrorCode(raw)
         except ValueError:
             code = raw
-        message = _error_message(response)
+        message = response.error_message
         text = f"message on session {self.id} refused: {code}" + (
             f": {message}" if message else ""
         )
@@ -284,11 +284,6 @@ _LOST: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"}
 
 def _open_frame(session_id: str, req_id: str) -> proto.ControlFrame:
     return proto.SessionOpen(session_id, req_id)
-
-
-def _error_message(response: proto.Response) -> str | None:
-    message = (response.error_content or {}).get("message")
-    return message if isinstance(message, str) else None
 
 
 class SessionRegistry:

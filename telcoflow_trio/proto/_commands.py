@@ -59,9 +59,9 @@ def request_error(response: Response, what: str) -> WSSError | None:
         return None
     code = response.error_code
     content = response.error_content
-    detail = content.get("message") if content is not None else None
+    detail = response.error_message
     message = f"{what} refused: {code or 'no error code'}"
-    if isinstance(detail, str) and detail:
+    if detail:
         message += f" ({detail})"
     if code == "UNAUTHORIZED":
         return WSSAuthenticationError(message)

@@ -324,6 +324,12 @@ class Response:
     error_code: str | None = None
     error_content: dict[str, JSON] | None = None
 
+    @property
+    def error_message(self) -> str | None:
+        """The server's own words on a refusal (``errorContent.message``), if any."""
+        message = (self.error_content or {}).get("message")
+        return message if isinstance(message, str) else None
+
     def encode(self) -> str:
         obj: dict[str, JSON] = {"type": self.TYPE, "reqId": self.req_id, "ok": self.ok}
         if self.content is not None:
