@@ -677,7 +677,7 @@ class ActiveCall(CallParties):
     async def _offer(self, hook: Callable[[CallOffer], object]) -> bool:
         """Run the ``CALL_OFFERED`` handler; True if the call is over here (handed
         off, or the client shut down meanwhile)."""
-        offer = CallOffer(self._call_in)
+        offer = CallOffer(self._call_in, self._config.sample_rate, str(self._config.audio_mode))
         failed = False
         try:
             with self._offer_scope:

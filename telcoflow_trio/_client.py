@@ -888,22 +888,37 @@ class TelcoflowClient:
         call runs in this client's calls nursery like any other: ``handler``
         (default: the ``INCOMING_CALL`` handler) runs, the call is closed when
         it returns, and the client's shutdown ends it. The control connection
-        is not involved (the session stays with the worker that claimed it);
-        use the same ``sample_rate`` as that worker, which the platform fixed.
+        is not involved (the session stays with the worker that claimed it).
+        The claiming worker's ``setup`` fixed the media's sample rate and audio
+        mode: this client must have the same ones. A document from
+        :meth:`CallOffer.to_json` says which, and a mismatch is refused; one
+        from 1.0.0 does not, so it is up to you.
 
         Returns:
             The call, its media connected and ``handler`` started.
 
         Raises:
             ValueError: ``data`` is not a valid handoff document (the message
-                names the field, never the token), no handler, or this client
-                already has the call.
+                names the field, never the token), its sample rate or audio
+                mode is not this client's, no handler, or this client already
+                has the call.
             WSSCallError: the media connection could not be opened (for example
                 the platform refused a used or expired token); ``__cause__``
                 says why.
             RuntimeError: outside ``async with client``.
         """
-        call_in = proto.decode_handoff(data)
+        handoff = proto.decode_handoff(data)
+        call_in = handoff.call_in
+        checks = (
+            ("sample_rate", handoff.sample_rate, self._config.sample_rate),
+            ("audio_mode", handoff.audio_mode, str(self._config.audio_mode)),
+        )
+        for what, theirs, mine in checks:
+            if theirs is not None and theirs != mine:
+                raise ValueError(
+                    f"call {call_in.call_id} has {what} {theirs!r} (fixed by the worker that "
+                    f"claimed it); this client has {mine!r}"
+                )
         handler = handler if handler is not None else self._incoming
         if handler is None:
             raise ValueError("adopt_call() needs handler= or an INCOMING_CALL handler")

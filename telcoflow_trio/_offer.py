@@ -54,8 +54,9 @@ class CallOffer(CallParties):
     shows the media token.
     """
 
-    def __init__(self, call_in: proto.CallIn) -> None:
+    def __init__(self, call_in: proto.CallIn, sample_rate: int, audio_mode: str) -> None:
         self._call_in = call_in
+        self._audio = (sample_rate, audio_mode)
         self._handed_off = False
         self._open = True  # while the CALL_OFFERED handler runs
 
@@ -73,7 +74,10 @@ class CallOffer(CallParties):
 
         The document is telcoflow 1.0.0's ``Call.to_json()``:
         ``{"channel": "TELCO", "id", "caller", "callee", "session_url",
-        "session_token"}``. **It is a secret**: the token opens the call's media,
+        "session_token"}``, plus this client's ``sample_rate`` and
+        ``audio_mode`` (which the call's media now has; 1.0.0 ignores the two
+        keys, and :meth:`~telcoflow_trio.TelcoflowClient.adopt_call` checks
+        them). **It is a secret**: the token opens the call's media,
         once, for a limited time (the platform's choice). Send it over a trusted
         channel and do not log it.
 
@@ -91,4 +95,5 @@ class CallOffer(CallParties):
                 "handler, before the media connection opens"
             )
         self._handed_off = True
-        return proto.encode_handoff(self._call_in)
+        rate, mode = self._audio
+        return proto.encode_handoff(self._call_in, sample_rate=rate, audio_mode=mode)

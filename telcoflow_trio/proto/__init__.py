@@ -55,6 +55,7 @@ from ._frames import (
 )
 from ._handoff import (
     MAX_HANDOFF_BYTES as MAX_HANDOFF_BYTES,
+    Handoff as Handoff,
     decode_handoff as decode_handoff,
     encode_handoff as encode_handoff,
 )

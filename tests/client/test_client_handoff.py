@@ -74,8 +74,13 @@ async def test_a_handed_off_call_is_served_by_the_adopter(
                 CallerScript(hangup_after=2.0), caller="+1", callee="+2"
             )
             document = await documents.receive()
-            assert set(json.loads(document)) == HANDOFF_KEYS
-            assert json.loads(document)["channel"] == "TELCO"
+            fields = json.loads(document)
+            assert set(fields) == HANDOFF_KEYS | {"sample_rate", "audio_mode"}
+            assert (fields["channel"], fields["sample_rate"], fields["audio_mode"]) == (
+                "TELCO",
+                24000,
+                "mixed",
+            )
             await trio.sleep(0.5)
             # A let go: nothing open there, the session is still claimed by A.
             assert a.statistics().calls_active == 0
@@ -91,6 +96,13 @@ async def test_a_handed_off_call_is_served_by_the_adopter(
                 async for chunk in call.audio_stream():
                     played.append(len(chunk))
 
+            # An adopter whose audio is not the claimer's is refused before
+            # it uses the token, which stays good for the right one.
+            async with open_client(sim, sample_rate=8000) as narrow:
+                with pytest.raises(ValueError, match=r"has sample_rate 24000 .* has 8000"):
+                    await narrow.adopt_call(document, handler=serve)
+                assert narrow.statistics().calls_total == 0
+            assert sim.statistics().media_connections == 0
             call = await b.adopt_call(document, handler=serve)
             assert (call.call_id, call.caller_number, call.callee_number) == (
                 simulated.call_id,
@@ -260,6 +272,9 @@ async def test_adopt_call_refuses_bad_use(autojump_clock: trio.testing.MockClock
                 await client.adopt_call(document)
             with pytest.raises(ValueError, match="'channel' must be 'TELCO'"):
                 await client.adopt_call({**json.loads(document), "channel": "WA"})
+            isolated = {**json.loads(document), "audio_mode": "isolated"}
+            with pytest.raises(ValueError, match="call c has audio_mode 'isolated'"):
+                await client.adopt_call(isolated, handler=hold)
             register = client.on(events.CALL_OFFERED)
             register(print)
             with pytest.raises(ValueError, match=r"a handler for call\.offered is already"):
@@ -267,7 +282,8 @@ async def test_adopt_call_refuses_bad_use(autojump_clock: trio.testing.MockClock
 
 
 def test_offer_repr_hides_the_token() -> None:
-    offer = CallOffer(proto.CallIn("s", "call-1", "+1", "+2", "ws://h/m", "s3cr3t-token"))
+    call_in = proto.CallIn("s", "call-1", "+1", "+2", "ws://h/m", "s3cr3t-token")
+    offer = CallOffer(call_in, 16000, "mixed")
     document = offer.to_json()
     assert "s3cr3t-token" in document
     assert "s3cr3t-token" not in repr(offer)

@@ -24,7 +24,9 @@ def test_round_trip_is_the_1_0_0_shape() -> None:
     call_in = proto.CallIn("sess", "call-1", "+1", "+2", GOOD["session_url"], TOKEN)
     text = proto.encode_handoff(call_in)
     assert json.loads(text) == GOOD
-    back = proto.decode_handoff(text)
+    handoff = proto.decode_handoff(text)
+    assert (handoff.sample_rate, handoff.audio_mode) == (None, None)
+    back = handoff.call_in
     assert (back.call_id, back.caller, back.callee, back.url, back.token) == (
         "call-1",
         "+1",
@@ -33,8 +35,17 @@ def test_round_trip_is_the_1_0_0_shape() -> None:
         TOKEN,
     )
     assert back.session_id == ""
-    assert proto.decode_handoff(text.encode()) == back
-    assert proto.decode_handoff({**GOOD, "extra": 1}) == back  # 1.0.0 ignores extra keys
+    assert proto.decode_handoff(text.encode()) == handoff
+    assert proto.decode_handoff({**GOOD, "extra": 1}) == handoff  # 1.0.0 ignores extra keys
+
+
+def test_the_media_audio_travels_beside_the_1_0_0_keys() -> None:
+    call_in = proto.CallIn("sess", "call-1", "+1", "+2", GOOD["session_url"], TOKEN)
+    text = proto.encode_handoff(call_in, sample_rate=16000, audio_mode="isolated")
+    assert json.loads(text) == {**GOOD, "sample_rate": 16000, "audio_mode": "isolated"}
+    handoff = proto.decode_handoff(text)
+    assert (handoff.sample_rate, handoff.audio_mode) == (16000, "isolated")
+    assert handoff.call_in == proto.decode_handoff(GOOD).call_in
 
 
 def _without(key: str) -> dict[str, Any]:
@@ -59,6 +70,10 @@ def _without(key: str) -> dict[str, Any]:
         ({**GOOD, "session_url": "https://media.example/x"}, "ws:// or wss://.*'https'"),
         ({**GOOD, "session_url": "wss:///no-host"}, "has no host"),
         ({**GOOD, "session_url": "ws://h:99999/x"}, "not a valid URL"),
+        ({**GOOD, "sample_rate": "16000"}, "'sample_rate' must be a positive integer"),
+        ({**GOOD, "sample_rate": True}, "'sample_rate' must be a positive integer"),
+        ({**GOOD, "sample_rate": 0}, "'sample_rate' must be a positive integer"),
+        ({**GOOD, "audio_mode": "stereo"}, "'audio_mode' must be 'mixed' or 'isolated'"),
     ],
 )
 def test_bad_documents_are_refused_by_name(data: Any, message: str) -> None:
