@@ -12,16 +12,13 @@ from telcoflow_trio._session import _OFFERS_KEPT
 from telcoflow_trio.exceptions import (
     WrongChannelError,
     WSSChannelNotConfigured,
-    WSSForbidden,
-    WSSInvalidRequest,
     WSSMessageError,
-    WSSOutboundOverflow,
     WSSQuotaExceeded,
     WSSSessionError,
 )
 from telcoflow_trio.simulator import SimulatorConfig
 
-from .conftest import open_pair
+from .conftest import CREATE_REFUSALS, open_pair
 
 
 async def test_create_send_receive_close(autojump_clock: MockClock) -> None:
@@ -87,16 +84,7 @@ async def test_unknown_channel(autojump_clock: MockClock) -> None:
             await client.create_session("SMS", "+15550100")
 
 
-@pytest.mark.parametrize(
-    ("code", "exc"),
-    [
-        ("QUOTA_EXCEEDED", WSSQuotaExceeded),
-        ("CHANNEL_NOT_CONFIGURED", WSSChannelNotConfigured),
-        ("FORBIDDEN", WSSForbidden),
-        ("INVALID_REQUEST", WSSInvalidRequest),
-        ("OUTBOUND_OVERFLOW", WSSOutboundOverflow),
-    ],
-)
+@pytest.mark.parametrize(("code", "exc"), CREATE_REFUSALS)
 async def test_server_refusals(
     code: str, exc: type[WSSSessionError], autojump_clock: MockClock
 ) -> None:
@@ -104,6 +92,7 @@ async def test_server_refusals(
         sim.faults.refuse_creates(code, f"refused by an injected fault ({code})")
         with pytest.raises(exc, match=code) as info:
             await client.create_session(ChannelType.WA, "+15550100")
+        assert type(info.value) is exc
         assert info.value.error_code == code
         assert info.value.error_content == {"message": f"refused by an injected fault ({code})"}
 
