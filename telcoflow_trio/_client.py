@@ -513,8 +513,9 @@ class TelcoflowClient:
         ``INCOMING_MESSAGE``: the handler gets each
         :class:`~telcoflow_trio.IncomingMessage` of the WhatsApp sessions the
         platform offers (``session.notify``), which the client claims only
-        while there is such a handler; messages of one session run one after
-        another. Sessions you create yourself deliver to ``session.messages()``.
+        while there is such a handler (sessions offered before it is
+        registered are claimed when it is); messages of one session run one
+        after another. Sessions you create yourself deliver to ``session.messages()``.
 
         Raises:
             ValueError: ``event`` is not a client event, or a handler is already set.
@@ -534,7 +535,7 @@ class TelcoflowClient:
             if key is ClientEvent.INCOMING_MESSAGE:
                 if self._wa.handler is not None:
                     raise ValueError(f"a handler for {key} is already registered")
-                self._wa.handler = handler
+                self._wa.set_handler(handler)  # claims the sessions offered until now
                 return handler
             if self._incoming is not None:
                 raise ValueError(f"a handler for {key} is already registered")

@@ -573,6 +573,9 @@ class ControlConnection:
         except WSSConnectionClosed:
             return
         self.counters.sessions_claimed += 1
+        # The call is ours now (no other worker gets it), so the claim keeps
+        # counting as load until its call.in or close; without either, a
+        # platform fault, it stops at request_timeout (docs: concepts, scaling out).
         timeout = self._config.request_timeout
         with trio.move_on_after(timeout):
             await claim.settled.wait()

@@ -282,6 +282,10 @@ MessageHandler: TypeAlias = Callable[[IncomingMessage], object]
 _LOST: Final = frozenset({"SESSION_BUSY", "SESSION_CLOSED", "SESSION_NOT_FOUND"})
 
 
+#: WA offers kept while there is no ``INCOMING_MESSAGE`` handler (the newest).
+_OFFERS_KEPT: Final = 64
+
+
 def _open_frame(session_id: str, req_id: str) -> proto.ControlFrame:
     return proto.SessionOpen(session_id, req_id)
 
@@ -307,6 +311,9 @@ class SessionRegistry:
         self._sessions: dict[str, Session] = {}
         #: The ``INCOMING_MESSAGE`` handler; without one, WA sessions are not claimed.
         self.handler: MessageHandler | None = None
+        #: Offers declined for lack of a handler, oldest first (bounded), claimed
+        #: when one is registered (:meth:`set_handler`).
+        self._offers: dict[str, proto.SessionNotify] = {}
         #: Where claims and handler loops run (the client's background nursery).
         self.nursery: trio.Nursery | None = None
         self.handler_errors = 0
@@ -381,12 +388,33 @@ class SessionRegistry:
 
     # -- fed by the control connection --------------------------------------------------
 
+    def set_handler(self, handler: MessageHandler) -> None:
+        """Set the ``INCOMING_MESSAGE`` handler and claim the offers kept until now, newest
+        first. One taken by another worker meanwhile is refused ``SESSION_BUSY``, one
+        closed ``SESSION_CLOSED``: both quietly."""
+        self.handler = handler
+        offers, self._offers = self._offers, {}
+        for frame in reversed(offers.values()):
+            self.notified(frame)
+
     def notified(self, frame: proto.SessionNotify) -> None:
-        """A WA session is offered: claim it if there is a handler and it is not ours yet."""
-        if self.handler is None or self.nursery is None or frame.session_id in self._sessions:
-            logger.debug("not claiming WA session %s", frame.session_id)
+        """A WA session is offered: claim it if there is a handler and it is not ours yet.
+
+        Without a handler the offer is kept (the newest :data:`_OFFERS_KEPT`), so that
+        registering one claims it rather than waiting for the user's next message.
+        """
+        session_id = frame.session_id
+        if self.handler is None:
+            logger.debug("no INCOMING_MESSAGE handler yet: not claiming WA session %s", session_id)
+            self._offers.pop(session_id, None)
+            self._offers[session_id] = frame
+            while len(self._offers) > _OFFERS_KEPT:
+                del self._offers[next(iter(self._offers))]
             return
-        self.nursery.start_soon(self._serve_incoming, frame.session_id)
+        if self.nursery is None or session_id in self._sessions:
+            logger.debug("not claiming WA session %s", session_id)
+            return
+        self.nursery.start_soon(self._serve_incoming, session_id)
 
     async def _serve_incoming(self, session_id: str) -> None:
         try:
@@ -459,3 +487,4 @@ class SessionRegistry:
         for session in list(self._sessions.values()):
             session._closed_now("CLIENT_CLOSED")
         self._sessions.clear()
+        self._offers.clear()

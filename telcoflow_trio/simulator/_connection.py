@@ -19,6 +19,7 @@ __all__ = [
     "FrameLog",
     "JsonLinesFrameLog",
     "PingFaults",
+    "ReplayStream",
     "salvage_field",
 ]
 
@@ -133,6 +134,54 @@ class FaultStream(trio.abc.Stream):
         return await self.transport.receive_some(max_bytes)
 
     async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+@final
+class ReplayStream(trio.abc.Stream):
+    """A stream that keeps what it receives until :meth:`replay`, then hands it out again.
+
+    Lets the simulator read a request head itself (to answer the REST plane's
+    plain HTTP) and still give an upgrade to trio-websocket, which must read
+    the request from its first byte. At most ``limit`` bytes are kept: a peer
+    that sends more before :meth:`replay` breaks the stream
+    (:class:`trio.BrokenResourceError`). Sending passes straight through.
+    """
+
+    __slots__ = ("_keeping", "_kept", "_limit", "transport")
+
+    def __init__(self, transport: trio.abc.Stream, limit: int) -> None:
+        self.transport = transport
+        self._limit = limit
+        self._kept = bytearray()
+        self._keeping = True
+
+    def replay(self) -> None:
+        """Stop keeping; the next reads return the kept bytes first, in order."""
+        self._keeping = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.transport.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.transport.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._keeping and self._kept:
+            await trio.lowlevel.checkpoint()
+            size = len(self._kept) if max_bytes is None else max_bytes
+            kept = bytes(self._kept[:size])
+            del self._kept[:size]
+            return kept
+        data = await self.transport.receive_some(max_bytes)
+        if self._keeping:
+            if len(self._kept) + len(data) > self._limit:
+                raise trio.BrokenResourceError("request head too large to replay")
+            self._kept += data
+        return data
+
+    async def aclose(self) -> None:
+        self._kept.clear()
         await self.transport.aclose()
 
 

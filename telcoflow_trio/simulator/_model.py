@@ -139,8 +139,8 @@ class SimulatorConfig:
     #: set a script for that number: by default it answers after 1 s and says nothing.
     callee_script: CallerScript = attrs.field(factory=lambda: CallerScript())
     #: The WebSocket implementation serving every connection: ``"lean"`` (the
-    #: default, less CPU per message) or ``"trio-websocket"`` (which cannot serve
-    #: the plain HTTP requests of the REST plane and ``telcoflow-trio wa``).
+    #: default, less CPU per message) or ``"trio-websocket"``. Both serve the
+    #: plain HTTP requests of the REST plane and ``telcoflow-trio wa`` too.
     transport: Transport = attrs.field(
         default=DEFAULT_TRANSPORT, validator=attrs.validators.in_(TRANSPORTS)
     )

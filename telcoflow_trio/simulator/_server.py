@@ -30,11 +30,12 @@ from typing import final
 from urllib.parse import parse_qs, unquote
 
 import attrs
+import h11
 import trio
 import trio.testing
 import trio_websocket
 
-from ..exceptions import RemoteProtocolError, WSSConnectionClosed
+from ..exceptions import RemoteProtocolError, WSSConnectionClosed, WSSConnectionError
 from ..proto import (
     SESSIONS_PATH,
     CallFlowSetup,
@@ -55,11 +56,20 @@ from ..proto import (
     encode_sessions,
 )
 from ..ws import WebSocketConnection, WebSocketRequest, serve_websocket_stream
+from ..ws._connection import _RECEIVE_SIZE, _next_event
+from ..ws._handshake import MAX_HANDSHAKE, header_values
 from ..ws._streams import accept_tls, start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import CallObserver, SimulatedCall
 from ._clock import SlotTimer
-from ._connection import Connection, ControlConnection, FaultStream, FrameLog, salvage_field
+from ._connection import (
+    Connection,
+    ControlConnection,
+    FaultStream,
+    FrameLog,
+    ReplayStream,
+    salvage_field,
+)
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
@@ -468,12 +478,18 @@ class Simulator:
                     plain_http=True,
                 )
                 return
+            # trio-websocket refuses plain HTTP: read the head first, answer a
+            # REST request through the lean request, replay the rest to it.
+            replay = ReplayStream(stream, MAX_HANDSHAKE + _RECEIVE_SIZE)
             async with trio.open_nursery() as nursery:
-                request: trio_websocket.WebSocketRequest | None = None
+                request: _Request | None = None
                 with trio.move_on_after(remaining):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=self.config.max_message_size
-                    )
+                    request = await self._plain_request(replay)
+                    if request is None:
+                        replay.replay()
+                        request = await trio_websocket.wrap_server_stream(
+                            nursery, replay, max_message_size=self.config.max_message_size
+                        )
                 if request is not None:
                     await self._route(request, stream, number)
                 nursery.cancel_scope.cancel()
@@ -484,6 +500,23 @@ class Simulator:
         finally:
             self._streams -= 1
             await trio.aclose_forcefully(stream)
+
+    async def _plain_request(self, stream: ReplayStream) -> WebSocketRequest | None:
+        """The request on ``stream`` if it is plain HTTP (no ``Upgrade`` header), else ``None``.
+
+        Anything else, even bytes that are no HTTP at all, is left to
+        trio-websocket to judge, after :meth:`ReplayStream.replay`.
+        """
+        conn = h11.Connection(h11.SERVER)
+        try:
+            event = await _next_event(conn, stream)
+        except (h11.RemoteProtocolError, WSSConnectionError):
+            return None
+        if not isinstance(event, h11.Request) or header_values(list(event.headers), b"upgrade"):
+            return None
+        return WebSocketRequest(
+            stream, conn, event, self.config.max_message_size, self.config.close_timeout
+        )
 
     async def _route_guarded(
         self, request: WebSocketRequest, *, stream: FaultStream, number: int
@@ -556,8 +589,8 @@ class Simulator:
     async def _serve_rest(self, request: WebSocketRequest, path: str) -> None:
         """Answer a plain HTTP request: the REST plane (spec B.1), JSON in and out.
 
-        Only the ``lean`` transport hands plain requests over; with
-        ``trio-websocket`` they are refused like any non-upgrade request.
+        Both transports come here: the ``lean`` one hands plain requests over
+        itself, for ``trio-websocket`` :meth:`_plain_request` picks them out.
         """
         if path == WA_USER_PATH:
             status, body = await self._wa_user(request)

@@ -20,7 +20,9 @@ Differences from trio-websocket, on purpose:
 
 * **No reader task.** Messages are parsed in the task that calls
   :meth:`~WebSocketConnection.get_message`; pings are answered and the peer's
-  close is seen while some task is in it. Keep one task reading.
+  close is seen while some task is in it (or in a
+  :meth:`~WebSocketConnection.ping`, which reads for itself while nobody else
+  does, keeping what it reads for ``get_message``, bounded). Keep one task reading.
 * **Opening never hangs**: TCP, TLS and the upgrade run under one
   ``connect_timeout`` in the caller's task (:class:`ConnectionTimeout`).
 * **A handler's exception ends only its own connection** (closed with 1011

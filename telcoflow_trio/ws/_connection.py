@@ -20,9 +20,11 @@ fragmented control frames, invalid close codes), ping/pong, close codes and
 reasons both ways. No extensions (permessage-deflate is never negotiated).
 
 The one difference in behaviour from trio-websocket, by design: **there is no
-reader task**, so pings from the peer are answered, pongs to :meth:`ping` are
-seen and the peer's close is noticed only while some task is inside
-:meth:`get_message`. Every user in this library keeps a reader running (the
+reader task**, so pings from the peer are answered and the peer's close is
+noticed only while some task is inside :meth:`get_message`, or in :meth:`ping`,
+which reads while it waits for its pong if no task is in :meth:`get_message`
+(keeping the messages it meets for it, bounded, as trio-websocket's reader
+task queues them). Every user in this library keeps a reader running (the
 control and media readers, the bridge's relays). A pong owed while another
 task is sending goes out right after that send, never in the middle of it;
 pings meanwhile are answered by one pong, to the latest (RFC 6455 5.5.3).
@@ -34,6 +36,7 @@ pings meanwhile are answered by one pong, to the latest (RFC 6455 5.5.3).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -97,19 +100,25 @@ class LeanWebSocket(FrameCodec):
 
     __slots__ = (
         "_closed",
+        "_inbox",
+        "_inbox_size",
         "_owed_close",
         "_owed_pong",
         "_pings",
         "_poller",
+        "_pump_scope",
+        "_pumping",
         "_queued",
         "_raw",
         "_raw_drained",
+        "_readers_waiting",
         "_receiving",
         "_retry",
         "_send_waiters",
         "_sending",
         "_stream",
         "_tls",
+        "_turn",
         "_unsent",
         "close_timeout",
         "path",
@@ -171,6 +180,14 @@ class LeanWebSocket(FrameCodec):
         self._queued = False  # _unsent waits for the poller's flush (see _defer)
         self._retry = False  # _unsent is a write cut short: it goes first, alone, as it is
         self._pings: dict[bytes, trio.Event] = {}
+        # A ping with nobody in get_message reads itself (_pump): the messages it
+        # meets wait here for get_message, at most about max_message_size bytes.
+        self._inbox: collections.deque[str | bytes] = collections.deque()
+        self._inbox_size = 0
+        self._pumping = False  # _receiving is held by a ping's _pump
+        self._pump_scope = trio.CancelScope()  # its wait for data
+        self._readers_waiting = 0  # get_message calls waiting for the pump to stop
+        self._turn = trio.lowlevel.ParkingLot()  # pings waiting for a pong or the reading
         self.close_timeout = close_timeout
         #: The request path (with query string) the connection was opened for.
         self.path = path
@@ -389,8 +406,14 @@ class LeanWebSocket(FrameCodec):
         await self._send_raw(b"")
 
     async def ping(self, payload: bytes | None = None) -> None:
-        """Send a ping and wait for its pong (seen while a task is in :meth:`get_message`).
+        """Send a ping and wait for its pong.
 
+        While no task is in :meth:`get_message`, ping reads itself: it answers the
+        peer's pings, sees the close, and keeps the messages it meets for the next
+        :meth:`get_message` (which takes the reading over at once). Once those
+        hold ``max_message_size`` bytes it stops reading until they are taken, as
+        trio-websocket's reader stops when its queue is full, so a peer that
+        keeps sending to a connection nobody reads cannot fill memory.
         ``payload`` (at most 125 bytes) defaults to 4 random bytes. Bound the
         wait in time: a peer may never answer.
 
@@ -409,15 +432,60 @@ class LeanWebSocket(FrameCodec):
         event = self._pings[payload] = trio.Event()
         try:
             await self._send_raw(self.frame(PING, payload))
-            await event.wait()
+            while not event.is_set() and self._closed is None:
+                if self._receiving or self._readers_waiting or self._inbox_size >= self._max:
+                    await self._turn.park()  # woken by a pong, a close, or a reader leaving
+                else:
+                    await self._pump(event)
         finally:
             self._pings.pop(payload, None)
         if self._closed is not None:
             raise self._closed_error(*self._closed)
 
+    async def _pump(self, event: trio.Event) -> None:
+        """Read for a ping (nobody is in :meth:`get_message`) until its pong, a close, a
+        full inbox or a reader wanting in; the messages read go to the inbox."""
+        self._receiving = self._pumping = True
+        try:
+            while not event.is_set() and not self._readers_waiting and not self._skip:
+                if self._inbox_size >= self._max:
+                    return
+                try:
+                    message = self.next_frame()
+                    if isinstance(message, tuple):
+                        await self._on_control(*message)
+                        continue
+                except FrameError as fail:
+                    await self._fail(fail.code, fail.reason)
+                    return
+                if message is not None:
+                    self._inbox.append(message)
+                    self._inbox_size += len(message)
+                    continue
+                if self._closed is not None:
+                    return
+                # A reader wanting in, or the close, cancels the wait (and only
+                # the wait: never a write); the loop's test catches them between.
+                data = b""
+                with trio.CancelScope() as self._pump_scope:
+                    data = await self._recv()
+                if self._pump_scope.cancelled_caught:
+                    return
+                if not data:
+                    if self._closed is None:
+                        self._closed = CloseReason(1006, None)
+                    self._wake_pings()
+                    return
+                self.receive_data(data)
+        finally:
+            self._receiving = self._pumping = False
+            self._turn.unpark_all()
+
     def _wake_pings(self) -> None:
         for event in self._pings.values():
             event.set()
+        self._pump_scope.cancel()
+        self._turn.unpark_all()
 
     async def _send_control(self, frame: bytes, *, close: bool = False) -> None:
         """Send a pong (or the ``close``) now, or right after the send in progress.
@@ -443,6 +511,12 @@ class LeanWebSocket(FrameCodec):
                 arrived before the close was delivered); for a protocol error by
                 the peer, with the code we closed with (1002, 1007 or 1009).
         """
+        if self._inbox:
+            return self._take()
+        if self._pumping:  # a ping is reading: take over from it
+            await self._stop_pump()
+            if self._inbox:
+                return self._take()
         if self._receiving:
             raise trio.BusyResourceError("another task is already in get_message()")
         if self._skip:
@@ -476,6 +550,26 @@ class LeanWebSocket(FrameCodec):
                 self._pos = 0
         finally:
             self._receiving = False
+            if self._pings:
+                self._turn.unpark_all()  # a ping may read now
+
+    async def _stop_pump(self) -> None:
+        """Stop a ping's :meth:`_pump` and wait until it has."""
+        self._readers_waiting += 1
+        try:
+            self._pump_scope.cancel()
+            while self._pumping:
+                await self._turn.park()
+        finally:
+            self._readers_waiting -= 1
+
+    def _take(self) -> str | bytes:
+        """The oldest message a ping's :meth:`_pump` kept."""
+        message = self._inbox.popleft()
+        self._inbox_size -= len(message)
+        if self._pings:
+            self._turn.unpark_all()  # room again: a ping may read on
+        return message
 
     async def _on_control(self, opcode: int, payload: bytes) -> None:
         if opcode == PING:
@@ -488,6 +582,7 @@ class LeanWebSocket(FrameCodec):
                     self._pings.pop(key).set()
                     if key == payload:
                         break
+                self._turn.unpark_all()
         else:
             code, reason = parse_close(payload)
             await self._close_received(code, reason)
@@ -566,7 +661,7 @@ class LeanWebSocket(FrameCodec):
         with self._closing_scope():
             try:
                 await self._send_raw(self.close_frame(code, reason))
-                if not self._receiving:
+                if not self._receiving or self._pumping:  # a pump stops at the close
                     await self._await_peer_close()
             except (WSSConnectionClosed, FrameError):
                 pass
@@ -855,10 +950,11 @@ class WebSocketConnection(LeanWebSocket):
     by ``close_timeout``). After a close these raise :class:`ConnectionClosed`,
     whose ``reason`` is :attr:`closed`.
 
-    There is no background reader: pings from the peer are answered, pongs to
-    :meth:`ping` seen and the peer's close noticed while a task is in
-    :meth:`get_message`, so keep one reading for as long as the connection
-    lives. Several tasks may send at once; one at a time may receive.
+    There is no background reader: pings from the peer are answered and the
+    peer's close noticed while a task is in :meth:`get_message` (or in a
+    :meth:`ping` while nobody reads: it reads for itself, see there), so keep
+    one reading for as long as the connection lives. Several tasks may send at
+    once; one at a time may receive.
     """
 
     __slots__ = ()

@@ -11,10 +11,28 @@ import attrs
 import trio
 
 from telcoflow_trio import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
+from telcoflow_trio.exceptions import (
+    WSSChannelNotConfigured,
+    WSSForbidden,
+    WSSInvalidRequest,
+    WSSOutboundOverflow,
+    WSSQuotaExceeded,
+    WSSSessionError,
+)
 from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 from telcoflow_trio.simulator._server import Simulator
 
 CLIENT_MODULES = ("telcoflow_trio._client", "telcoflow_trio._control", "telcoflow_trio._media")
+
+#: ``session.create`` refusals (``sim.faults.refuse_creates``) and the class each code
+#: names (spec B.6), for calls and WA sessions alike.
+CREATE_REFUSALS: list[tuple[str, type[WSSSessionError]]] = [
+    ("QUOTA_EXCEEDED", WSSQuotaExceeded),
+    ("CHANNEL_NOT_CONFIGURED", WSSChannelNotConfigured),
+    ("FORBIDDEN", WSSForbidden),
+    ("INVALID_REQUEST", WSSInvalidRequest),
+    ("OUTBOUND_OVERFLOW", WSSOutboundOverflow),
+]
 
 
 @attrs.define

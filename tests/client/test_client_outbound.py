@@ -14,9 +14,6 @@ from telcoflow_trio.exceptions import (
     WSSCallNotAnswered,
     WSSChannelNotConfigured,
     WSSConnectionError,
-    WSSForbidden,
-    WSSInvalidRequest,
-    WSSOutboundOverflow,
     WSSQuotaExceeded,
     WSSSessionAlreadyExists,
     WSSSessionError,
@@ -24,7 +21,7 @@ from telcoflow_trio.exceptions import (
 from telcoflow_trio.simulator import CallerScript, SimulatorConfig, open_simulator, tone
 from telcoflow_trio.simulator._call import SimulatedCall
 
-from .conftest import client_config, client_tasks, open_pair
+from .conftest import CREATE_REFUSALS, client_config, client_tasks, open_pair
 
 NUMBER = "+15550100"
 
@@ -172,17 +169,7 @@ async def test_session_closed_while_ringing(autojump_clock: trio.testing.MockClo
     assert client_tasks() == []
 
 
-@pytest.mark.parametrize(
-    ("code", "exc"),
-    [
-        ("QUOTA_EXCEEDED", WSSQuotaExceeded),
-        ("CHANNEL_NOT_CONFIGURED", WSSChannelNotConfigured),
-        ("FORBIDDEN", WSSForbidden),
-        ("INVALID_REQUEST", WSSInvalidRequest),
-        ("OUTBOUND_OVERFLOW", WSSOutboundOverflow),
-        ("SOMETHING_NEW", WSSSessionError),
-    ],
-)
+@pytest.mark.parametrize(("code", "exc"), [*CREATE_REFUSALS, ("SOMETHING_NEW", WSSSessionError)])
 async def test_server_codes_raise_the_named_exception(
     autojump_clock: trio.testing.MockClock, code: str, exc: type[WSSSessionError]
 ) -> None:

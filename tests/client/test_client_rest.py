@@ -59,6 +59,24 @@ async def test_list_and_close(autojump_clock: MockClock) -> None:
             await client.list_sessions(channel="SMS")
 
 
+@pytest.mark.parametrize("transport", ["lean", "trio-websocket"])
+async def test_list_and_close_on_each_server_transport(
+    transport: str, autojump_clock: MockClock
+) -> None:
+    """The REST plane shares the WebSocket's host and port whichever implementation serves it."""
+    async with open_pair(SimulatorConfig(transport=transport)) as (sim, client, _):
+        a = await client.create_session(ChannelType.WA, "+15550100")
+        assert [s.id for s in await client.list_sessions(remote_address="+15550100")] == [a.id]
+        assert (await client.close_session(a.id)).reason == "SDK_REQUEST"
+        with trio.fail_after(5):
+            await a.wait_closed()
+        assert [s.id for s in await client.list_sessions(state="CLOSED")] == [a.id]
+        # The WebSocket side still works after the REST requests, on the same server.
+        b = await client.create_session(ChannelType.WA, "+15550101")
+        assert b.id != a.id
+        assert sim.statistics().handler_errors == 0
+
+
 async def test_rest_5xx_and_auth(autojump_clock: MockClock) -> None:
     async with open_pair() as (sim, client, opener):
         sim.faults.fail_rest(503)

@@ -8,19 +8,17 @@ import trio.testing
 from trio.testing import MockClock
 
 from telcoflow_trio import ChannelType, IncomingMessage, MessageErrorCode, events
+from telcoflow_trio._session import _OFFERS_KEPT
 from telcoflow_trio.exceptions import (
     WrongChannelError,
     WSSChannelNotConfigured,
-    WSSForbidden,
-    WSSInvalidRequest,
     WSSMessageError,
-    WSSOutboundOverflow,
     WSSQuotaExceeded,
     WSSSessionError,
 )
 from telcoflow_trio.simulator import SimulatorConfig
 
-from .conftest import open_pair
+from .conftest import CREATE_REFUSALS, open_pair
 
 
 async def test_create_send_receive_close(autojump_clock: MockClock) -> None:
@@ -86,16 +84,7 @@ async def test_unknown_channel(autojump_clock: MockClock) -> None:
             await client.create_session("SMS", "+15550100")
 
 
-@pytest.mark.parametrize(
-    ("code", "exc"),
-    [
-        ("QUOTA_EXCEEDED", WSSQuotaExceeded),
-        ("CHANNEL_NOT_CONFIGURED", WSSChannelNotConfigured),
-        ("FORBIDDEN", WSSForbidden),
-        ("INVALID_REQUEST", WSSInvalidRequest),
-        ("OUTBOUND_OVERFLOW", WSSOutboundOverflow),
-    ],
-)
+@pytest.mark.parametrize(("code", "exc"), CREATE_REFUSALS)
 async def test_server_refusals(
     code: str, exc: type[WSSSessionError], autojump_clock: MockClock
 ) -> None:
@@ -103,6 +92,7 @@ async def test_server_refusals(
         sim.faults.refuse_creates(code, f"refused by an injected fault ({code})")
         with pytest.raises(exc, match=code) as info:
             await client.create_session(ChannelType.WA, "+15550100")
+        assert type(info.value) is exc
         assert info.value.error_code == code
         assert info.value.error_content == {"message": f"refused by an injected fault ({code})"}
 
@@ -217,6 +207,42 @@ async def test_no_handler_no_claim(autojump_clock: MockClock) -> None:
         user = await sim.wa.send_from_user("+15550123", "anyone?")
         await trio.sleep(1)
         assert not user.claimed
+
+
+async def test_handler_registered_after_the_offer_claims_it(autojump_clock: MockClock) -> None:
+    """Offers declined for lack of a handler are claimed when the handler comes, at once."""
+    async with open_pair() as (sim, client, _):
+        early = await sim.wa.send_from_user("+15550123", "anyone?")
+        gone = await sim.wa.send_from_user("+15550124", "never mind")
+        await trio.sleep(1)
+        sim.wa.close(gone.session_id)  # closed before the handler came: not claimed
+        await trio.sleep(1)
+        assert not early.claimed
+        seen: list[str] = []
+
+        @client.on(events.INCOMING_MESSAGE)
+        def on_message(message: IncomingMessage) -> None:
+            seen.append(message.content["text"]["body"])
+
+        t0 = trio.current_time()
+        with trio.fail_after(5):
+            await early.wait_claimed()
+        assert trio.current_time() - t0 < 0.1  # not at the user's next message
+        await trio.sleep(1)
+        assert seen == ["anyone?"]
+        assert client.get_session(gone.session_id) is None
+        assert client._wa._offers == {}
+
+
+async def test_offers_kept_without_a_handler_are_bounded(autojump_clock: MockClock) -> None:
+    async with open_pair() as (sim, client, _):
+        for n in range(_OFFERS_KEPT + 2):
+            await sim.wa.send_from_user(f"+1555010{n:04d}", "hi")
+        await trio.sleep(1)
+        assert len(client._wa._offers) == _OFFERS_KEPT
+        oldest = sim.wa.find("+15550100000")
+        assert oldest is not None
+        assert oldest.session_id not in client._wa._offers  # the oldest went first
 
 
 async def test_sessions_claimed_again_after_reconnect(

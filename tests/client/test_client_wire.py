@@ -99,6 +99,34 @@ async def test_d25_ready_without_call_in_is_bounded(
     assert any("no call.in within 30 s" in w for w in warnings)
 
 
+async def test_a_won_claim_holds_its_slot_until_call_in_or_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The platform owes a won claim its call.in (no other worker gets that call), so it
+    counts for ``max_calls`` until the call.in, the session's close, or the warning at
+    ``request_timeout``; then the offer declined meanwhile is claimed."""
+    async with trio.open_nursery() as nursery:
+        server = FakeControl(nursery)
+        client = TelcoflowClient(
+            config(request_timeout=30, max_calls=1), open_stream=server.open_stream
+        )
+        client.on(events.INCOMING_CALL)(lambda call: None)
+        async with client:
+            assert server.ws is not None
+            await server.ws.send_message(proto.SessionNotify("s-1", "TELCO").encode())
+            await trio.sleep(1)
+            await server.ws.send_message(proto.SessionNotify("s-2", "TELCO").encode())
+            await trio.sleep(4)
+            assert client.statistics().sessions_full == 1
+            await server.ws.send_message(proto.SessionClosed("s-1", "FORCE_CLOSE").encode())
+            await trio.sleep(1)
+            await server.ws.send_message(proto.SessionNotify("s-3", "TELCO").encode())
+            await trio.sleep(40)
+    opens = [(t, f.session_id) for t, f in server.frames(proto.SessionOpen)]
+    assert opens == [(0, "s-1"), (5, "s-2"), (35, "s-3")]
+    assert client.statistics().sessions_full == 2
+
+
 async def test_other_channels_and_activities(autojump_clock: trio.testing.MockClock) -> None:
     handled: list[ActiveCall] = []
     async with trio.open_nursery() as nursery:

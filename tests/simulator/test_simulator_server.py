@@ -40,6 +40,7 @@ from telcoflow_trio.simulator import (
     tone,
 )
 from telcoflow_trio.simulator._audio import write_wav
+from telcoflow_trio.simulator._connection import ReplayStream
 from telcoflow_trio.ws._transport import open_websocket
 
 from .simclient import open_control, open_media
@@ -241,8 +242,11 @@ async def test_malformed_media_frames(autojump_clock: trio.testing.MockClock) ->
     assert sim.statistics().handler_errors == 0
 
 
-async def test_silent_and_wrong_path_clients(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_simulator(SimulatorConfig(connect_timeout=3)) as sim:
+@pytest.mark.parametrize("transport", ["lean", "trio-websocket"])
+async def test_silent_and_wrong_path_clients(
+    transport: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with open_simulator(SimulatorConfig(connect_timeout=3, transport=transport)) as sim:
         stream = await sim.open_stream("x", 80, None)
         await stream.send_all(b"GET /v1/agent/session-manager HTTP/1.1\r\n")  # never finished
         t0 = trio.current_time()
@@ -259,6 +263,29 @@ async def test_silent_and_wrong_path_clients(autojump_clock: trio.testing.MockCl
         async with open_control(sim) as control:
             assert control.sm_ws_id
         assert sim.statistics().handler_errors == 0
+
+
+async def test_replay_stream_replays_what_it_kept_and_is_bounded() -> None:
+    """The stream that lets the trio-websocket transport read a request head first."""
+    with trio.fail_after(5):
+        client, server = trio.testing.memory_stream_pair()
+        replay = ReplayStream(server, limit=8)
+        await client.send_all(b"GET /x")
+        assert await replay.receive_some() == b"GET /x"
+        replay.replay()
+        await client.send_all(b" HTTP/1.1")
+        assert await replay.receive_some(4) == b"GET "  # the kept bytes first, in pieces
+        assert await replay.receive_some() == b"/x"
+        assert await replay.receive_some() == b" HTTP/1.1"  # then the stream, not kept
+        await replay.send_all(b"ok")
+        assert await client.receive_some() == b"ok"
+        await replay.aclose()
+        assert await client.receive_some() == b""
+        client, server = trio.testing.memory_stream_pair()
+        too_much = ReplayStream(server, limit=8)
+        await client.send_all(b"123456789")
+        with pytest.raises(trio.BrokenResourceError, match="too large"):
+            await too_much.receive_some()
 
 
 async def test_connection_limit(autojump_clock: trio.testing.MockClock) -> None:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from telcoflow_trio import IncomingMessage, TelcoflowClient, TelcoflowClientConfig, events
-from telcoflow_trio.simulator import open_simulator
+from telcoflow_trio.simulator import SimulatorConfig, open_simulator
 from telcoflow_trio.simulator._cli import add_wa_arguments, run_simulate, run_wa, wa_main
 
 from .test_simulator_cli import simulate_args
@@ -38,10 +38,12 @@ def echo_client(sim: object) -> TelcoflowClient:
     return client
 
 
-async def test_wa_command_gets_the_agents_reply() -> None:
+@pytest.mark.parametrize("transport", ["lean", "trio-websocket"])
+async def test_wa_command_gets_the_agents_reply(transport: str) -> None:
     out = io.StringIO()
+    config = SimulatorConfig(transport=transport)
     with trio.fail_after(20):
-        async with open_simulator(listen=True) as sim, echo_client(sim):
+        async with open_simulator(config, listen=True) as sim, echo_client(sim):
             args = wa_args("--server", sim.base_url, "--from", "+15550142", "hello agent")
             result = await run_wa(args, out=out)
             assert result["replies"] == [{"type": "text", "text": {"body": "hello agent"}}]

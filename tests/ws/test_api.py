@@ -310,6 +310,18 @@ async def test_serve_websocket_stream_serves_a_stream_of_its_own() -> None:
                     assert info.value.code == code
 
 
+async def test_ping_with_no_reader_returns_on_loopback() -> None:
+    """As with trio-websocket, ping() needs no task in get_message(): it reads for itself."""
+    with trio.fail_after(10):
+        async with serving(echo) as port, open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send_message("before the ping")
+            await ws.ping(b"hb-1")  # the echo comes first: kept for get_message
+            await ws.ping()
+            assert await ws.get_message() == "before the ping"
+            await ws.send_message("after")
+            assert await ws.get_message() == "after"
+
+
 async def test_pong_gate_holds_back_pongs_while_it_returns_false() -> None:
     answering = False
 

@@ -199,7 +199,7 @@ async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pinger)
-        nursery.start_soon(ws.get_message)  # a reader is needed to see the pong
+        nursery.start_soon(ws.get_message)  # the reader sees the pong
         assert await peer.read() == (PING, b"hb-1", True)
         await trio.sleep(1)
         assert not done.is_set()
@@ -209,6 +209,90 @@ async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -
         nursery.cancel_scope.cancel()
     with pytest.raises(ValueError, match="at most 125"):
         await ws.ping(b"x" * 126)
+
+
+async def test_ping_with_no_reader_reads_itself_and_keeps_the_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(client=True)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.ping, b"hb-1")  # and nobody in get_message
+            assert await peer.read() == (PING, b"hb-1", True)
+            await peer.send(TEXT, b"one")
+            await peer.send(PING, b"theirs")
+            await peer.send(BINARY, b"two")
+            assert await peer.read() == (PONG, b"theirs", True)  # answered meanwhile
+            await peer.send(PONG, b"hb-1")
+        assert await ws.get_message() == "one"  # kept, in order
+        assert await ws.get_message() == b"two"
+        codes: list[int] = []
+
+        async def pinger() -> None:
+            with pytest.raises(WSSConnectionClosed) as info:
+                await ws.ping(b"hb-2")
+            codes.append(info.value.code)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pinger)
+            assert await peer.read() == (PING, b"hb-2", True)
+            await peer.send(CLOSE, struct.pack("!H", 1001))  # the close ends the ping too
+        assert codes == [1001]
+        assert await peer.read() == (CLOSE, struct.pack("!H", 1001), True)  # the echo
+
+
+async def test_ping_with_no_reader_stops_at_a_full_inbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The messages a ping keeps are bounded: past max_message_size it waits for a reader."""
+    ws, peer = pair(client=True, max_message_size=10)
+    done = trio.Event()
+
+    async def pinger() -> None:
+        await ws.ping(b"hb-1")
+        done.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pinger)
+            assert await peer.read() == (PING, b"hb-1", True)
+            await peer.send(TEXT, b"0123456789")
+            await peer.send(PONG, b"hb-1")
+            await trio.sleep(1)
+            assert not done.is_set()  # the pong sits behind the full inbox, unread
+            assert await ws.get_message() == "0123456789"
+            await done.wait()
+
+
+async def test_get_message_takes_the_reading_over_from_a_ping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(client=True)
+    done = trio.Event()
+
+    async def pinger() -> None:
+        await ws.ping(b"hb-1")
+        done.set()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pinger)
+            assert await peer.read() == (PING, b"hb-1", True)
+            await trio.testing.wait_all_tasks_blocked()  # the ping waits for data
+            got: list[str | bytes] = []
+
+            async def reader() -> None:
+                got.append(await ws.get_message())
+                got.append(await ws.get_message())
+
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            await peer.send(TEXT, b"first")
+            await peer.send(PONG, b"hb-1")  # seen by the reader, in its get_message
+            await done.wait()
+            assert got == ["first"]
+            await peer.send(TEXT, b"second")
+        assert got == ["first", "second"]
 
 
 async def test_ping_in_flight_fails_when_the_connection_drops(
