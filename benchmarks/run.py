@@ -2,10 +2,12 @@
 
 Runs the bridge benchmark at each of ``--rates`` (8 and 16 kHz), then the
 client (media and control plane) benchmark, then the scale benchmark
-(``telcoflow-trio run --workers 4``), writes ``results/*-latest.json``,
+(``telcoflow-trio run --workers 4``), then the outbound-call benchmark
+(ours against the official SDK), writes ``results/*-latest.json``,
 ``results/latest.md`` (the tables plus the machine), and replaces the results
 section of ``docs/performance.md`` with the same text. Options after
-``--only bridge``, ``--only client`` or ``--only scale`` go to that benchmark
+``--only bridge``, ``--only client``, ``--only scale`` or ``--only outbound`` go
+to that benchmark
 (``python benchmarks/run.py --only bridge --rates 8000 --bridges ours_trio,teler_uvloop``).
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import bench_bridge
 import bench_client
+import bench_outbound
 import bench_scale
 from _proc import HERE, cores_available
 from _report import RESULTS, write_json
@@ -41,11 +44,14 @@ def machine_line(m: dict[str, Any]) -> str:
 
 
 def render(
-    bridges: list[dict[str, Any]], client: dict[str, Any] | None, scale: dict[str, Any] | None
+    bridges: list[dict[str, Any]],
+    client: dict[str, Any] | None,
+    scale: dict[str, Any] | None,
+    outbound: dict[str, Any] | None = None,
 ) -> str:
     """The results section: the machine, then every table with its targets."""
-    first = next(r for r in [*bridges, client, scale] if r)
-    quick = any(r["settings"].get("quick") for r in [*bridges, client, scale] if r)
+    first = next(r for r in [*bridges, client, scale, outbound] if r)
+    quick = any(r["settings"].get("quick") for r in [*bridges, client, scale, outbound] if r)
     parts = [
         f"Measured {machine_line(first['machine'])}."
         + (
@@ -60,6 +66,8 @@ def render(
         parts.append(bench_client.markdown(client))
     if scale:
         parts.append(bench_scale.markdown(scale))
+    if outbound:
+        parts.append(bench_outbound.markdown(outbound))
     return "\n".join(parts)
 
 
@@ -87,7 +95,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="every row briefly (the bridge alone: < 3 min)"
     )
-    parser.add_argument("--only", choices=("bridge", "client", "scale"))
+    parser.add_argument("--only", choices=("bridge", "client", "scale", "outbound"))
     parser.add_argument(
         "--rates",
         type=lambda v: [int(x) for x in v.split(",")],
@@ -111,6 +119,7 @@ def main() -> None:
     run_bridge = not (args.render or args.control_only) and args.only in (None, "bridge")
     run_client = not (args.render or args.control_only) and args.only in (None, "client")
     run_scale = not (args.render or args.control_only) and args.only in (None, "scale")
+    run_outbound = not (args.render or args.control_only) and args.only in (None, "outbound")
     # What is not rerun keeps its latest results in the tables.
     bridges = [
         bench_bridge.main([*extra, "--rate", str(rate)]) if run_bridge else load(f"bridge-{rate}")
@@ -118,10 +127,11 @@ def main() -> None:
     ]
     client = bench_client.main(extra) if run_client else load("client")
     scale = bench_scale.main(extra) if run_scale else load("scale")
+    outbound = bench_outbound.main(extra) if run_outbound else load("outbound")
     if args.control_only and client is not None:
         client["control"] = bench_client.control_only(extra)
         write_json("client-latest.json", client)
-    text = render([b for b in bridges if b], client, scale)
+    text = render([b for b in bridges if b], client, scale, outbound)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.md").write_text(text)
     if not args.no_docs:

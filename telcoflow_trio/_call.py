@@ -24,6 +24,7 @@ import enum
 import inspect
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final, Literal, TypeAlias, TypeVar, final
 
@@ -197,6 +198,7 @@ class ActiveCall(CallParties):
         on_handler_error: ErrorHook | None = None,
         on_terminated: Callable[[ActiveCall], None] | None = None,
         outbound: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._call_in = call_in
         self._config = config
@@ -228,6 +230,7 @@ class ActiveCall(CallParties):
             open_stream=open_stream,
             on_event=self._on_media_event,
             on_lost=self._on_media_lost,
+            ssl_context=ssl_context,
         )
 
     def __repr__(self) -> str:

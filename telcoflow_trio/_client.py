@@ -721,6 +721,8 @@ class TelcoflowClient:
             on_handler_error=self._on_handler_error,
             on_terminated=self._call_ended,
             outbound=outbound,
+            # the control connection's: one TLS context per connection, not per call
+            ssl_context=self._control.ssl_context if self._control is not None else None,
         )
         self._calls[call.call_id] = call
         self._calls_total += 1

@@ -174,6 +174,10 @@ class ControlConnection:
         self.failure: WSSError | None = None
         #: The ``smWsId`` of the current connection.
         self.sm_ws_id: str | None = None
+        #: The TLS context of the latest connection (``None``: plain ``ws://``);
+        #: the calls' media connections share it instead of loading the CA file
+        #: and certificate again per call.
+        self.ssl_context: ssl.SSLContext | None = None
         #: The call flow to restore on each new connection (``req_id`` unused).
         self.call_flow: proto.CallFlowSetup | None = None
         self._flow_restored = trio.Event()
@@ -273,7 +277,7 @@ class ControlConnection:
     async def _serve_one(self, ready: Callable[[], None]) -> None:
         """One connection, from opening to failure (raises) or :meth:`stop` (returns)."""
         config = self._config
-        ssl_context = client_ssl_context(config)
+        ssl_context = self.ssl_context = client_ssl_context(config)
         async with open_websocket(
             config.control_url,
             headers=config.auth_headers(),

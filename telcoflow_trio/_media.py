@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import ssl
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, final
@@ -213,9 +214,12 @@ class MediaConnection:
         open_stream: StreamOpener,
         on_event: Callable[[proto.CallEventFrame], None],
         on_lost: Callable[[BaseException], None],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._call_in = call_in
         self._config = config
+        #: for ``wss://`` (``None``: made from the config when the media opens)
+        self._ssl_context = ssl_context
         self._open_stream = open_stream
         self._on_event = on_event
         self._on_lost = on_lost
@@ -258,10 +262,11 @@ class MediaConnection:
         ]
         try:
             with self._opening:
+                tls = url.startswith("wss:")
                 async with open_websocket(
                     url,
                     headers=headers,
-                    ssl_context=config.ssl_context() if url.startswith("wss:") else None,
+                    ssl_context=(self._ssl_context or config.ssl_context()) if tls else None,
                     open_stream=self._open_stream,
                     connect_timeout=config.connect_timeout,
                     close_timeout=config.close_timeout,

@@ -133,3 +133,39 @@ async def test_mtls_control_and_media(
         with pytest.raises(WSSAuthenticationError, match="client certificate"):
             async with TelcoflowClient(missing, open_stream=sim.open_stream):
                 pass
+
+
+async def test_media_connections_share_the_control_tls_context(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three calls over ``wss://`` load the CA file once (the control connection's
+    context), not once per call: a context costs about 0.5 ms of CPU to make."""
+    ca = trustme.CA()
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    cert, key = write_pair(ca.issue_cert("simulator.invalid"), tmp_path, "server")
+    made: list[object] = []
+    original = TelcoflowClientConfig.ssl_context
+
+    def counting(self: TelcoflowClientConfig) -> Any:
+        context = original(self)
+        made.append(context)
+        return context
+
+    monkeypatch.setattr(TelcoflowClientConfig, "ssl_context", counting)
+    callee = CallerScript(audio=tone(440), answers_after=0.0, hangup_after=30.0)
+    sim_config = SimulatorConfig(tls_cert=cert, tls_key=key, callee_script=callee)
+    async with open_simulator(sim_config) as sim:
+        config = TelcoflowClientConfig.sandbox(
+            sim.api_key, sim.connector_uuid, base_url=sim.base_url, ca_file=str(ca_path)
+        )
+        heard = 0
+        with trio.fail_after(10):
+            async with TelcoflowClient(config, open_stream=sim.open_stream) as client:
+                for number in ("+15550101", "+15550102", "+15550103"):
+                    async with client.place_call(number) as call:
+                        async for _ in call.audio_stream():
+                            heard += 1  # the media ran over TLS
+                            break
+    assert heard == 3
+    assert len(made) == 1
