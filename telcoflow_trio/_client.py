@@ -45,7 +45,7 @@ from .exceptions import (
     WSSMediaError,
     WSSSessionAlreadyExists,
     WSSSessionError,
-    session_error,
+    refusal,
 )
 from .ws._streams import StreamOpener, open_tcp
 
@@ -795,10 +795,12 @@ class TelcoflowClient:
             if not opened.ok and dialing.arrived.is_set():
                 raise self._not_answered(dialing, ring_timeout)  # it closed that fast
             if not opened.ok:
-                raise session_error(
+                raise refusal(
                     f"session.open of the call to {remote_address}",
                     opened.error_code,
                     opened.error_message,
+                    content=opened.error_content,
+                    session=True,
                 )
             await control.send(proto.SessionReady(session_id))
             async with trio.open_nursery() as nursery:
@@ -990,7 +992,13 @@ def _created_session(response: proto.Response, remote_address: str) -> str:
     """The session id in a ``session.create`` response; raise if it was refused."""
     what = f"session.create to {remote_address}"
     if not response.ok:
-        raise session_error(what, response.error_code, response.error_message)
+        raise refusal(
+            what,
+            response.error_code,
+            response.error_message,
+            content=response.error_content,
+            session=True,
+        )
     content = response.content
     session_id = content.get("sessionId") if isinstance(content, dict) else None
     if not isinstance(session_id, str) or not session_id:

@@ -10,7 +10,7 @@ connection (``Connection: close``): the calls are rare.
 Errors are translated here: transport failures become
 :class:`~telcoflow_trio.exceptions.WSSConnectionError` (a failed TLS handshake
 :class:`~telcoflow_trio.exceptions.WSSTLSError`, as on the WebSockets), an error body
-``{"code", "message"}`` the exception :func:`~telcoflow_trio.exceptions.session_error`
+``{"code", "message"}`` the exception :func:`~telcoflow_trio.exceptions.refusal`
 names. The API key is in the headers only, never in a log line or message.
 """
 
@@ -34,7 +34,7 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
     WSSTLSError,
-    session_error,
+    refusal,
 )
 from .ws._streams import StreamOpener
 
@@ -188,10 +188,7 @@ class RestClient:
             if response.status_code in (401, 403):
                 return WSSAuthenticationError(f"{what}: HTTP {response.status_code}: {message}")
             return WSSConnectionError(f"{what}: HTTP {response.status_code}: {message}")
-        what = f"{what} (HTTP {response.status_code})"
-        if code == "UNAUTHORIZED":
-            return WSSAuthenticationError(f"{what} refused: {code}")
-        return session_error(what, code, message)
+        return refusal(f"{what} (HTTP {response.status_code})", code, message, session=True)
 
     async def list_sessions(
         self, channel: str | None, remote_address: str | None, state: str | None

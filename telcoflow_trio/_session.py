@@ -336,7 +336,7 @@ class SessionRegistry:
         address = check_remote_address(remote_address)
         what = f"session.create ({kind} {address})"
         response = await self._request(lambda r: proto.SessionCreate(kind.value, address, r))
-        error = proto.request_error(response, what)
+        error = proto.request_error(response, what, session=True)
         if error is not None:
             raise error
         content = response.content if isinstance(response.content, dict) else {}
@@ -351,7 +351,7 @@ class SessionRegistry:
     async def _claim(self, session_id: str, *, created: bool = True) -> Session:
         """``session.open`` the session, register it, ``session.ready`` it if it is WA."""
         response = await self._request(partial(_open_frame, session_id))
-        error = proto.request_error(response, f"session.open {session_id}")
+        error = proto.request_error(response, f"session.open {session_id}", session=True)
         if error is not None:
             raise error
         info = response.content.get("session") if isinstance(response.content, dict) else None

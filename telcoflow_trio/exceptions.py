@@ -206,9 +206,10 @@ class WSSRequestError(WSSError):
 
 
 class WSSSessionError(WSSRequestError):
-    """The platform refused a request about a session (``session.open``,
-    ``session.create``, ``call_flow.setup``): the classes below name the code,
-    as telcoflow 1.0.0 does; an unknown code raises this class itself.
+    """The platform refused a request (the classes below name the code, as
+    telcoflow 1.0.0 does); an unknown code of a request about a session
+    (``session.open``, ``session.create``, REST list and close) raises this
+    class itself, of any other request :class:`WSSRequestError`.
     """
 
 
@@ -298,11 +299,27 @@ REQUEST_ERRORS: dict[str, type[WSSSessionError]] = {
 }
 
 
-def session_error(what: str, code: str | None, message: str | None) -> WSSSessionError:
-    """The exception for a refused session request: ``what`` failed with ``code``."""
-    cls = REQUEST_ERRORS.get(code or "", WSSSessionError)
-    text = f"{what} refused: {code or 'no error code'}" + (f": {message}" if message else "")
-    return cls(text, error_code=code)
+def refusal(
+    what: str,
+    code: str | None,
+    message: str | None = None,
+    *,
+    content: dict[str, object] | None = None,
+    session: bool = False,
+) -> WSSError:
+    """The exception for a refused control or REST request: ``what`` failed with ``code``.
+
+    The class follows the code (:data:`REQUEST_ERRORS`); ``UNAUTHORIZED`` is a
+    :class:`WSSAuthenticationError`. A code this version does not know raises
+    :class:`WSSSessionError` for a request about a session (``session``:
+    opening, creating, closing one), else :class:`WSSRequestError`. The text
+    names ``what``, the code and the server's ``message``.
+    """
+    text = f"{what} refused: {code or 'no error code'}" + (f" ({message})" if message else "")
+    if code == "UNAUTHORIZED":
+        return WSSAuthenticationError(text)
+    cls = REQUEST_ERRORS.get(code or "", WSSSessionError if session else WSSRequestError)
+    return cls(text, error_code=code, error_content=content)
 
 
 class ProtocolError(WSSError):

@@ -14,13 +14,11 @@ from typing import Any
 import attrs
 
 from ..exceptions import (
-    REQUEST_ERRORS,
-    WSSAuthenticationError,
     WSSCallCommandError,
     WSSCallCommandTimeoutError,
     WSSCallError,
     WSSError,
-    WSSRequestError,
+    refusal,
 )
 from ._frames import Command, CommandResponse, Response
 from ._states import CallCommand
@@ -49,24 +47,21 @@ def response_error(response: CommandResponse) -> WSSCallError | None:
     return WSSCallCommandError(message, error_code=code, error_message=response.error_message)
 
 
-def request_error(response: Response, what: str) -> WSSError | None:
+def request_error(response: Response, what: str, *, session: bool = False) -> WSSError | None:
     """The exception a refused control ``response`` to ``what`` stands for; ``None`` if ok.
 
-    The class follows the error code (spec B.6); the message names ``what``,
-    the code and the server's ``errorContent.message``.
+    See :func:`~telcoflow_trio.exceptions.refusal` (``session``: a request
+    about a session, whose unknown codes raise ``WSSSessionError``).
     """
     if response.ok:
         return None
-    code = response.error_code
-    content = response.error_content
-    detail = response.error_message
-    message = f"{what} refused: {code or 'no error code'}"
-    if detail:
-        message += f" ({detail})"
-    if code == "UNAUTHORIZED":
-        return WSSAuthenticationError(message)
-    cls = REQUEST_ERRORS.get(code or "", WSSRequestError)
-    return cls(message, error_code=code, error_content=content)
+    return refusal(
+        what,
+        response.error_code,
+        response.error_message,
+        content=response.error_content,
+        session=session,
+    )
 
 
 class CommandTracker:

@@ -80,7 +80,7 @@ async def test_list_and_close_on_each_server_transport(
 async def test_rest_5xx_and_auth(autojump_clock: MockClock) -> None:
     async with open_pair() as (sim, client, opener):
         sim.faults.fail_rest(503)
-        with pytest.raises(WSSSessionError, match=r"HTTP 503.*INTERNAL_ERROR: injected fault"):
+        with pytest.raises(WSSSessionError, match=r"HTTP 503.*INTERNAL_ERROR \(injected fault\)"):
             await client.list_sessions()
         sim.faults.fail_rest(None)
         bad = TelcoflowClient(

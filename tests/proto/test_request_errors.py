@@ -30,6 +30,24 @@ def test_codes_map_to_classes(code: str | None, cls: type[ex.WSSRequestError]) -
     assert str(error) == f"session.create refused: {code or 'no error code'} (why)"
 
 
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        ("SOMETHING_NEW", ex.WSSSessionError),
+        (None, ex.WSSSessionError),
+        ("FORBIDDEN", ex.WSSForbidden),
+    ],
+)
+def test_unknown_codes_of_session_requests_are_session_errors(
+    code: str | None, cls: type[ex.WSSRequestError]
+) -> None:
+    response = Response("r", False, None, code, {"message": "why"})
+    error = request_error(response, "session.create", session=True)
+    assert type(error) is cls
+    assert error.error_content == {"message": "why"}
+    assert type(ex.refusal("GET /x", code, "why", session=True)) is cls
+
+
 def test_unauthorized_is_an_authentication_error() -> None:
     error = request_error(Response("r", False, None, "UNAUTHORIZED"), "call_flow.setup")
     assert type(error) is ex.WSSAuthenticationError
