@@ -59,7 +59,14 @@ from ..ws._streams import accept_tls, start_tls
 from ..ws._transport import ClientWebSocket, WebSocket
 from ._call import CallObserver, SimulatedCall
 from ._clock import SlotTimer
-from ._connection import Connection, ControlConnection, FaultStream, FrameLog, salvage_field
+from ._connection import (
+    Connection,
+    ControlConnection,
+    FaultStream,
+    FrameLog,
+    request_record,
+    salvage_field,
+)
 from ._faults import SimulatorFaults
 from ._model import CallerScript, CallResult, SimulatorConfig, SimulatorStatistics
 from ._softphone import serve_softphone
@@ -517,6 +524,8 @@ class Simulator:
     async def _route(self, request: _Request, stream: FaultStream, number: int) -> None:
         path = request.path.split("?", 1)[0]
         headers = request.headers
+        if self._frame_log is not None:
+            self._frame_log(f"http-{number}", "request", request_record(request))
         if isinstance(request, WebSocketRequest) and not request.upgrade:
             await self._serve_rest(request, path)
             return
