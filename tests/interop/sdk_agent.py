@@ -8,7 +8,9 @@ Scenarios: ``echo`` (answer, echo one second of caller audio, close),
 ``hangup`` (answer and wait for the caller to hang up), ``flow`` (set a
 MISSED_ONLY call flow without outbound calls, try to place one, then answer
 and close), ``isolated`` (isolated audio: read channels 0, 1 and, after a
-connect, 2), ``error`` (answer, wait for a ``call.error``, close).
+connect, 2), ``error`` (answer, wait for a ``call.error``, close), ``commands``
+(answer, connect, whisper, barge, spy, clear the send buffer, disconnect),
+``decline`` (close without answering).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ ECHO_BYTES = 32000  # one second at 16 kHz
 async def handle(
     scenario: str, call: Any, report: dict[str, Any], session_closed: asyncio.Event
 ) -> None:
+    if scenario == "decline":  # close without answering (1.0.0 tells the server nothing)
+        report["close"] = bool(await call.close())
+        return
     report["answer"] = bool(await call.answer())
     if scenario == "echo":
         echoed = 0
@@ -81,6 +86,12 @@ async def handle(
         report["connect"] = bool(await call.connect(ring_time_seconds=5))
         report["ch2"] = len(await read(call.audio_stream(2), 3200))
         report["close"] = bool(await call.close())
+    elif scenario == "commands":
+        report["connect"] = bool(await call.connect(ring_time_seconds=5))
+        report["modes"] = [bool(await call.whisper()), bool(await call.barge())]
+        report["modes"].append(bool(await call.spy()))
+        report["cleared"] = await call.clear_send_audio_buffer()
+        report["disconnect"] = bool(await call.disconnect())
     elif scenario == "error":
         errors: asyncio.Queue[Any] = asyncio.Queue()
         call.on_call_event(CallEvent.CALL_ERROR)(errors.put_nowait)
