@@ -136,7 +136,8 @@ def normalize(
     """Per connection kind, what the client sent, one readable line per frame or request.
 
     Text frames: their JSON with ids numbered (keys sorted). A run of audio frames
-    on one channel: one ``audio chN`` line (chunk sizes follow the pacing).
+    on one channel: one ``audio chN: B bytes`` line (chunk sizes follow the pacing,
+    the total does not).
     Requests: ``METHOD path?query`` then the headers (values where they are
     neither credentials nor per-connection), but the ``(kind, name)`` pairs in
     ``omit``, whose values are returned apart.
@@ -149,12 +150,18 @@ def normalize(
     omitted: Headers = {}
     for kind in sorted(by_kind, key=["control", "media", "rest"].index):
         lines = out[kind] = []
+        run = (-1, 0)  # the channel and bytes of the current run of audio frames
         for direction, frame in by_kind[kind]:
             if isinstance(frame, bytes):
-                line = f"audio ch{frame[0]}"
-                if lines and lines[-1] == line:
-                    continue
-            elif direction == "request":
+                channel, size = frame[0], len(frame) - 1
+                if run[0] == channel:
+                    lines.pop()
+                    size += run[1]
+                run = (channel, size)
+                lines.append(f"audio ch{channel}: {size} bytes")
+                continue
+            run = (-1, 0)
+            if direction == "request":
                 request = json.loads(frame)
                 headers = []
                 for name, value in request["headers"]:
@@ -238,8 +245,12 @@ async def our_side(scenario: Scenario, sim: Simulator, ready: Ready) -> None:
         sample_rate=16000,
         audio_mode=scenario.audio_mode,
     )
-    async with TelcoflowClient(config) as client:
+    errors: list[BaseException] = []
+    client = TelcoflowClient(config, on_handler_error=lambda _, exc: errors.append(exc))
+    async with client:
         await scenario.ours(client, ready)
+    assert not errors, errors  # pytest.raises in a call handler included
+    assert client.statistics().handler_errors == 0  # a message handler's too
 
 
 async def record(
@@ -362,8 +373,9 @@ async def echo(call: ActiveCall) -> None:
 
 async def unanswered(call: ActiveCall) -> None:
     await call.answer()
-    with pytest.raises(WSSCallCommandError, match="CALL_UNANSWERED"):
+    with pytest.raises(WSSCallCommandError) as refused:
         await call.connect(ring_time_seconds=2)
+    assert refused.value.error_code == "CALL_UNANSWERED"
     await call.close()
 
 
