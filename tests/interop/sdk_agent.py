@@ -16,21 +16,12 @@ connect, 2), ``error`` (answer, wait for a ``call.error``, close), ``commands``
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
-from telcoflow import (
-    AudioMode,
-    CallEvent,
-    CallFlowConfig,
-    ChannelType,
-    InboundCallMode,
-    SessionManager,
-    SessionManagerConfig,
-)
-from telcoflow.audio_config import CallAudioConfig
+from sdk_common import manager, on_call, on_each_session, print_report, say, watch_closed
+from telcoflow import AudioMode, CallEvent, CallFlowConfig, ChannelType, InboundCallMode
 
 ECHO_BYTES = 32000  # one second at 16 kHz
 
@@ -122,49 +113,22 @@ async def before_ready(scenario: str, sm: Any, report: dict[str, Any]) -> None:
 
 
 async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) -> None:
-    config = SessionManagerConfig.create(
-        api_key=api_key,
-        connector_uuid=connector_uuid,
-        base_url=base_url,
-        call_audio=CallAudioConfig(
-            sample_rate=16000,
-            audio_mode=AudioMode.ISOLATED if scenario == "isolated" else AudioMode.MIXED,
-        ),
-    )
+    mode = AudioMode.ISOLATED if scenario == "isolated" else AudioMode.MIXED
     report: dict[str, Any] = {}
     done = asyncio.Event()
-    async with SessionManager(config) as sm:
+    async with manager(base_url, api_key, connector_uuid, mode) as sm:
         report["smWsId"] = sm.id
 
-        @sm.on_session_notification
-        async def on_notification(notification: Any) -> None:
-            session = await sm.open_session(notification.session_id)
+        def setup(session: Any, notification: Any) -> None:
             report["notified"] = notification.session_id
-            closed = asyncio.Event()
+            closed = watch_closed(session, report)
+            on_call(session, report, lambda call: handle(scenario, call, report, closed), done)
 
-            @session.on_closed
-            def on_closed(reason: Any) -> None:
-                report["session_closed"] = str(reason)
-                closed.set()
-
-            @session.on_incoming_call
-            async def on_call(call: Any) -> None:
-                report["call_id"] = call.id
-                report["caller"] = call.caller_number
-                try:
-                    await handle(scenario, call, report, closed)
-                except Exception as exc:
-                    report["error"] = repr(exc)
-                finally:
-                    done.set()
-
-            await session.ready()
-
+        on_each_session(sm, setup)
         await before_ready(scenario, sm, report)
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
+        say("READY")
         await asyncio.wait_for(done.wait(), 10)
-    sys.stdout.write(json.dumps(report) + "\n")
+    print_report(report)
 
 
 if __name__ == "__main__":

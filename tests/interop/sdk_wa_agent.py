@@ -10,26 +10,21 @@ message on that session and a new session (offered by ``session.notify``) from
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
-from telcoflow import ChannelType, SessionManager, SessionManagerConfig
+from sdk_common import manager, on_each_session, print_report, say, watch_closed
+from telcoflow import ChannelType
 from telcoflow.messages import SendWAMessage
 
 
 async def main(base_url: str, api_key: str, connector_uuid: str) -> None:
-    config = SessionManagerConfig.create(
-        api_key=api_key, connector_uuid=connector_uuid, base_url=base_url
-    )
     report: dict[str, Any] = {}
     got_own, got_new, echoed = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    async with SessionManager(config) as sm:
+    async with manager(base_url, api_key, connector_uuid) as sm:
 
-        @sm.on_session_notification
-        async def on_notification(notification: Any) -> None:
+        def setup(session: Any, notification: Any) -> None:
             report["notified"] = [notification.channel, notification.activity]
-            session = await sm.open_session(notification.session_id)
 
             @session.on_incoming_message
             async def on_new(message: Any) -> None:
@@ -39,7 +34,7 @@ async def main(base_url: str, api_key: str, connector_uuid: str) -> None:
                 report["echo_ok"] = result.success
                 echoed.set()
 
-            await session.ready()
+        on_each_session(sm, setup)
 
         session = await sm.create_session(ChannelType.WA, "+15550100")
         report["session"] = [session.id, str(session.channel), session.remote_address]
@@ -49,23 +44,19 @@ async def main(base_url: str, api_key: str, connector_uuid: str) -> None:
             report["own_message"] = [message.sender, message.content]
             got_own.set()
 
-        @session.on_closed
-        def on_closed(reason: Any) -> None:
-            report["closed"] = str(reason)
-
+        watch_closed(session, report, "closed")
         await session.ready()
         sent = await session.send_message(
             SendWAMessage("v1", {"type": "text", "text": {"body": "hi"}})
         )
         report["sent"] = [sent.success, sent.response_content]
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
+        say("READY")
         await asyncio.wait_for(asyncio.gather(got_own.wait(), got_new.wait(), echoed.wait()), 10)
         listed = await sm.list_sessions(channel=ChannelType.WA)
         report["listed"] = sorted([s.remote_address, s.initiator, s.state] for s in listed)
         await session.close(confirm_timeout=5)
         report["is_closed"] = session.is_closed
-    sys.stdout.write(json.dumps(report) + "\n")
+    print_report(report)
 
 
 if __name__ == "__main__":
