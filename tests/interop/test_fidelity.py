@@ -19,8 +19,8 @@ Real clock, loopback sockets: ``pytest --run-interop -m interop`` (nox -s intero
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
-import math
 import re
 import subprocess
 import sys
@@ -429,16 +429,10 @@ async def decline(call: ActiveCall) -> None:
     await call.close()
 
 
-def sine(hz: float, seconds: float, rate: int = 16000) -> bytes:
-    step = 2 * math.pi * hz / rate
-    samples = (int(6000 * math.sin(step * i)) for i in range(int(rate * seconds)))
-    return b"".join(s.to_bytes(2, "little", signed=True) for s in samples)
-
-
 async def dial(client: TelcoflowClient, ready: Ready) -> None:
     ready.set()
     async with client.place_call("+15550100") as call:
-        await call.write_audio(sine(600, 1.0))
+        await call.write_audio(b"".join(itertools.islice(tone(600).frames(16000, 640), 50)))
         await read(call.audio_stream(), ECHO_BYTES)
         await call.wait_audio_sent()
 
