@@ -5,6 +5,8 @@ session with +15550100, sends one message, prints ``READY``; then expects one
 message on that session and a new session (offered by ``session.notify``) from
 +15550200, echoes that one, lists the sessions over REST, closes its own session
 (REST) and prints one JSON line with what it saw.
+
+``python sdk_wa_agent.py BASE_URL API_KEY CONNECTOR_UUID reconnect``: see :func:`reconnect`.
 """
 
 from __future__ import annotations
@@ -59,5 +61,27 @@ async def main(base_url: str, api_key: str, connector_uuid: str) -> None:
     print_report(report)
 
 
+async def reconnect(base_url: str, api_key: str, connector_uuid: str) -> None:
+    """Create a WA session, print READY, wait for one message on it (sent after the
+    test dropped the control connection and the SDK re-claimed the session)."""
+    report: dict[str, Any] = {}
+    got = asyncio.Event()
+    async with manager(base_url, api_key, connector_uuid) as sm:
+        session = await sm.create_session(ChannelType.WA, "+15550100")
+
+        @session.on_incoming_message
+        async def on_message(message: Any) -> None:
+            report["message"] = [message.sender, message.content]
+            got.set()
+
+        await session.ready()
+        say("READY")
+        await asyncio.wait_for(got.wait(), 15)
+    print_report(report)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    if sys.argv[4:5] == ["reconnect"]:
+        asyncio.run(reconnect(*sys.argv[1:4]))
+    else:
+        asyncio.run(main(*sys.argv[1:4]))

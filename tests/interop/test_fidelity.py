@@ -320,6 +320,21 @@ async def whatsapp(sim: Simulator, ready: Ready, *, task_status: trio.TaskStatus
     await new.wait_received(1)
 
 
+async def whatsapp_reconnect(
+    sim: Simulator, ready: Ready, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """The control connection drops once the agent has claimed a session with
+    +15550100; once it is claimed again, the user writes."""
+    task_status.started()
+    await ready.wait()
+    own = sim.wa.find("+15550100")
+    assert own is not None
+    await own.wait_claimed()  # its session.ready may still be on its way
+    assert sim.faults.drop_control() == 1
+    await own.wait_claimed()
+    await sim.wa.send_from_user("+15550100", "after the drop")
+
+
 # -- our agents ------------------------------------------------------------------------------
 
 ECHO_BYTES = 32000
@@ -461,6 +476,12 @@ async def wa_agent(client: TelcoflowClient, ready: Ready) -> None:
     await session.close()
 
 
+async def wa_reconnect_agent(client: TelcoflowClient, ready: Ready) -> None:
+    session = await client.create_session("WA", "+15550100")
+    ready.set()
+    await session.receive_message()
+
+
 #: 0.96 s of audio, as sdk_handoff.py plays.
 HANDOFF_AUDIO = b"\x10\x00" * 15360
 
@@ -570,6 +591,9 @@ SCENARIOS: dict[str, Scenario] = {
         inbound_agent(decline),
     ),
     "whatsapp": Scenario(whatsapp, ["sdk_wa_agent.py", SIM], wa_agent),
+    "whatsapp_reconnect": Scenario(
+        whatsapp_reconnect, ["sdk_wa_agent.py", SIM, "reconnect"], wa_reconnect_agent
+    ),
     "handoff": Scenario(
         partial(inbound, CallerScript()), sdk_hand_off_and_adopt, hand_off_and_adopt
     ),
