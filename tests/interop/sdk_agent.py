@@ -7,10 +7,12 @@ Scenarios: ``echo`` (answer, echo one second of caller audio, close),
 ``unanswered`` (answer, connect to a callee who never answers, close),
 ``hangup`` (answer and wait for the caller to hang up), ``flow`` (set a
 MISSED_ONLY call flow without outbound calls, try to place one, then answer
-and close), ``isolated`` (isolated audio: read channels 0, 1 and, after a
-connect, 2), ``error`` (answer, wait for a ``call.error``, close), ``commands``
-(answer, connect, whisper, barge, spy, clear the send buffer, disconnect),
-``decline`` (close without answering).
+and close), ``flow_reconnect`` (set that flow, then answer and close the call
+that comes after the test dropped the control connection), ``isolated``
+(isolated audio: read channels 0, 1 and, after a connect, 2), ``error``
+(answer, wait for a ``call.error``, close), ``commands`` (answer, connect,
+whisper, barge, spy, clear the send buffer, disconnect), ``decline`` (close
+without answering).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ async def handle(
         report["state"] = str(call.state)
         report["received"] = received
         await asyncio.wait_for(session_closed.wait(), 5)
-    elif scenario == "flow":
+    elif scenario in ("flow", "flow_reconnect"):
         report["close"] = bool(await call.close())
     elif scenario == "isolated":
         report["ch0"] = (await read(call.audio_stream(0), 3200)).hex()
@@ -102,10 +104,12 @@ async def read(stream: Any, size: int) -> bytes:
 
 
 async def before_ready(scenario: str, sm: Any, report: dict[str, Any]) -> None:
-    if scenario != "flow":
+    if scenario not in ("flow", "flow_reconnect"):
         return
     flow = CallFlowConfig(inbound_call=InboundCallMode.MISSED_ONLY, inbound_message=True)
     await sm.setup_call_flow(flow)
+    if scenario == "flow_reconnect":
+        return
     try:
         await sm.create_session(ChannelType.TELCO, "+15550777")
     except Exception as exc:

@@ -7,8 +7,9 @@ agent (a subprocess script of this directory), once with our
 records what each client *sent*: every control and media frame, every HTTP
 request (WebSocket upgrades and REST calls: method, path, query, header names
 and values, credentials masked). The two recordings are normalized (ids
-numbered by first appearance, audio runs collapsed, timing dropped) and
-compared per connection kind (``control``, ``media``, ``rest``).
+numbered by first appearance, request ids blanked, a run of audio frames
+reduced to its byte total, timing dropped) and compared per connection kind
+(``control``, ``media``, ``rest``).
 
 A difference fails the test unless it is listed in :data:`ALLOWED`, with its
 reason; an entry that no longer matches a difference fails too.
@@ -68,10 +69,13 @@ OurAgent = Callable[[TelcoflowClient, Ready], Awaitable[None]]
 
 # -- recording and normalizing ---------------------------------------------------------------
 
-#: Fields whose values are ids or credentials: replaced by ``<id1>``, ``<id2>``...
-ID_FIELDS = frozenset(
-    {"reqId", "sessionId", "command_id", "clientMsgId", "callId", "smWsId", "id", "token"}
-)
+#: Fields whose values name something (an id or a credential): numbered ``<id1>``,
+#: ``<id2>``... by first appearance, so that each mention of one is recognised.
+ID_FIELDS = frozenset({"sessionId", "callId", "smWsId", "id", "token"})
+#: Fields whose values are fresh for each request (they only pair it with its
+#: response): ``<reqId>`` etc., not numbered, so that one extra request does not
+#: renumber all that follow.
+REQUEST_ID_FIELDS = frozenset({"reqId", "command_id", "clientMsgId"})
 #: A path segment that is an id (a uuid, or a long hex token).
 ID_SEGMENT = re.compile(r"[0-9a-fA-F-]{16,}")
 #: Header values that differ on every connection.
@@ -99,15 +103,17 @@ class Ids:
     def __call__(self, value: str) -> str:
         return self._seen.setdefault(value, f"<id{len(self._seen) + 1}>")
 
+    def _field(self, key: str, value: Any) -> Any:
+        if isinstance(value, str) and key in REQUEST_ID_FIELDS:
+            return f"<{key}>"
+        return self(value) if isinstance(value, str) and key in ID_FIELDS else self.obj(value)
+
     def path(self, path: str) -> str:
         return "/".join(self(s) if ID_SEGMENT.fullmatch(s) else s for s in path.split("/"))
 
     def obj(self, obj: Any) -> Any:
         if isinstance(obj, dict):
-            return {
-                k: self(v) if k in ID_FIELDS and isinstance(v, str) else self.obj(v)
-                for k, v in sorted(obj.items())
-            }
+            return {k: self._field(k, v) for k, v in sorted(obj.items())}
         if isinstance(obj, list):
             return [self.obj(v) for v in obj]
         return obj
@@ -292,6 +298,17 @@ async def inbound_with_other_agent(
         await inbound(script, sim, ready, task_status=task_status)
 
 
+async def inbound_after_a_drop(
+    sim: Simulator, ready: Ready, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Once the agent is ready, its control connection drops; a call comes meanwhile."""
+    task_status.started()
+    await ready.wait()
+    assert sim.faults.drop_control() == 1
+    call = await sim.place_call(CallerScript(tone(440)), caller="+15550123")
+    await call.wait_result()
+
+
 async def outbound(
     script: CallerScript, sim: Simulator, ready: Ready, *, task_status: trio.TaskStatus[None]
 ) -> None:
@@ -406,8 +423,12 @@ async def answer_and_close(call: ActiveCall) -> None:
     await call.close()
 
 
-async def missed_only_flow(client: TelcoflowClient) -> None:
+async def set_missed_only_flow(client: TelcoflowClient) -> None:
     await client.setup_call_flow(inbound_call="MISSED_ONLY", inbound_message=True)
+
+
+async def missed_only_flow(client: TelcoflowClient) -> None:
+    await set_missed_only_flow(client)
     with pytest.raises(WSSForbidden):
         async with client.place_call("+15550777"):
             pass
@@ -556,6 +577,11 @@ SCENARIOS: dict[str, Scenario] = {
         inbound_agent(answer_and_close, before_ready=missed_only_flow),
         config=SimulatorConfig(missed_call_after=1.0),
     ),
+    "flow_reconnect": Scenario(
+        inbound_after_a_drop,
+        ["sdk_agent.py", "flow_reconnect", SIM],
+        inbound_agent(answer_and_close, before_ready=set_missed_only_flow),
+    ),
     "isolated": Scenario(
         partial(
             inbound,
@@ -601,7 +627,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 #: Our media upgrade (as the SDK's, less the headers of :data:`ALLOWED_HEADERS`).
 MEDIA_UPGRADE = (
-    "GET /v1/media/<id3> | authorization: ***, connection: Upgrade, host: <host>, "
+    "GET /v1/media/<id2> | authorization: ***, connection: Upgrade, host: <host>, "
     "sec-websocket-key: <key>, sec-websocket-version: 13, upgrade: websocket, "
     "x-sdk-version: 1.0.0"
 )
@@ -614,13 +640,26 @@ ALLOWED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], str] = {
         (),
         (
             MEDIA_UPGRADE,
-            '{"data": {"command": "call.close", "command_id": "<id4>", "timeout_ms": 10000}, '
-            '"type": "command"}',
+            '{"data": {"command": "call.close", "command_id": "<command_id>", '
+            '"timeout_ms": 10000}, "type": "command"}',
         ),
     ): "1.0.0 opens the media connection lazily and its close() before that only marks the "
     "call TERMINATED locally: the platform is never told and the caller keeps ringing (spec "
     "D.11). We connect the media before the handler runs (0.24 behaviour, spec C) and close "
     "the call on it.",
+    (
+        "flow_reconnect",
+        "control",
+        (),
+        (
+            '{"data": {"inboundCall": "MISSED_ONLY", "inboundMessage": true, '
+            '"outboundCall": false, "outboundMessage": false}, "reqId": "<reqId>", '
+            '"type": "call_flow.setup"}',
+        ),
+    ): "the platform forgets a connection's call flow when it closes and 1.0.0 does not "
+    "send it again on reconnect (spec B.4), so a MISSED_ONLY worker silently starts taking "
+    "every call; we send the accepted flow again before claiming anything "
+    "(TelcoflowClient.setup_call_flow).",
 }
 
 #: Request headers whose values (or presence) may differ: ``(kind, name): reason``.
