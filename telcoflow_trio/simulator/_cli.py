@@ -116,7 +116,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept only this setup sample rate (default: any)",
     )
     parser.add_argument(
-        "--frame-log", type=Path, help="write one JSON line per frame sent or received"
+        "--frame-log",
+        type=Path,
+        help="write one JSON line per frame sent or received and per HTTP request",
     )
     parser.add_argument(
         "--no-console", action="store_true", help="do not read operator commands from stdin"

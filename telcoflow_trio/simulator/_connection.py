@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import IO, Protocol, final
 
 import attrs
@@ -20,6 +21,7 @@ __all__ = [
     "JsonLinesFrameLog",
     "PingFaults",
     "ReplayStream",
+    "request_record",
     "salvage_field",
 ]
 
@@ -54,9 +56,40 @@ def salvage_field(message: str, key: str, *, nested: bool) -> str | None:
 
 
 class FrameLog(Protocol):
-    """Receives every frame the simulator sends or receives (``direction`` is ``in``/``out``)."""
+    """Receives every frame the simulator sends or receives (``direction`` is ``in``/``out``),
+    and every HTTP request, upgrades and REST alike (``direction`` ``request``, connection
+    ``http-N``, frame :func:`request_record`'s text)."""
 
     def __call__(self, connection: str, direction: str, frame: str | bytes) -> None: ...
+
+
+#: Headers whose values are credentials: :func:`request_record` masks them.
+_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"cookie", b"proxy-authorization"})
+
+
+class _Request(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]: ...
+
+
+def request_record(request: _Request) -> str:
+    """An HTTP request as JSON text: ``method``, ``path`` (with the query) and ``headers``
+    (``[name, value]`` pairs in order, names lower-cased, credentials masked as ``***``).
+
+    The body is not read (the simulator's REST endpoints take none).
+    """
+    headers = [
+        [name.decode("latin-1").lower(), "***"]
+        if name.lower() in _SECRET_HEADERS
+        else [name.decode("latin-1").lower(), value.decode("latin-1")]
+        for name, value in request.headers
+    ]
+    method = getattr(request, "method", "GET")  # trio-websocket's requests are upgrades only
+    record = {"method": method, "path": request.path, "headers": headers}
+    return json.dumps(record, separators=(",", ":"))
 
 
 def _redacted(frame: str) -> str:

@@ -68,6 +68,7 @@ from ._connection import (
     FaultStream,
     FrameLog,
     ReplayStream,
+    request_record,
     salvage_field,
 )
 from ._faults import SimulatorFaults
@@ -550,6 +551,8 @@ class Simulator:
     async def _route(self, request: _Request, stream: FaultStream, number: int) -> None:
         path = request.path.split("?", 1)[0]
         headers = request.headers
+        if self._frame_log is not None:
+            self._frame_log(f"http-{number}", "request", request_record(request))
         if isinstance(request, WebSocketRequest) and not request.upgrade:
             await self._serve_rest(request, path)
             return

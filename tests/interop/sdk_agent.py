@@ -7,28 +7,23 @@ Scenarios: ``echo`` (answer, echo one second of caller audio, close),
 ``unanswered`` (answer, connect to a callee who never answers, close),
 ``hangup`` (answer and wait for the caller to hang up), ``flow`` (set a
 MISSED_ONLY call flow without outbound calls, try to place one, then answer
-and close), ``isolated`` (isolated audio: read channels 0, 1 and, after a
-connect, 2), ``error`` (answer, wait for a ``call.error``, close).
+and close), ``flow_reconnect`` (set that flow, then answer and close the call
+that comes after the test dropped the control connection), ``isolated``
+(isolated audio: read channels 0, 1 and, after a connect, 2), ``error``
+(answer, wait for a ``call.error``, close), ``commands`` (answer, connect,
+whisper, barge, spy, clear the send buffer, disconnect), ``decline`` (close
+without answering).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
-from telcoflow import (
-    AudioMode,
-    CallEvent,
-    CallFlowConfig,
-    ChannelType,
-    InboundCallMode,
-    SessionManager,
-    SessionManagerConfig,
-)
-from telcoflow.audio_config import CallAudioConfig
+from sdk_common import manager, on_call, on_each_session, print_report, say, watch_closed
+from telcoflow import AudioMode, CallEvent, CallFlowConfig, ChannelType, InboundCallMode
 
 ECHO_BYTES = 32000  # one second at 16 kHz
 
@@ -36,6 +31,9 @@ ECHO_BYTES = 32000  # one second at 16 kHz
 async def handle(
     scenario: str, call: Any, report: dict[str, Any], session_closed: asyncio.Event
 ) -> None:
+    if scenario == "decline":  # close without answering (1.0.0 tells the server nothing)
+        report["close"] = bool(await call.close())
+        return
     report["answer"] = bool(await call.answer())
     if scenario == "echo":
         echoed = 0
@@ -73,7 +71,7 @@ async def handle(
         report["state"] = str(call.state)
         report["received"] = received
         await asyncio.wait_for(session_closed.wait(), 5)
-    elif scenario == "flow":
+    elif scenario in ("flow", "flow_reconnect"):
         report["close"] = bool(await call.close())
     elif scenario == "isolated":
         report["ch0"] = (await read(call.audio_stream(0), 3200)).hex()
@@ -81,6 +79,12 @@ async def handle(
         report["connect"] = bool(await call.connect(ring_time_seconds=5))
         report["ch2"] = len(await read(call.audio_stream(2), 3200))
         report["close"] = bool(await call.close())
+    elif scenario == "commands":
+        report["connect"] = bool(await call.connect(ring_time_seconds=5))
+        report["modes"] = [bool(await call.whisper()), bool(await call.barge())]
+        report["modes"].append(bool(await call.spy()))
+        report["cleared"] = await call.clear_send_audio_buffer()
+        report["disconnect"] = bool(await call.disconnect())
     elif scenario == "error":
         errors: asyncio.Queue[Any] = asyncio.Queue()
         call.on_call_event(CallEvent.CALL_ERROR)(errors.put_nowait)
@@ -100,10 +104,12 @@ async def read(stream: Any, size: int) -> bytes:
 
 
 async def before_ready(scenario: str, sm: Any, report: dict[str, Any]) -> None:
-    if scenario != "flow":
+    if scenario not in ("flow", "flow_reconnect"):
         return
     flow = CallFlowConfig(inbound_call=InboundCallMode.MISSED_ONLY, inbound_message=True)
     await sm.setup_call_flow(flow)
+    if scenario == "flow_reconnect":
+        return
     try:
         await sm.create_session(ChannelType.TELCO, "+15550777")
     except Exception as exc:
@@ -111,49 +117,22 @@ async def before_ready(scenario: str, sm: Any, report: dict[str, Any]) -> None:
 
 
 async def main(scenario: str, base_url: str, api_key: str, connector_uuid: str) -> None:
-    config = SessionManagerConfig.create(
-        api_key=api_key,
-        connector_uuid=connector_uuid,
-        base_url=base_url,
-        call_audio=CallAudioConfig(
-            sample_rate=16000,
-            audio_mode=AudioMode.ISOLATED if scenario == "isolated" else AudioMode.MIXED,
-        ),
-    )
+    mode = AudioMode.ISOLATED if scenario == "isolated" else AudioMode.MIXED
     report: dict[str, Any] = {}
     done = asyncio.Event()
-    async with SessionManager(config) as sm:
+    async with manager(base_url, api_key, connector_uuid, mode) as sm:
         report["smWsId"] = sm.id
 
-        @sm.on_session_notification
-        async def on_notification(notification: Any) -> None:
-            session = await sm.open_session(notification.session_id)
+        def setup(session: Any, notification: Any) -> None:
             report["notified"] = notification.session_id
-            closed = asyncio.Event()
+            closed = watch_closed(session, report)
+            on_call(session, report, lambda call: handle(scenario, call, report, closed), done)
 
-            @session.on_closed
-            def on_closed(reason: Any) -> None:
-                report["session_closed"] = str(reason)
-                closed.set()
-
-            @session.on_incoming_call
-            async def on_call(call: Any) -> None:
-                report["call_id"] = call.id
-                report["caller"] = call.caller_number
-                try:
-                    await handle(scenario, call, report, closed)
-                except Exception as exc:
-                    report["error"] = repr(exc)
-                finally:
-                    done.set()
-
-            await session.ready()
-
+        on_each_session(sm, setup)
         await before_ready(scenario, sm, report)
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
+        say("READY")
         await asyncio.wait_for(done.wait(), 10)
-    sys.stdout.write(json.dumps(report) + "\n")
+    print_report(report)
 
 
 if __name__ == "__main__":

@@ -10,17 +10,14 @@ a session closed first, is reported too: the script always ends.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import sys
 import time
 from typing import Any
 
-from telcoflow import SessionManager, SessionManagerConfig
-from telcoflow.audio_config import CallAudioConfig
+from sdk_common import RATE, manager, on_call, print_report, watch_closed
 from telcoflow.events import ChannelType
 
-RATE = 16000
 ONE_SECOND = 2 * RATE
 
 
@@ -47,41 +44,24 @@ async def talk(call: Any, report: dict[str, Any]) -> None:
 
 
 async def main(base_url: str, api_key: str, connector_uuid: str, number: str) -> None:
-    config = SessionManagerConfig.create(
-        api_key=api_key,
-        connector_uuid=connector_uuid,
-        base_url=base_url,
-        call_audio=CallAudioConfig(sample_rate=RATE),
-    )
     report: dict[str, Any] = {}
     done = asyncio.Event()
-    async with SessionManager(config) as sm:
+    async with manager(base_url, api_key, connector_uuid) as sm:
         started = time.monotonic()
         session = await sm.create_session(ChannelType.TELCO, number)
         report["session_id"] = session.id
         report["remote_address"] = session.remote_address
+        watch_closed(session, report, closed=done)
 
-        @session.on_closed
-        def on_closed(reason: Any) -> None:
-            report["session_closed"] = str(reason)
-            done.set()
-
-        @session.on_incoming_call
-        async def on_call(call: Any) -> None:
+        async def work(call: Any) -> None:
             report["answered_after"] = round(time.monotonic() - started, 2)
-            report["call_id"] = call.id
-            report["caller"] = call.caller_number
             report["callee"] = call.callee_number
-            try:
-                await talk(call, report)
-            except Exception as exc:
-                report["error"] = repr(exc)
-            finally:
-                done.set()
+            await talk(call, report)
 
+        on_call(session, report, work, done)
         await session.ready()
         await asyncio.wait_for(done.wait(), 15)
-    sys.stdout.write(json.dumps(report) + "\n")
+    print_report(report)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ report (with ``error`` if the media connection was refused).
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import Any
 
-from telcoflow import SessionManager, SessionManagerConfig
+from sdk_common import RATE, manager, on_each_session, print_report, say, watch_closed
 from telcoflow.audio_config import CallAudioConfig
 from telcoflow.call import Call
 
@@ -27,42 +26,27 @@ AUDIO = b"\x10\x00" * 15360
 
 
 async def hand_off(base_url: str, api_key: str, connector_uuid: str) -> dict[str, Any]:
-    config = SessionManagerConfig.create(
-        api_key=api_key,
-        connector_uuid=connector_uuid,
-        base_url=base_url,
-        call_audio=CallAudioConfig(sample_rate=16000),
-    )
     report: dict[str, Any] = {}
     closed = asyncio.Event()
-    async with SessionManager(config) as sm:
+    async with manager(base_url, api_key, connector_uuid) as sm:
 
-        @sm.on_session_notification
-        async def on_notification(notification: Any) -> None:
-            session = await sm.open_session(notification.session_id)
-
-            @session.on_closed
-            def on_closed(reason: Any) -> None:
-                report["session_closed"] = str(reason)
-                closed.set()
+        def setup(session: Any, notification: Any) -> None:
+            watch_closed(session, report, closed=closed)
 
             @session.on_incoming_call
             async def on_call(call: Any) -> None:
                 report["state"] = str(call.state)
-                sys.stdout.write(f"HANDOFF {call.to_json()}\n")
-                sys.stdout.flush()
+                say(f"HANDOFF {call.to_json()}")
 
-            await session.ready()
-
-        sys.stdout.write("READY\n")
-        sys.stdout.flush()
+        on_each_session(sm, setup)
+        say("READY")
         await asyncio.wait_for(closed.wait(), 20)
     return report
 
 
 async def adopt() -> dict[str, Any]:
     document = sys.stdin.readline()
-    call = Call.from_json(document, audio_config=CallAudioConfig(sample_rate=16000))
+    call = Call.from_json(document, audio_config=CallAudioConfig(sample_rate=RATE))
     report: dict[str, Any] = {"call_id": call.id, "caller": call.caller_number}
     try:
         report["answer"] = bool(await call.answer())
@@ -87,4 +71,4 @@ if __name__ == "__main__":
         result = asyncio.run(hand_off(*sys.argv[2:5]))
     else:
         result = asyncio.run(adopt())
-    sys.stdout.write(json.dumps(result) + "\n")
+    print_report(result)

@@ -464,6 +464,9 @@ async def test_frame_log(autojump_clock: trio.testing.MockClock) -> None:
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     control_name = f"control-{control.sm_ws_id}"
     media_name = f"media-{call.call_id}"
+    # The upgrade requests (control, media) are in too: see the test below.
+    assert [r["conn"] for r in records if r["dir"] == "request"] == ["http-1", "http-2"]
+    records = [r for r in records if r["dir"] != "request"]
     assert records[0] == {
         "t": 0.0,
         "conn": "control-1",  # named by its connection number until setup is done
@@ -480,6 +483,45 @@ async def test_frame_log(autojump_clock: trio.testing.MockClock) -> None:
     audio = [r for r in records if r.get("bytes") and r["conn"] == media_name]
     assert len(audio) == 6  # 0 to 0.1 s
     assert all(r["channel"] == 0 and r["bytes"] == 640 for r in audio)
+
+
+async def test_frame_log_records_every_request_with_credentials_masked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    records: list[tuple[str, str, str | bytes]] = []
+    async with (
+        open_simulator(frame_log=lambda *record: records.append(record)) as sim,
+        open_control(sim) as control,
+    ):
+        await sim.place_call(CallerScript(hangup_after=0.05))
+        call_in = await control.claim()
+        async with open_media(sim, call_in) as media:
+            assert (await media.command("call.answer")).success
+            await media.wait_closed()
+        rest = await sim.open_stream("simulator", 80, None)
+        await rest.send_all(
+            b"GET /public/v1/sessions?channel=WA HTTP/1.1\r\nhost: simulator\r\n"
+            b"x-api-key: " + sim.api_key.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+        while await rest.receive_some():
+            pass
+    requests = [(name, json.loads(text)) for name, way, text in records if way == "request"]
+    assert [(name, r["method"], r["path"]) for name, r in requests] == [
+        ("http-1", "GET", CONTROL_PATH),
+        ("http-2", "GET", call_in.url.removeprefix(sim.base_url)),
+        ("http-3", "GET", "/public/v1/sessions?channel=WA"),
+    ]
+    control_headers = dict(requests[0][1]["headers"])
+    assert control_headers["x-api-key"] == "***"
+    assert control_headers["x-connector-uuid"] == sim.connector_uuid
+    assert dict(requests[1][1]["headers"])["authorization"] == "***"
+    assert [name for name, _ in requests[2][1]["headers"]] == [
+        "host",
+        "x-api-key",
+        "content-length",
+    ]
+    assert sim.api_key not in repr(records)
+    assert call_in.token not in repr(records[:4])  # the requests and the setup
 
 
 async def test_unknown_frames_from_the_platform_reach_the_client_as_unknown(
