@@ -124,8 +124,10 @@ BRIDGES: dict[str, Bridge] = {
         "fastapi",
     ),
     "trio_relay": Bridge(["trio_relay.py"], "hand-written trio-websocket relay, plain trio", "ws"),
-    "ws_relay_uvloop": Bridge(
-        ["ws_relay.py", "--loop", "uvloop"], "hand-written websockets relay, uvloop", "ws"
+    **_in_every_setup(
+        "ws_relay_uvloop",
+        ["ws_relay.py", "--loop", "uvloop"],
+        "hand-written websockets relay, uvloop",
     ),
     "ws_relay_asyncio": Bridge(
         ["ws_relay.py", "--loop", "asyncio"], "hand-written websockets relay, asyncio", "ws"

@@ -3,12 +3,20 @@
 ``websockets.asyncio.server.serve`` for the call, ``websockets.asyncio.client.connect``
 for the remote, two tasks per call, ``asyncio.wait(FIRST_COMPLETED)``.
 
-Usage: ``python ws_relay.py --port P --remote URL [--loop asyncio|uvloop]``
+Usage: ``python ws_relay.py --port P --remote URL [--loop asyncio|uvloop]
+[--certfile PEM --keyfile PEM] [--cafile PEM]`` (TLS as every bridge takes it:
+the runner's yardstick for what the load side's TLS allows).
 """
 
 import asyncio
 
-from _transform import bridge_args, call_to_remote, remote_to_call
+from _transform import (
+    bridge_args,
+    call_to_remote,
+    client_context,
+    remote_to_call,
+    server_context,
+)
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
@@ -19,7 +27,7 @@ port, remote, LOOP = args.port, args.remote, args.loop
 
 
 async def handler(call) -> None:
-    async with connect(remote, compression=None) as upstream:
+    async with connect(remote, compression=None, ssl=client_context(args)) as upstream:
 
         async def up() -> None:
             async for message in call:
@@ -37,7 +45,7 @@ async def handler(call) -> None:
 
 
 async def main() -> None:
-    async with serve(handler, "127.0.0.1", port, compression=None):
+    async with serve(handler, "127.0.0.1", port, compression=None, ssl=server_context(args)):
         await asyncio.Future()
 
 
