@@ -103,6 +103,7 @@ class TLSSocketStream(trio.abc.Stream):
             trio.ClosedResourceError: the stream was closed.
         """
         sock = self.socket
+        await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 data = sock.recv(max_bytes or _RECEIVE_SIZE)
@@ -115,7 +116,9 @@ class TLSSocketStream(trio.abc.Stream):
                 if sock.fileno() < 0:
                     raise trio.ClosedResourceError("the stream was closed") from None
                 raise trio.BrokenResourceError(f"TLS receive failed: {exc}") from exc
-            await trio.lowlevel.checkpoint()  # as trio's streams: a reader never starves others
+            # As trio's sockets: a reader never starves others, and a cancel
+            # here cannot lose the bytes already read (the checkpoint is shielded).
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

@@ -34,7 +34,7 @@ from telcoflow_trio.exceptions import (
 from telcoflow_trio.ws import HandshakeError, WebSocketRequest, open_websocket_url, serve_websocket
 from telcoflow_trio.ws._connection import LeanWebSocket, accept_lean_websocket
 from telcoflow_trio.ws._poller import current_poller
-from telcoflow_trio.ws._streams import start_tls
+from telcoflow_trio.ws._streams import accept_tls, start_tls
 from telcoflow_trio.ws._tls import TLSSocketStream
 from telcoflow_trio.ws._transport import open_websocket
 
@@ -275,6 +275,36 @@ async def test_mtls_accepts_a_client_certificate_and_refuses_none(ca: trustme.CA
                     pass  # pragma: no cover
             await trio.testing.wait_all_tasks_blocked()
             assert open_fds() == before
+
+
+async def test_a_cancelled_receive_loses_no_bytes(ca: trustme.CA) -> None:
+    """Cancelled before or while it reads, receive_some leaves the bytes for the next."""
+    arrived = trio.Event()
+
+    async def peer(tcp: trio.SocketStream) -> None:
+        tls = await accept_tls(tcp, server_context(ca.issue_cert("127.0.0.1")))
+        await tls.send_all(b"first")
+        await arrived.wait()
+        await tls.aclose()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(trio.serve_tcp, peer, 0, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            port = listeners[0].socket.getsockname()[1]
+            tcp = await trio.open_tcp_stream("127.0.0.1", port)
+            tls = await start_tls(tcp, client_context(ca), "127.0.0.1")
+            assert type(tls) is TLSSocketStream
+            await trio.lowlevel.wait_readable(tls.socket.fileno())  # "first" is here
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await tls.receive_some()
+            assert scope.cancelled_caught
+            assert await tls.receive_some() == b"first"
+            arrived.set()
+            assert await tls.receive_some() == b""
+            await tls.aclose()
+            nursery.cancel_scope.cancel()
 
 
 async def test_close_sends_close_notify(ca: trustme.CA) -> None:
