@@ -102,6 +102,26 @@ def verdict_table(rows: Sequence[tuple[str, str, bool | None]]) -> str:
     return markdown_table(("target", "measured", "met"), [[t, m, marks[ok]] for t, m, ok in rows])
 
 
+def noise_parts(
+    spread_of: str, spreads: Sequence[float], steal: Sequence[float], foreign: Sequence[float]
+) -> list[str]:
+    """The clauses of a "Noise:" sentence: the repeats' spread (``spread_of`` names
+    what spread), steal time and other processes' CPU; none for an empty list."""
+    parts = []
+    if spreads:
+        parts.append(f"{spread_of}: median {median(spreads):.0f} %, largest {max(spreads):.0f} %")
+    if steal:
+        parts.append(
+            f"steal time in the windows (100 % = one core): median {median(steal):.1f} %, "
+            f"largest {max(steal):.1f} %"
+        )
+    if foreign:
+        parts.append(
+            f"other processes' CPU: median {median(foreign):.1f} %, largest {max(foreign):.1f} %"
+        )
+    return parts
+
+
 def noisy(result: dict[str, Any], key: str, who: str) -> str:
     """A sentence naming the points measured while other processes were busy ("" if none)."""
     limit = result["settings"]["max_foreign"]

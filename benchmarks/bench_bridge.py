@@ -57,7 +57,7 @@ from _proc import (
     wait_port,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, noisy, write_json
+from _report import fmt, machine, markdown_table, median, noise_parts, noisy, write_json
 from _search import find_max
 from _tls import Certs, make_certs
 
@@ -509,21 +509,12 @@ def noise(result: dict[str, Any]) -> str:
     spreads = [p["cpu_spread_pct"] for p in fixed if p["cpu_spread_pct"] is not None]
     steal = [r["steal_pct"] for r in result["runs"] if r.get("steal_pct") is not None]
     foreign = [r["foreign_cpu_pct"] for r in result["runs"]]
-    parts = []
-    if spreads:
-        parts.append(
-            f"CPU/frame spread of the {result['settings']['cpu_repeats']} repeats at N: "
-            f"median {median(spreads):.0f} %, largest {max(spreads):.0f} %"
-        )
-    if steal:
-        parts.append(
-            f"steal time in the windows (100 % = one core): median {median(steal):.1f} %, "
-            f"largest {max(steal):.1f} %"
-        )
-    if foreign:
-        parts.append(
-            f"other processes' CPU: median {median(foreign):.1f} %, largest {max(foreign):.1f} %"
-        )
+    parts = noise_parts(
+        f"CPU/frame spread of the {result['settings']['cpu_repeats']} repeats at N",
+        spreads,
+        steal,
+        foreign,
+    )
     return ("Noise: " + "; ".join(parts) + ".\n") if parts else ""
 
 

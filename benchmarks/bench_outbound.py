@@ -64,7 +64,7 @@ from _proc import (
     wait_port,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, verdict_table, write_json
+from _report import fmt, machine, markdown_table, median, noise_parts, verdict_table, write_json
 from _tls import Certs, make_certs
 
 PY = sys.executable
@@ -499,21 +499,12 @@ def noise(result: dict[str, Any]) -> str:
     limit = result["settings"]["max_foreign"]
     noisy = [r for r in runs if r["foreign_cpu_pct"] > limit]
     retried = sum(1 for r in runs if r.get("attempt", 1) > 1)
-    parts = []
-    if spreads:
-        parts.append(
-            f"calls/s spread of the {result['settings']['repeats']} repeats of a cell: "
-            f"median {median(spreads):.0f} %, largest {max(spreads):.0f} %"
-        )
-    if steal:
-        parts.append(
-            f"steal time in the windows (100 % = one core): median {median(steal):.1f} %, "
-            f"largest {max(steal):.1f} %"
-        )
-    if foreign:
-        parts.append(
-            f"other processes' CPU: median {median(foreign):.1f} %, largest {max(foreign):.1f} %"
-        )
+    parts = noise_parts(
+        f"calls/s spread of the {result['settings']['repeats']} repeats of a cell",
+        spreads,
+        steal,
+        foreign,
+    )
     text = ("Noise: " + "; ".join(parts) + ".") if parts else ""
     text += (
         f" {retried} window(s) were repeated for noise; {len(noisy)} kept above "
