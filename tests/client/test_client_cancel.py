@@ -1,0 +1,247 @@
+"""Cancellation and failure of the 1.0.0-surface operations, at each of their waits.
+
+Each operation is slowed at every step it waits on (the platform's answer to
+``session.create``, ``session.open``, ``wa.msg.out``, ``call_flow.setup``, the
+callee's ring, a media or REST connection being opened) and then, in the
+middle of each step: cancelled by its caller, cut off by a control drop, or
+overtaken by the client's shutdown. What must hold every time: the operation
+ends promptly with ``Cancelled`` or a clear :class:`WSSError`, no task and no
+entry of the client's tables is left behind, the platform is not left with a
+call nobody will end, and the client's next operation works.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from telcoflow_trio import TelcoflowClient, proto
+from telcoflow_trio.exceptions import WSSError
+from telcoflow_trio.simulator import CallerScript, Simulator, SimulatorConfig, open_simulator
+
+from .conftest import Opener, client_config, client_tasks
+
+NUMBER = "+15550100"
+
+#: Every slowed step takes this long; the operations' timelines below follow from it.
+STEP = 1.0
+
+
+@attrs.define
+class SlowOpener:
+    """The test opener, ``delay`` seconds slower per connection (media and REST ones)."""
+
+    opener: Opener
+    delay: float = 0.0
+
+    async def __call__(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None
+    ) -> trio.abc.Stream:
+        if self.delay:
+            await trio.sleep(self.delay)
+        return await self.opener(host, port, ssl_context)
+
+
+@attrs.define
+class Slow:
+    sim: Simulator
+    opener: SlowOpener
+
+
+def delay_frames(sim: Simulator, monkeypatch: pytest.MonkeyPatch, *kinds: type) -> None:
+    """The simulator handles control frames of ``kinds`` :data:`STEP` seconds late."""
+    handle = sim._on_control_frame
+
+    def late(control: Any, frame: object) -> None:
+        if not isinstance(frame, kinds):
+            handle(control, frame)
+            return
+
+        async def later() -> None:
+            await trio.sleep(STEP)
+            if control.alive:
+                handle(control, frame)
+
+        sim._spawn(later)
+
+    monkeypatch.setattr(sim, "_on_control_frame", late)
+
+
+@asynccontextmanager
+async def open_slow_sim() -> AsyncIterator[Slow]:
+    async with open_simulator(SimulatorConfig(), listen=False) as sim:
+        yield Slow(sim, SlowOpener(Opener(sim)))
+
+
+@asynccontextmanager
+async def open_client(slow: Slow, **options: Any) -> AsyncIterator[TelcoflowClient]:
+    """A client whose connections but the first control one open :data:`STEP` late."""
+    slow.opener.delay = 0.0
+    client = TelcoflowClient(
+        client_config(slow.sim, **options), open_stream=slow.opener, random_source=lambda: 0.0
+    )
+    async with client:
+        slow.opener.delay = STEP
+        yield client
+
+
+@asynccontextmanager
+async def open_slow(**options: Any) -> AsyncIterator[tuple[Slow, TelcoflowClient]]:
+    async with open_slow_sim() as slow, open_client(slow, **options) as client:
+        yield slow, client
+
+
+def tables(client: TelcoflowClient) -> dict[str, int]:
+    """The sizes of the client's internal tables (all 0 when nothing is in flight)."""
+    control = client._control
+    return {
+        "dialing": len(client._dialing),
+        "calls": len(client._calls),
+        "by_session": len(client._by_session),
+        "sessions": len(client._wa),
+        "requests": len(control._requests) if control is not None else 0,
+        "claims": control.claims_in_flight if control is not None else 0,
+    }
+
+
+EMPTY = dict.fromkeys(("dialing", "calls", "by_session", "sessions", "requests", "claims"), 0)
+
+
+async def settle(client: TelcoflowClient, baseline: list[str]) -> None:
+    """Let what was given up end (bounded), then check nothing of it is left."""
+    await trio.sleep(10)
+    await client.wait_connected()
+    assert tables(client) == EMPTY
+    assert sorted(client_tasks()) == baseline
+
+
+# -- place_call ------------------------------------------------------------------------
+#
+# Timeline with every step slowed: session.create answered at 1 (the callee starts
+# ringing), session.open at 2, the callee answers at 3 (answers_after 2), the media
+# connection opens at 4, and the block runs.
+
+PLACE_STEPS = {
+    "create": 0.5,
+    "open": 1.5,
+    "ring": 2.5,
+    "media": 3.5,
+}
+
+
+async def slow_place(slow: Slow, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow.sim.faults.delay_creates(STEP)
+    delay_frames(slow.sim, monkeypatch, proto.SessionOpen)
+    slow.sim.expect_callee(NUMBER, CallerScript(answers_after=2 * STEP))
+
+
+async def place_and_hold(client: TelcoflowClient) -> None:
+    async with client.place_call(NUMBER):
+        pytest.fail("the block must not run")
+
+
+async def place_again(slow: Slow, client: TelcoflowClient) -> None:
+    """The client still places calls, and the platform has no call left."""
+    slow.sim.faults.delay_creates(0)
+    slow.sim.expect_callee(NUMBER, CallerScript(answers_after=0.5))
+    async with client.place_call(NUMBER) as call:
+        assert call.outbound
+    await trio.sleep(1)
+    assert slow.sim.statistics().calls_active == 0
+    assert all(r.ended_by in ("agent_close", "server") for r in slow.sim.results())
+
+
+@pytest.mark.parametrize("at", [0.0, *PLACE_STEPS.values()], ids=["now", *PLACE_STEPS])
+async def test_place_call_cancelled(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, at: float
+) -> None:
+    with trio.fail_after(60):
+        async with open_slow() as (slow, client):
+            baseline = sorted(client_tasks())
+            await slow_place(slow, monkeypatch)
+            start = trio.current_time()
+            with trio.move_on_after(at) as scope:
+                await place_and_hold(client)
+            assert scope.cancelled_caught
+            assert trio.current_time() - start == pytest.approx(at)  # promptly
+            await settle(client, baseline)
+            # The platform did not keep the call we gave up on: hung up on its answer.
+            assert slow.sim.statistics().calls_active == 0
+            ended = [r.ended_by for r in slow.sim.results()]
+            assert ended == ["agent_close"] or (at == 0 and ended == [])
+            await place_again(slow, client)
+
+
+@pytest.mark.parametrize("at", PLACE_STEPS.values(), ids=list(PLACE_STEPS))
+async def test_place_call_control_drop(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, at: float
+) -> None:
+    with trio.fail_after(60):
+        async with open_slow() as (slow, client):
+            baseline = sorted(client_tasks())
+            await slow_place(slow, monkeypatch)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_later, at, slow.sim.faults.drop_control)
+                # Before the media: the platform hangs the call up with its agent's
+                # control connection gone, so the media cannot open either.
+                with pytest.raises(WSSError):
+                    await place_and_hold(client)
+            assert trio.current_time() < at + 2 * STEP
+            await settle(client, baseline)
+            assert slow.sim.statistics().calls_active == 0
+            await place_again(slow, client)
+
+
+@pytest.mark.parametrize("at", PLACE_STEPS.values(), ids=list(PLACE_STEPS))
+async def test_place_call_client_shutdown(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, at: float
+) -> None:
+    with trio.fail_after(60):
+        async with open_slow_sim() as slow:
+            await slow_place(slow, monkeypatch)
+            await shut_down_during(slow, at, place_and_hold)
+            await trio.sleep(1)
+            assert slow.sim.statistics().calls_active == 0
+
+
+async def shut_down_during(
+    slow: Slow, at: float, operation: Callable[[TelcoflowClient], Awaitable[object]]
+) -> BaseException:
+    """Run ``operation`` in a task of its own; leave ``async with client`` at ``at``.
+
+    The exit is bounded (twice ``close_timeout``), the operation fails with a
+    WSSError no later, and no client task is left."""
+    outcome: list[BaseException] = []
+    async with trio.open_nursery() as outer:
+        async with open_client(slow) as client:
+            outer.start_soon(_failing, outcome, partial(operation, client))
+            await trio.sleep(at)
+            closing = trio.current_time()
+        assert trio.current_time() - closing <= 2 * client._config.close_timeout
+    assert trio.current_time() - closing <= 2 * client._config.close_timeout
+    [error] = outcome
+    assert isinstance(error, WSSError), error
+    assert client_tasks() == []
+    return error
+
+
+async def _later(at: float, fn: Callable[[], object]) -> None:
+    await trio.sleep(at)
+    fn()
+
+
+async def _failing(outcome: list[BaseException], fn: Callable[[], Awaitable[object]]) -> None:
+    try:
+        await fn()
+    except (WSSError, AssertionError) as exc:
+        outcome.append(exc)
+    else:
+        outcome.append(AssertionError("it succeeded"))
