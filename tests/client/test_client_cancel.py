@@ -24,7 +24,7 @@ import trio
 import trio.testing
 
 from telcoflow_trio import TelcoflowClient, proto
-from telcoflow_trio.exceptions import WSSError
+from telcoflow_trio.exceptions import WSSConnectionError, WSSError
 from telcoflow_trio.simulator import CallerScript, Simulator, SimulatorConfig, open_simulator
 
 from .conftest import Opener, client_config, client_tasks
@@ -115,11 +115,13 @@ def tables(client: TelcoflowClient) -> dict[str, int]:
 EMPTY = dict.fromkeys(("dialing", "calls", "by_session", "sessions", "requests", "claims"), 0)
 
 
-async def settle(client: TelcoflowClient, baseline: list[str]) -> None:
+async def settle(
+    client: TelcoflowClient, baseline: list[str], before: dict[str, int] = EMPTY
+) -> None:
     """Let what was given up end (bounded), then check nothing of it is left."""
     await trio.sleep(10)
     await client.wait_connected()
-    assert tables(client) == EMPTY
+    assert tables(client) == before
     assert sorted(client_tasks()) == baseline
 
 
@@ -245,3 +247,191 @@ async def _failing(outcome: list[BaseException], fn: Callable[[], Awaitable[obje
         outcome.append(exc)
     else:
         outcome.append(AssertionError("it succeeded"))
+
+
+# -- the other operations ----------------------------------------------------------------
+#
+# Each: how to slow it down (before the test's clock starts), the operation, when each
+# of its slowed steps is in flight, what a control drop does to it, and how to check
+# the client still works afterwards.
+
+TEXT = {"type": "text", "text": {"body": "hello"}}
+
+
+@attrs.define
+class Case:
+    #: Slows the operation down; returns what ``run`` and ``again`` get.
+    prepare: Callable[[Slow, TelcoflowClient, pytest.MonkeyPatch], Awaitable[Any]]
+    run: Callable[[TelcoflowClient, Any], Awaitable[object]]
+    #: Step name -> a time when it is in flight.
+    steps: dict[str, float]
+    again: Callable[[Slow, TelcoflowClient, Any], Awaitable[object]]
+    #: A control drop fails it (else the operation does not use the control connection).
+    drop_fails: bool = True
+    #: Done, it closes the session ``prepare`` made.
+    closes: bool = False
+
+
+async def _wa_session(slow: Slow, client: TelcoflowClient, mp: pytest.MonkeyPatch) -> Any:
+    return await client.create_session("WA", NUMBER)
+
+
+async def _slow_creates(slow: Slow, client: TelcoflowClient, mp: pytest.MonkeyPatch) -> None:
+    delay_frames(slow.sim, mp, proto.SessionCreate, proto.SessionOpen)
+
+
+async def _create_again(slow: Slow, client: TelcoflowClient, _: object) -> None:
+    session = await client.create_session("WA", NUMBER)
+    await session.send_message(TEXT)
+    assert client.get_session(session.id) is session
+
+
+async def _slow_acks(slow: Slow, client: TelcoflowClient, mp: pytest.MonkeyPatch) -> Any:
+    session = await _wa_session(slow, client, mp)
+    slow.sim.faults.delay_wa_acks(STEP)
+    return session
+
+
+async def _send_again(slow: Slow, client: TelcoflowClient, session: Any) -> None:
+    slow.sim.faults.delay_wa_acks(0)
+    assert (await session.send_message(TEXT))["status"] == "accepted"
+
+
+async def _close_again(slow: Slow, client: TelcoflowClient, session: Any) -> None:
+    await session.close()
+    assert session.closed
+    assert client.get_session(session.id) is None
+
+
+async def _nothing(slow: Slow, client: TelcoflowClient, mp: pytest.MonkeyPatch) -> None:
+    await _wa_session(slow, client, mp)
+
+
+async def _list_again(slow: Slow, client: TelcoflowClient, _: object) -> None:
+    [info] = await client.list_sessions()
+    assert info.remote_address == NUMBER
+
+
+async def _slow_flow(slow: Slow, client: TelcoflowClient, mp: pytest.MonkeyPatch) -> None:
+    delay_frames(slow.sim, mp, proto.CallFlowSetup)
+
+
+async def _flow_again(slow: Slow, client: TelcoflowClient, _: object) -> None:
+    await client.setup_call_flow(inbound_call="NO", outbound_call=True)
+    assert client._call_flow is not None
+    assert client._call_flow.inbound_call == "NO"
+
+
+CASES = {
+    "create_session": Case(
+        _slow_creates,
+        lambda client, _: client.create_session("WA", NUMBER),
+        {"create": 0.5, "open": 1.5},
+        _create_again,
+    ),
+    "send_message": Case(
+        _slow_acks,
+        lambda client, session: session.send_message(TEXT),
+        {"ack": 0.5},
+        _send_again,
+    ),
+    "session_close": Case(
+        _wa_session,
+        lambda client, session: session.close(),
+        {"rest": 0.5},
+        _close_again,
+        drop_fails=False,
+        closes=True,
+    ),
+    "list_sessions": Case(
+        _nothing, lambda client, _: client.list_sessions(), {"rest": 0.5}, _list_again, False
+    ),
+    "close_session": Case(
+        _wa_session,
+        lambda client, session: client.close_session(session.id),
+        {"rest": 0.5},
+        _close_again,
+        drop_fails=False,
+        closes=True,
+    ),
+    "setup_call_flow": Case(
+        _slow_flow,
+        lambda client, _: client.setup_call_flow(inbound_call="NO", outbound_call=True),
+        {"request": 0.5},
+        _flow_again,
+    ),
+}
+STEPS = [(name, step, at) for name, case in CASES.items() for step, at in case.steps.items()]
+STEP_IDS = [f"{name}-{step}" for name, step, _ in STEPS]
+
+
+@pytest.mark.parametrize(("name", "step", "at"), STEPS, ids=STEP_IDS)
+async def test_cancelled(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    step: str,
+    at: float,
+) -> None:
+    case = CASES[name]
+    with trio.fail_after(60):
+        async with open_slow() as (slow, client):
+            baseline = sorted(client_tasks())
+            state = await case.prepare(slow, client, monkeypatch)
+            before = tables(client)
+            start = trio.current_time()
+            with trio.move_on_after(at) as scope:
+                await case.run(client, state)
+            assert scope.cancelled_caught
+            assert trio.current_time() - start == pytest.approx(at)
+            await settle(client, baseline, before)
+            await case.again(slow, client, state)
+
+
+@pytest.mark.parametrize(("name", "step", "at"), STEPS, ids=STEP_IDS)
+async def test_control_drop(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    step: str,
+    at: float,
+) -> None:
+    case = CASES[name]
+    with trio.fail_after(60):
+        async with open_slow() as (slow, client):
+            baseline = sorted(client_tasks())
+            state = await case.prepare(slow, client, monkeypatch)
+            before = tables(client)
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_later, at, slow.sim.faults.drop_control)
+                if case.drop_fails:
+                    with pytest.raises(WSSConnectionError):
+                        await case.run(client, state)
+                    assert trio.current_time() - start == pytest.approx(at)  # at once
+                else:
+                    await case.run(client, state)
+                    before = EMPTY if case.closes else before
+            await settle(client, baseline, before)
+            await case.again(slow, client, state)
+
+
+@pytest.mark.parametrize(("name", "step", "at"), STEPS, ids=STEP_IDS)
+async def test_client_shutdown(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    step: str,
+    at: float,
+) -> None:
+    case = CASES[name]
+    with trio.fail_after(60):
+        async with open_slow_sim() as slow:
+            state: list[Any] = []
+
+            async def operation(client: TelcoflowClient) -> object:
+                state.append(await case.prepare(slow, client, monkeypatch))
+                await trio.sleep(1)  # the shutdown comes at 1 + at
+                return await case.run(client, state[0])
+
+            await shut_down_during(slow, 1 + at, operation)
