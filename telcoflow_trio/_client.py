@@ -596,7 +596,7 @@ class TelcoflowClient:
             WSSConnectionError, WSSSessionError, WSSAuthenticationError: as
                 :meth:`list_sessions`.
         """
-        return await self._rest.close_session(session_id)
+        return await self._wa.close(session_id)
 
     def get_call(self, call_id: str) -> ActiveCall | None:
         """The live call with ``call_id``, or ``None``."""

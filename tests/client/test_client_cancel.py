@@ -299,7 +299,7 @@ async def _send_again(slow: Slow, client: TelcoflowClient, session: Any) -> None
 
 async def _close_again(slow: Slow, client: TelcoflowClient, session: Any) -> None:
     await session.close()
-    assert session.closed
+    assert session.close_reason == "SDK_REQUEST"
     assert client.get_session(session.id) is None
 
 
