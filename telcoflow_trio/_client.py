@@ -688,8 +688,15 @@ class TelcoflowClient:
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
             self._keep(notify)
             return False
-        # A session whose call we hold is re-broadcast after a reconnect: keep it.
-        if self._closing or notify.session_id in self._by_session:
+        if self._closing:
+            return False
+        held = self._by_session.get(notify.session_id)
+        if held is not None:
+            # Re-broadcast after a reconnect. A call on its media connection stays
+            # ours; one whose media was not open yet the platform took back (its
+            # token revoked, so it fails): claim the session again once it has ended.
+            if not held._media.connected:
+                self._keep(notify)
             return False
         if self._full():
             self._sessions_full += 1

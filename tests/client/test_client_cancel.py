@@ -23,8 +23,17 @@ import pytest
 import trio
 import trio.testing
 
-from telcoflow_trio import TelcoflowClient, proto
-from telcoflow_trio.exceptions import WSSConnectionError, WSSError
+from telcoflow_trio import (
+    ActiveCall,
+    CallOffer,
+    CallState,
+    IncomingMessage,
+    Session,
+    TelcoflowClient,
+    events,
+    proto,
+)
+from telcoflow_trio.exceptions import WSSCallClosedError, WSSConnectionError, WSSError
 from telcoflow_trio.simulator import CallerScript, Simulator, SimulatorConfig, open_simulator
 
 from .conftest import Opener, client_config, client_tasks
@@ -215,12 +224,17 @@ async def test_place_call_client_shutdown(
 
 
 async def shut_down_during(
-    slow: Slow, at: float, operation: Callable[[TelcoflowClient], Awaitable[object]]
+    slow: Slow,
+    at: float,
+    operation: Callable[[TelcoflowClient], Awaitable[object]],
+    *,
+    alone: bool = True,
 ) -> BaseException:
     """Run ``operation`` in a task of its own; leave ``async with client`` at ``at``.
 
     The exit is bounded (twice ``close_timeout``), the operation fails with a
-    WSSError no later, and no client task is left."""
+    WSSError no later, and (``alone``: no other client is open) no client task
+    is left."""
     outcome: list[BaseException] = []
     async with trio.open_nursery() as outer:
         async with open_client(slow) as client:
@@ -231,7 +245,7 @@ async def shut_down_during(
     assert trio.current_time() - closing <= 2 * client._config.close_timeout
     [error] = outcome
     assert isinstance(error, WSSError), error
-    assert client_tasks() == []
+    assert client_tasks() == [] or not alone
     return error
 
 
@@ -435,3 +449,145 @@ async def test_client_shutdown(
                 return await case.run(client, state[0])
 
             await shut_down_during(slow, 1 + at, operation)
+
+
+# -- messages() -------------------------------------------------------------------------
+
+
+async def test_messages_reader_cancelled_dropped_and_shut_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        got: list[IncomingMessage] = []
+
+        async def read(session: Session) -> None:
+            async for message in session.messages():
+                got.append(message)
+
+        async with open_slow_sim() as slow, trio.open_nursery() as outer:
+            async with open_client(slow) as client:
+                session = await client.create_session("WA", NUMBER)
+                # Cancelled while waiting: nothing is lost, the next reader gets it.
+                with trio.move_on_after(0.5) as scope:
+                    await session.messages().__anext__()
+                assert scope.cancelled_caught
+                await slow.sim.wa.send_from_user(NUMBER, "one")
+                assert (await session.receive_message()).content["text"] == {"body": "one"}
+                # A control drop does not end the reader: the session is claimed again.
+                outer.start_soon(read, session)
+                await trio.sleep(0.5)
+                slow.sim.faults.drop_control()
+                await trio.sleep(5)
+                await slow.sim.wa.send_from_user(NUMBER, "two")
+                await trio.sleep(1)
+                assert [m.content["text"] for m in got] == [{"body": "two"}]
+                assert not session.closed
+            # Leaving the client ended the reader (the session counts as closed).
+            outer.cancel_scope.deadline = trio.current_time() + 1
+        assert not outer.cancel_scope.cancelled_caught
+        assert session.close_reason == "CLIENT_CLOSED"
+        assert client_tasks() == []
+
+
+# -- adopt_call and CALL_OFFERED ----------------------------------------------------------
+
+
+async def _hold(call: ActiveCall) -> None:
+    await call.wait_terminated()
+
+
+@asynccontextmanager
+async def open_handoff(
+    slow: Slow,
+) -> AsyncIterator[tuple[TelcoflowClient, trio.MemoryReceiveChannel[str]]]:
+    """A client that hands every call off (its connections are not slowed)."""
+    send, receive = trio.open_memory_channel[str](4)
+    async with TelcoflowClient(
+        client_config(slow.sim), open_stream=Opener(slow.sim), random_source=lambda: 0.0
+    ) as client:
+
+        @client.on(events.CALL_OFFERED)
+        async def offered(offer: CallOffer) -> None:
+            await send.send(offer.to_json())
+
+        client.on(events.INCOMING_CALL)(_hold)
+        yield client, receive
+
+
+def drop_control_of(sim: Simulator, client: TelcoflowClient) -> None:
+    """Drop the control connection of ``client`` only."""
+    assert client._control is not None
+    [ours] = [c for c in sim._control_connections() if c.sm_ws_id == client._control.sm_ws_id]
+    ours.connection.abort()
+
+
+@pytest.mark.parametrize("how", ["cancel", "drop"])
+async def test_adopt_call_while_its_media_opens(
+    autojump_clock: trio.testing.MockClock, how: str
+) -> None:
+    with trio.fail_after(60):
+        async with open_slow_sim() as slow, open_handoff(slow) as (_, documents):
+            ringing = await slow.sim.place_call(CallerScript())
+            document = await documents.receive()
+            if how == "shutdown":
+                error = await shut_down_during(
+                    slow,
+                    0.5,
+                    lambda client: client.adopt_call(document, handler=_hold),
+                    alone=False,
+                )
+                assert isinstance(error, WSSCallClosedError), error
+                # Its media opened meanwhile: the call is closed, not left ringing.
+                assert (await ringing.wait_result()).ended_by == "agent_close"
+            else:
+                await adopt_cancelled_or_dropped(slow, how, document, ringing)
+    assert client_tasks() == []
+
+
+async def adopt_cancelled_or_dropped(slow: Slow, how: str, document: str, ringing: Any) -> None:
+    async with open_client(slow) as client:
+        baseline = sorted(client_tasks())
+        if how == "cancel":
+            with trio.move_on_after(0.5) as scope:
+                await client.adopt_call(document, handler=_hold)
+            assert scope.cancelled_caught
+            await settle(client, baseline)
+            # The token was not used: adopting the call again works.
+            call = await client.adopt_call(document, handler=_hold)
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_later, 0.5, partial(drop_control_of, slow.sim, client))
+                # The control connection is not involved.
+                call = await client.adopt_call(document, handler=_hold)
+        assert client.get_call(call.call_id) is call
+        await ringing.hang_up()
+        await call.wait_terminated()
+        await settle(client, baseline)
+
+
+async def test_control_drop_while_the_offer_handler_decides(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The platform takes the call back (its claimant's control went before the media)
+    and offers it again: the client claims it again once its first try is over."""
+    with trio.fail_after(60):
+        async with open_slow_sim() as slow, open_client(slow) as client:
+            served: list[ActiveCall] = []
+
+            @client.on(events.CALL_OFFERED)
+            async def offered(offer: CallOffer) -> None:
+                await trio.sleep(2)  # deciding; then serve it here
+
+            @client.on(events.INCOMING_CALL)
+            async def on_call(call: ActiveCall) -> None:
+                served.append(call)
+                await call.answer()
+                await trio.sleep_forever()
+
+            ringing = await slow.sim.place_call(CallerScript())
+            await trio.sleep(0.5)
+            slow.sim.faults.drop_control()
+            await trio.sleep(20)
+            assert len(served) == 1, client.statistics()
+            assert ringing.state is CallState.ANSWERED
+            await ringing.hang_up()
