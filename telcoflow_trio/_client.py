@@ -962,7 +962,8 @@ class TelcoflowClient:
                 has the call.
             WSSCallError: the media connection could not be opened (for example
                 the platform refused a used or expired token); ``__cause__``
-                says why.
+                says why. :class:`~telcoflow_trio.exceptions.WSSCallClosedError`:
+                the client began to shut down meanwhile, which closes the call.
             RuntimeError: outside ``async with client``.
         """
         handoff = proto.decode_handoff(data)
@@ -988,6 +989,11 @@ class TelcoflowClient:
         error = await self._calls_nursery.start(self._serve_call, call, handler, None)
         if error is not None:
             raise WSSCallError(f"could not adopt call {call.call_id}: {error}") from error
+        if self._closing:  # its media opened as the client began to shut down
+            raise WSSCallClosedError(
+                f"could not adopt call {call.call_id}: the client is shutting down, "
+                "so the call is being closed"
+            )
         return call
 
     async def _serve_call(

@@ -521,7 +521,7 @@ def drop_control_of(sim: Simulator, client: TelcoflowClient) -> None:
     ours.connection.abort()
 
 
-@pytest.mark.parametrize("how", ["cancel", "drop"])
+@pytest.mark.parametrize("how", ["cancel", "drop", "shutdown"])
 async def test_adopt_call_while_its_media_opens(
     autojump_clock: trio.testing.MockClock, how: str
 ) -> None:
