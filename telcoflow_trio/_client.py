@@ -457,6 +457,9 @@ class TelcoflowClient:
 
         Unlike 1.0.0 the client keeps the accepted flow and sends it again on
         every reconnection before it claims any call (the server forgets it).
+        Cancelled, or the connection lost, while waiting for the answer, the
+        server may have applied it or not: the client keeps the previous flow
+        (restored on a reconnect), so call it again.
 
         Raises:
             ValueError: ``inbound_call`` is not one of ALL, MISSED_ONLY, NO.
@@ -582,7 +585,8 @@ class TelcoflowClient:
 
         Raises:
             ValueError: an unknown channel.
-            WSSConnectionError: the request failed or timed out.
+            WSSConnectionError: the request failed or timed out, or the client
+                closed meanwhile.
             WSSSessionError, WSSAuthenticationError: the platform refused it.
         """
         kind = None if channel is None else check_channel(channel).value

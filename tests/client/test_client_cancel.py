@@ -591,3 +591,41 @@ async def test_control_drop_while_the_offer_handler_decides(
             assert len(served) == 1, client.statistics()
             assert ringing.state is CallState.ANSWERED
             await ringing.hang_up()
+
+
+# -- the call flow's re-send on a reconnect ------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["drop", "shutdown"])
+async def test_call_flow_restore_dropped_or_shut_down(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    def flows() -> list[str]:
+        return [c.inbound_call for c in slow.sim._control_connections()]
+
+    async def drop_and_reconnect() -> None:
+        assert client._control is not None
+        slow.sim.faults.drop_control()
+        await client._control.wait_lost()
+        await client.wait_connected()
+        await trio.sleep(0.5)  # the restored call flow is in flight
+
+    with trio.fail_after(60):
+        async with open_slow_sim() as slow:
+            async with open_client(slow) as client:
+                baseline = sorted(client_tasks())
+                await client.setup_call_flow(inbound_call="NO", outbound_call=True)
+                delay_frames(slow.sim, monkeypatch, proto.CallFlowSetup)
+                await drop_and_reconnect()
+                assert flows() == ["ALL"]  # the server's default until it is restored
+                if how == "drop":
+                    await drop_and_reconnect()
+                    assert client.statistics().reconnects == 2
+                    await settle(client, baseline)
+                    assert flows() == ["NO"]
+                    slow.sim.expect_callee(NUMBER, CallerScript(answers_after=0.5))
+                    async with client.place_call(NUMBER):
+                        pass
+                closing = trio.current_time()
+            assert trio.current_time() - closing <= 2 * client._config.close_timeout
+        assert client_tasks() == []
