@@ -70,6 +70,11 @@ class _Dialing:
     """An outbound call from ``session.create`` until the application holds it."""
 
     remote_address: str
+    #: The platform's session, once ``session.create`` succeeded.
+    session_id: str | None = None
+    #: The claim (create, open, ready) is over: done, or failed with ``error``.
+    claimed: trio.Event = attrs.Factory(trio.Event)
+    error: Exception | None = None
     #: ``call.in`` came (``call`` is set), the session closed (``closed_reason``), or
     #: the control connection was lost.
     arrived: trio.Event = attrs.Factory(trio.Event)
@@ -452,6 +457,9 @@ class TelcoflowClient:
 
         Unlike 1.0.0 the client keeps the accepted flow and sends it again on
         every reconnection before it claims any call (the server forgets it).
+        Cancelled, or the connection lost, while waiting for the answer, the
+        server may have applied it or not: the client keeps the previous flow
+        (restored on a reconnect), so call it again.
 
         Raises:
             ValueError: ``inbound_call`` is not one of ALL, MISSED_ONLY, NO.
@@ -577,7 +585,8 @@ class TelcoflowClient:
 
         Raises:
             ValueError: an unknown channel.
-            WSSConnectionError: the request failed or timed out.
+            WSSConnectionError: the request failed or timed out, or the client
+                closed meanwhile.
             WSSSessionError, WSSAuthenticationError: the platform refused it.
         """
         kind = None if channel is None else check_channel(channel).value
@@ -591,7 +600,7 @@ class TelcoflowClient:
             WSSConnectionError, WSSSessionError, WSSAuthenticationError: as
                 :meth:`list_sessions`.
         """
-        return await self._rest.close_session(session_id)
+        return await self._wa.close(session_id)
 
     def get_call(self, call_id: str) -> ActiveCall | None:
         """The live call with ``call_id``, or ``None``."""
@@ -683,8 +692,15 @@ class TelcoflowClient:
             logger.info("no INCOMING_CALL handler yet: not claiming session %s", notify.session_id)
             self._keep(notify)
             return False
-        # A session whose call we hold is re-broadcast after a reconnect: keep it.
-        if self._closing or notify.session_id in self._by_session:
+        if self._closing:
+            return False
+        held = self._by_session.get(notify.session_id)
+        if held is not None:
+            # Re-broadcast after a reconnect. A call on its media connection stays
+            # ours; one whose media was not open yet the platform took back (its
+            # token revoked, so it fails): claim the session again once it has ended.
+            if not held._media.connected:
+                self._keep(notify)
             return False
         if self._full():
             self._sessions_full += 1
@@ -749,6 +765,10 @@ class TelcoflowClient:
         (``client_shutdown``) even while the block still runs. If the callee
         hangs up, the call terminates (``callee_hangup``) as for inbound calls.
 
+        Cancelled before the block runs, it raises at once; a call still being
+        created or claimed is claimed anyway by a task of the client, so that
+        its answer, if it comes, is hung up at once (as after ``ring_timeout``).
+
         Raises:
             ValueError: ``remote_address`` is not 3 to 15 digits with an optional
                 leading ``+``, or ``ring_timeout`` is not positive (nothing sent).
@@ -780,34 +800,25 @@ class TelcoflowClient:
             raise ValueError(
                 f"ring_timeout must be a positive number of seconds; got {ring_timeout!r}"
             )
-        control = self._control
-        if control is None or not control.connected or self._closing:
+        control, nursery = self._control, self._nursery
+        if control is None or not control.connected or self._closing or nursery is None:
             raise WSSConnectionError("the client is not connected; cannot place a call")
-        response = await control.request(
-            lambda req_id: proto.SessionCreate("TELCO", remote_address, req_id)
-        )
-        session_id = _created_session(response, remote_address)
-        self._calls_outbound += 1
-        dialing = self._dialing[session_id] = _Dialing(remote_address)
+        dialing = _Dialing(remote_address)
+        # In a task of the client's, not the caller's: a caller giving up while the
+        # platform creates or opens the session must not leave a call ringing that
+        # we do not know of, or answered with nobody to take it. The task finishes
+        # the claim, so that the answer comes to us and is hung up at once.
+        nursery.start_soon(self._claim_outbound, control, dialing, ring_timeout)
         answered = False
         try:
-            opened = await control.request(lambda req_id: proto.SessionOpen(session_id, req_id))
-            if not opened.ok and dialing.arrived.is_set():
-                raise self._not_answered(dialing, ring_timeout)  # it closed that fast
-            if not opened.ok:
-                raise refusal(
-                    f"session.open of the call to {remote_address}",
-                    opened.error_code,
-                    opened.error_message,
-                    content=opened.error_content,
-                    session=True,
-                )
-            await control.send(proto.SessionReady(session_id))
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_set_when_lost, control, dialing.arrived)
+            await dialing.claimed.wait()
+            if dialing.error is not None:
+                raise dialing.error
+            async with trio.open_nursery() as ringing:
+                ringing.start_soon(_set_when_lost, control, dialing.arrived)
                 with trio.move_on_after(ring_timeout):
                     await dialing.arrived.wait()
-                nursery.cancel_scope.cancel()
+                ringing.cancel_scope.cancel()
             call = dialing.call
             if call is None:
                 raise self._not_answered(dialing, ring_timeout)
@@ -821,14 +832,60 @@ class TelcoflowClient:
                 raise WSSCallClosedError(f"{what} ({termination.reason})")
             return call, dialing
         except BaseException:
-            dialing.released.set()
-            if not answered:
-                self._calls_outbound_unanswered += 1
-                if dialing.call is None:
-                    self._abandon(session_id)
+            self._give_up(dialing, answered=answered)
             raise
         finally:
-            self._dialing.pop(session_id, None)
+            if dialing.session_id is not None and dialing.claimed.is_set():
+                self._dialing.pop(dialing.session_id, None)
+
+    async def _claim_outbound(
+        self, control: ControlConnection, dialing: _Dialing, ring_timeout: float
+    ) -> None:
+        """``session.create``, ``session.open``, ``session.ready`` of a call placed; a
+        failure goes to the caller (``dialing.error``), who may have given up."""
+        remote_address = dialing.remote_address
+        try:
+            response = await control.request(
+                lambda req_id: proto.SessionCreate("TELCO", remote_address, req_id)
+            )
+            session_id = dialing.session_id = _created_session(response, remote_address)
+            self._calls_outbound += 1
+            self._dialing[session_id] = dialing
+            opened = await control.request(lambda req_id: proto.SessionOpen(session_id, req_id))
+            if not opened.ok and dialing.arrived.is_set():
+                raise self._not_answered(dialing, ring_timeout)  # it closed that fast
+            if not opened.ok:
+                raise refusal(
+                    f"session.open of the call to {remote_address}",
+                    opened.error_code,
+                    opened.error_message,
+                    content=opened.error_content,
+                    session=True,
+                )
+            await control.send(proto.SessionReady(session_id))
+        except Exception as exc:
+            dialing.error = exc
+        finally:
+            dialing.claimed.set()
+            if dialing.released.is_set():  # the caller gave up meanwhile
+                if dialing.error is not None:
+                    logger.info("call to %s (given up): %s", remote_address, dialing.error)
+                self._give_up(dialing, answered=False)
+
+    def _give_up(self, dialing: _Dialing, *, answered: bool) -> None:
+        """The caller of ``place_call`` is done with ``dialing`` before holding its call
+        (failed or cancelled); if the claim is still going on, its task calls this again
+        once it is over. A call not answered yet is hung up when its answer comes."""
+        dialing.released.set()
+        session_id = dialing.session_id
+        if not dialing.claimed.is_set() or session_id is None:
+            return
+        if self._dialing.pop(session_id, None) is None:
+            return  # given up already
+        if not answered:
+            self._calls_outbound_unanswered += 1
+            if dialing.call is None:
+                self._abandon(session_id)
 
     def _not_answered(self, dialing: _Dialing, ring_timeout: float) -> WSSError:
         where = f"the call to {dialing.remote_address}"
@@ -909,7 +966,8 @@ class TelcoflowClient:
                 has the call.
             WSSCallError: the media connection could not be opened (for example
                 the platform refused a used or expired token); ``__cause__``
-                says why.
+                says why. :class:`~telcoflow_trio.exceptions.WSSCallClosedError`:
+                the client began to shut down meanwhile, which closes the call.
             RuntimeError: outside ``async with client``.
         """
         handoff = proto.decode_handoff(data)
@@ -935,6 +993,11 @@ class TelcoflowClient:
         error = await self._calls_nursery.start(self._serve_call, call, handler, None)
         if error is not None:
             raise WSSCallError(f"could not adopt call {call.call_id}: {error}") from error
+        if self._closing:  # its media opened as the client began to shut down
+            raise WSSCallClosedError(
+                f"could not adopt call {call.call_id}: the client is shutting down, "
+                "so the call is being closed"
+            )
         return call
 
     async def _serve_call(

@@ -135,6 +135,8 @@ class RestClient:
         self._config = config
         self._open_stream = open_stream
         self._http: httpx.AsyncClient | None = None
+        #: The scopes of the requests in flight, cancelled by :meth:`aclose`.
+        self._in_flight: set[trio.CancelScope] = set()
 
     def __repr__(self) -> str:
         return f"<RestClient {proto.http_base_url(self._config.base_url)}>"
@@ -154,6 +156,11 @@ class RestClient:
         return self._http
 
     async def aclose(self) -> None:
+        """Close the HTTP client; requests in flight fail (``WSSConnectionError``) at once.
+
+        A later request opens a new HTTP client."""
+        for scope in self._in_flight:
+            scope.cancel()
         http, self._http = self._http, None
         if http is not None:
             await http.aclose()
@@ -161,8 +168,14 @@ class RestClient:
     async def _send(self, method: str, target: str, what: str) -> httpx.Response:
         timeout = self._config.request_timeout
         try:
-            with trio.fail_after(timeout):
-                response = await self._client().request(method, target)
+            with trio.fail_after(timeout), trio.CancelScope() as scope:
+                self._in_flight.add(scope)
+                try:
+                    response = await self._client().request(method, target)
+                finally:
+                    self._in_flight.discard(scope)
+            if scope.cancelled_caught:
+                raise WSSConnectionError(f"{what}: the client closed")
         except trio.TooSlowError:
             raise WSSConnectionError(f"{what}: no answer within {timeout:g} s") from None
         except httpx.HTTPError as exc:

@@ -137,6 +137,9 @@ class Session:
         self._inbox: collections.deque[IncomingMessage] = collections.deque(maxlen=inbox_size)
         self._arrived = trio.lowlevel.ParkingLot()
         self._closed = trio.Event()
+        #: Our close request (REST) is in flight or went through: gone after a
+        #: reconnect, the session was closed by us, not by the platform.
+        self._close_requested = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -371,7 +374,7 @@ class SessionRegistry:
             opened_at=opened if isinstance(opened, int) and not isinstance(opened, bool) else 0,
             created=created,
             request=self._request,
-            close=self.rest.close_session,
+            close=self.close,
             close_timeout=self._config.close_timeout,
         )
         self._sessions[session_id] = session
@@ -379,6 +382,23 @@ class SessionRegistry:
             await self._ready(session_id)
         logger.info("session %s (%s %s) open", session_id, channel, session.remote_address)
         return session
+
+    async def close(self, session_id: str) -> proto.CloseResult:
+        """Close ``session_id`` (REST). One of ours then counts as closed by us
+        (``SDK_REQUEST``) even if its ``session.closed`` is lost in a reconnect.
+
+        Raises:
+            As :meth:`RestClient.close_session`.
+        """
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session._close_requested = True
+        try:
+            return await self.rest.close_session(session_id)
+        except BaseException:
+            if session is not None:
+                session._close_requested = False
+            raise
 
     async def _ready(self, session_id: str) -> None:
         control = self._control()
@@ -474,7 +494,7 @@ class SessionRegistry:
                     "session %s lost in the reconnect (%s)", session.id, response.error_code
                 )
                 self._sessions.pop(session.id, None)
-                session._closed_now("FORCE_CLOSE")
+                session._closed_now("SDK_REQUEST" if session._close_requested else "FORCE_CLOSE")
             else:
                 logger.warning(
                     "session %s: session.open refused after the reconnect: %s",
