@@ -257,6 +257,7 @@ class TelcoflowClient:
                     await background_started.wait()
                     assert self._nursery is not None
                     self._wa.nursery = self._nursery
+                    self._rest.open()
                     self._calls_nursery = await self._nursery.start(self._hold_calls_nursery)
                     if self._config.claim_policy.load_aware:
                         self._nursery.start_soon(self._measure_lag)
@@ -588,6 +589,7 @@ class TelcoflowClient:
             WSSConnectionError: the request failed or timed out, or the client
                 closed meanwhile.
             WSSSessionError, WSSAuthenticationError: the platform refused it.
+            RuntimeError: outside ``async with client``.
         """
         kind = None if channel is None else check_channel(channel).value
         return await self._rest.list_sessions(kind, remote_address, state)
@@ -597,8 +599,8 @@ class TelcoflowClient:
 
         Raises:
             ValueError: ``session_id`` is empty.
-            WSSConnectionError, WSSSessionError, WSSAuthenticationError: as
-                :meth:`list_sessions`.
+            WSSConnectionError, WSSSessionError, WSSAuthenticationError,
+                RuntimeError: as :meth:`list_sessions`.
         """
         return await self._wa.close(session_id)
 

@@ -124,7 +124,8 @@ def _ssl_cause(exc: BaseException | None) -> ssl.SSLError | None:
 
 
 class RestClient:
-    """The client's REST plane. Open it once per client lifetime with :meth:`open`.
+    """The client's REST plane, usable from :meth:`open` to :meth:`aclose` (the
+    client's ``async with``), so that its HTTP client is always closed.
 
     Args:
         config: base URL, credentials, TLS and timeouts (those of the WebSockets).
@@ -135,13 +136,20 @@ class RestClient:
         self._config = config
         self._open_stream = open_stream
         self._http: httpx.AsyncClient | None = None
+        self._open = False
         #: The scopes of the requests in flight, cancelled by :meth:`aclose`.
         self._in_flight: set[trio.CancelScope] = set()
 
     def __repr__(self) -> str:
         return f"<RestClient {proto.http_base_url(self._config.base_url)}>"
 
+    def open(self) -> None:
+        """Allow requests (the HTTP client itself is made at the first one)."""
+        self._open = True
+
     def _client(self) -> httpx.AsyncClient:
+        if not self._open:
+            raise RuntimeError("use `async with TelcoflowClient(config) as client:` first")
         if self._http is None:
             config = self._config
             ssl_context = client_ssl_context(config)
@@ -156,9 +164,9 @@ class RestClient:
         return self._http
 
     async def aclose(self) -> None:
-        """Close the HTTP client; requests in flight fail (``WSSConnectionError``) at once.
-
-        A later request opens a new HTTP client."""
+        """Close the HTTP client; requests in flight fail (``WSSConnectionError``) at
+        once, later ones raise ``RuntimeError`` until :meth:`open`."""
+        self._open = False
         for scope in self._in_flight:
             scope.cancel()
         http, self._http = self._http, None

@@ -59,6 +59,23 @@ async def test_list_and_close(autojump_clock: MockClock) -> None:
             await client.list_sessions(channel="SMS")
 
 
+async def test_rest_only_while_the_client_is_open(autojump_clock: MockClock) -> None:
+    """Before ``async with`` and after it, REST raises instead of making an HTTP
+    client nobody would close."""
+    async with open_simulator(SimulatorConfig(), listen=False) as sim:
+        client = TelcoflowClient(client_config(sim), open_stream=sim.open_stream)
+        with pytest.raises(RuntimeError, match="async with"):
+            await client.list_sessions()
+        async with client:
+            assert await client.list_sessions() == []
+        assert client._rest._http is None
+        with pytest.raises(RuntimeError, match="async with"):
+            await client.close_session("s-1")
+        assert client._rest._http is None
+        async with client:  # open again: REST again
+            assert await client.list_sessions() == []
+
+
 @pytest.mark.parametrize("transport", ["lean", "trio-websocket"])
 async def test_list_and_close_on_each_server_transport(
     transport: str, autojump_clock: MockClock
@@ -89,8 +106,10 @@ async def test_rest_5xx_and_auth(autojump_clock: MockClock) -> None:
             ),
             open_stream=opener,
         )
+        bad._rest.open()  # its control connection would be refused: REST alone
         with pytest.raises(WSSAuthenticationError, match="UNAUTHORIZED"):
             await bad._rest.list_sessions(None, None, "OPEN")
+        await bad._rest.aclose()
         opener.down = True
         with pytest.raises(WSSConnectionError, match="listing sessions failed"):
             await client.list_sessions()
@@ -104,6 +123,7 @@ async def test_over_loopback_and_plain_http_elsewhere(secret_scanner: object) ->
             assert sim.base_url.startswith("ws://127.0.0.1:")
             config = client_config(sim)
             rest = RestClient(config, open_stream=_tcp)
+            rest.open()
             await sim.wa.send_from_user("+15550100", "hi")
             (info,) = await rest.list_sessions("WA", None, "OPEN")
             assert info.initiator == "CONNECTOR"
@@ -138,11 +158,15 @@ async def test_rest_over_mtls_verifies_the_server(
             str(client_cert), str(client_key), base_url=sim.base_url, ca_file=str(ca_path)
         )
         rest = RestClient(trusted, sim.open_stream)
+        rest.open()
         (info,) = await rest.list_sessions("WA", None, "OPEN")
         assert info.remote_address == "+15550100"
-        untrusted = attrs.evolve(trusted, ca_file=None)  # the system store: not our CA
+        await rest.aclose()
+        untrusted = RestClient(attrs.evolve(trusted, ca_file=None), sim.open_stream)
+        untrusted.open()  # the system store: not our CA
         with pytest.raises(WSSTLSError, match="CERTIFICATE_VERIFY_FAILED"):
-            await RestClient(untrusted, sim.open_stream).list_sessions(None, None, None)
+            await untrusted.list_sessions(None, None, None)
+        await untrusted.aclose()
 
 
 async def test_rest_timeout_and_no_secret_in_errors(
@@ -157,6 +181,7 @@ async def test_rest_timeout_and_no_secret_in_errors(
             return ours
 
         stuck = RestClient(client._config, silent)
+        stuck.open()
         t0 = trio.current_time()
         with pytest.raises(WSSConnectionError, match="no answer within 3 s") as timed_out:
             await stuck.list_sessions(None, None, "OPEN")
@@ -170,3 +195,4 @@ async def test_rest_timeout_and_no_secret_in_errors(
             secret_scanner.check(str(error), "REST error")
             secret_scanner.check(repr(error), "REST error repr")
         secret_scanner.check(repr(stuck), "RestClient repr")
+        await stuck.aclose()
