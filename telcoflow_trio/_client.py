@@ -98,7 +98,7 @@ class ClientStatistics:
             handler registered, not closing or disconnected, below ``max_calls``.
         calls_active: calls whose task is running.
         calls_total: calls received (``call.in``), outbound ones included, or adopted
-            (:meth:`TelcoflowClient.adopt_call`).
+            (:meth:`TelcoflowClient.adopt_call`; not one cancelled while its media opened).
         calls_outbound: outbound calls the platform accepted (``session.create``).
         calls_outbound_unanswered: of those, calls that ended or were given up
             before the callee answered.
@@ -1029,10 +1029,17 @@ class TelcoflowClient:
                 task_status.started(error)  # adopt_call() raises it, all counted
 
     def _finished(self, call: ActiveCall) -> None:
-        """Add an ended call to the client's totals."""
+        """Add an ended call to the client's totals.
+
+        A call that never started here (an ``adopt_call`` cancelled while its
+        media opened: it has no termination) is taken out of them again.
+        """
+        if call.termination is None:
+            self._calls_total -= 1
+            return
         self._handler_errors_done += call.handler_errors
         _add_audio(self._media_done, call._media.counters)
-        reason = str(call.termination.reason) if call.termination is not None else "unknown"
+        reason = str(call.termination.reason)
         self._calls_ended[reason] = self._calls_ended.get(reason, 0) + 1
 
     def _call_ended(self, call: ActiveCall) -> None:

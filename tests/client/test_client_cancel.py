@@ -552,6 +552,8 @@ async def adopt_cancelled_or_dropped(slow: Slow, how: str, document: str, ringin
                 await client.adopt_call(document, handler=_hold)
             assert scope.cancelled_caught
             await settle(client, baseline)
+            stats = client.statistics()
+            assert (stats.calls_total, stats.calls_ended) == (0, {})  # never taken here
             # The token was not used: adopting the call again works.
             call = await client.adopt_call(document, handler=_hold)
         else:
