@@ -82,6 +82,17 @@ def write_json(name: str, data: object) -> Path:
     return path
 
 
+def write_results(name: str, result: object, label: str = "") -> Path:
+    """``results/NAME-STAMP.json`` and ``NAME-latest.json`` (what run.py's tables
+    read); a side run (``label``) writes only ``NAME-LABEL-STAMP.json``.
+    Returns the timestamped file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if label:
+        return write_json(f"{name}-{label}-{stamp}.json", result)
+    write_json(f"{name}-latest.json", result)
+    return write_json(f"{name}-{stamp}.json", result)
+
+
 def fmt(value: object, digits: int = 1) -> str:
     if value is None:
         return "-"

@@ -57,7 +57,15 @@ from _proc import (
     wait_port,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, noise_parts, noisy, write_json
+from _report import (
+    fmt,
+    machine,
+    markdown_table,
+    median,
+    noise_parts,
+    noisy,
+    write_results,
+)
 from _search import find_max
 from _tls import Certs, make_certs
 
@@ -576,12 +584,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name not in BRIDGES:
             parser.error(f"unknown bridge {name!r}; known: {', '.join(BRIDGES)}")
     result = run(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.label:
-        write_json(f"bridge-{args.rate}-{args.label}-{stamp}.json", result)
-    else:
-        write_json(f"bridge-{args.rate}-{stamp}.json", result)
-        write_json(f"bridge-{args.rate}-latest.json", result)
+    write_results(f"bridge-{args.rate}", result, args.label)
     print(markdown(result))
     log(f"bridge benchmark at {args.rate} Hz: {result['seconds']:.0f} s")
     return result

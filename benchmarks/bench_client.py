@@ -45,7 +45,15 @@ from _proc import (
     rss_kib,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, noisy, verdict_table, write_json
+from _report import (
+    fmt,
+    machine,
+    markdown_table,
+    median,
+    noisy,
+    verdict_table,
+    write_results,
+)
 from _search import find_max
 
 PY = sys.executable
@@ -495,12 +503,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if name not in AGENTS:
             parser.error(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")
     result = run(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.label:
-        write_json(f"client-{args.label}-{stamp}.json", result)
-    else:
-        write_json(f"client-{stamp}.json", result)
-        write_json("client-latest.json", result)
+    write_results("client", result, args.label)
     print(markdown(result))
     return result
 

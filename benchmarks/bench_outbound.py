@@ -64,7 +64,15 @@ from _proc import (
     wait_port,
     wait_quiet,
 )
-from _report import fmt, machine, markdown_table, median, noise_parts, verdict_table, write_json
+from _report import (
+    fmt,
+    machine,
+    markdown_table,
+    median,
+    noise_parts,
+    verdict_table,
+    write_results,
+)
 from _tls import Certs, make_certs
 
 PY = sys.executable
@@ -581,12 +589,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         f"{args.concurrency} on {args.schemes}, {args.repeats} repeats"
     )
     result = run(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.label:
-        write_json(f"outbound-{args.label}-{stamp}.json", result)
-    else:
-        write_json(f"outbound-{stamp}.json", result)
-        write_json("outbound-latest.json", result)
+    write_results("outbound", result, args.label)
+    if not args.label:
         (HERE / "results" / "outbound-latest.md").write_text(markdown(result))
     print(markdown(result))
     log(f"outbound benchmark: {result['seconds']:.0f} s")

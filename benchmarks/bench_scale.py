@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from _proc import HERE, Children, all_cpu, foreign_cpu_pct, free_port
-from _report import fmt, machine, markdown_table, verdict_table, write_json
+from _report import fmt, machine, markdown_table, verdict_table, write_results
 
 from telcoflow_trio.simulator import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
 
@@ -473,13 +473,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.calls < WORKERS * 4:
         parser.error(f"--calls must be at least {WORKERS * 4}")
     result = run(args)
-    name = f"scale-{args.label}-" if args.label else "scale-"
-    name += time.strftime("%Y%m%d-%H%M%S")
-    write_json(f"{name}.json", result)
-    if not args.label:
-        write_json("scale-latest.json", result)
+    path = write_results("scale", result, args.label)
     text = markdown(result)
-    (HERE / "results" / f"{name}.md").write_text(text + "\n")
+    path.with_suffix(".md").write_text(text + "\n")
     print(text)
     return result
 
