@@ -189,16 +189,22 @@ async def test_a_large_frame_is_not_copied_on_every_read() -> None:
     assert largest <= 65536
 
 
-async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -> None:
-    ws, peer = pair(client=True)
+def start_ping(nursery: trio.Nursery, ws: LeanWebSocket, payload: bytes = b"hb-1") -> trio.Event:
+    """Start ``ws.ping(payload)`` in ``nursery``; the event is set once it returns."""
     done = trio.Event()
 
     async def pinger() -> None:
-        await ws.ping(b"hb-1")
+        await ws.ping(payload)
         done.set()
 
+    nursery.start_soon(pinger)
+    return done
+
+
+async def test_ping_waits_for_its_pong(autojump_clock: trio.testing.MockClock) -> None:
+    ws, peer = pair(client=True)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pinger)
+        done = start_ping(nursery, ws)
         nursery.start_soon(ws.get_message)  # the reader sees the pong
         assert await peer.read() == (PING, b"hb-1", True)
         await trio.sleep(1)
@@ -246,15 +252,9 @@ async def test_ping_with_no_reader_stops_at_a_full_inbox(
 ) -> None:
     """The messages a ping keeps are bounded: past max_message_size it waits for a reader."""
     ws, peer = pair(client=True, max_message_size=10)
-    done = trio.Event()
-
-    async def pinger() -> None:
-        await ws.ping(b"hb-1")
-        done.set()
-
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pinger)
+            done = start_ping(nursery, ws)
             assert await peer.read() == (PING, b"hb-1", True)
             await peer.send(TEXT, b"0123456789")
             await peer.send(PONG, b"hb-1")
@@ -268,15 +268,9 @@ async def test_get_message_takes_the_reading_over_from_a_ping(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ws, peer = pair(client=True)
-    done = trio.Event()
-
-    async def pinger() -> None:
-        await ws.ping(b"hb-1")
-        done.set()
-
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pinger)
+            done = start_ping(nursery, ws)
             assert await peer.read() == (PING, b"hb-1", True)
             await trio.testing.wait_all_tasks_blocked()  # the ping waits for data
             got: list[str | bytes] = []
